@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/demo"
+)
+
+// runDemo starts one demo echo backend on every backend address of cfg's
+// pools, so the shipped config.yaml and the demo cannot drift apart, then
+// serves cfg and prints what to open.
+func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) int {
+	seen := map[string]bool{}
+	var backends []*demo.Backend
+	defer func() {
+		for _, b := range backends {
+			b.Close()
+		}
+	}()
+	for _, p := range cfg.Pools {
+		for _, bc := range p.Backends {
+			addr := bc.Addr.String()
+			if seen[addr] {
+				continue
+			}
+			seen[addr] = true
+			b := &demo.Backend{Name: fmt.Sprintf("demo-%d", len(backends)+1), Addr: addr, Log: log}
+			if err := b.Start(); err != nil {
+				log.Error("cannot start demo backend", "err", err)
+				return 1
+			}
+			backends = append(backends, b)
+		}
+	}
+	return serve(ctx, cfg, log, func(in *instance) {
+		fmt.Fprintf(stdout, "wslb demo: %d echo backends (%s) behind:\n", len(backends), addrs(backends))
+		for _, l := range in.listeners {
+			a := l.BoundAddr().String()
+			fmt.Fprintf(stdout, "  %-8s http://%s/   (page)  ws://%s/ws   (echo)\n", l.Name, a, a)
+		}
+		if in.adminLn != nil {
+			fmt.Fprintf(stdout, "  metrics  http://%s/metrics\n", in.adminLn.Addr())
+		}
+		if len(in.listeners) > 0 {
+			a := in.listeners[0].BoundAddr().String()
+			fmt.Fprintf(stdout, "try: open http://%s/ in a browser, or: curl -s http://%s/ | head -5\n", a, a)
+		}
+		fmt.Fprintln(stdout, "stop with Ctrl-C (drains open conns)")
+	})
+}
+
+func addrs(bs []*demo.Backend) string {
+	s := ""
+	for i, b := range bs {
+		if i > 0 {
+			s += ", "
+		}
+		s += b.BoundAddr()
+	}
+	return s
+}

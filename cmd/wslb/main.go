@@ -1,0 +1,160 @@
+// Command wslb is a layer-4/layer-7 load balancer for WebSocket fleets.
+//
+// This file parses the command line; serve.go builds and runs everything,
+// demo.go adds the demo backends. No proxy logic lives here.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/wslb/wslb/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version from the build info is used.
+var version = ""
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the parsed command line.
+type options struct {
+	configPath string
+	check      bool
+	logFormat  string
+	logLevel   string
+	command    string // "", "demo" or "version"
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "wslb:", err)
+		return 2
+	}
+	switch {
+	case o.command == "version":
+		fmt.Fprintf(stdout, "wslb %s (%s)\n", buildVersion(), runtime.Version())
+		return 0
+	case o.check:
+		return check(o.configPath, stdout, stderr)
+	}
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "wslb:", err)
+		return 2
+	}
+	cfg, err := config.Load(o.configPath)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
+	}
+	if o.command == "demo" {
+		return runDemo(ctx, cfg, log, stdout)
+	}
+	return serve(ctx, cfg, log, nil)
+}
+
+// parseArgs accepts flags before or after the subcommand: both
+// `wslb -config x.yaml demo` and `wslb demo -config x.yaml` work.
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("wslb", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.configPath, "config", "config.yaml", "configuration `file`")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration, print every problem with its line, exit 1 if any")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage:
+  wslb [-config config.yaml]      run the load balancer
+  wslb -check -config FILE        validate FILE, print problems with line numbers
+  wslb demo [-config config.yaml] start three local ws echo backends and the load balancer
+  wslb version
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		o.command, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.command == "" && fs.NArg() > 0 {
+		o.command = fs.Arg(0)
+		if fs.NArg() > 1 {
+			return o, fmt.Errorf("unexpected argument %q", fs.Arg(1))
+		}
+	} else if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch o.command {
+	case "", "demo", "version":
+	default:
+		return o, fmt.Errorf("unknown command %q (want demo or version)", o.command)
+	}
+	return o, nil
+}
+
+// check is `wslb -check`: problems one a line, or a one-line summary.
+func check(path string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, cfg.Summary())
+	return 0
+}
+
+func printProblems(w io.Writer, err error) {
+	var ps config.Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			fmt.Fprintln(w, p.String())
+		}
+		return
+	}
+	fmt.Fprintln(w, "wslb:", err)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wslb/wslb/config"
+)
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(t.Context(), []string{"version"}, &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	want := regexp.MustCompile(`^wslb \S+ \(` + regexp.QuoteMeta(runtime.Version()) + `\)\n$`)
+	if !want.MatchString(out.String()) {
+		t.Fatalf("version printed %q", out.String())
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: missing
+    timeouts:
+      idle: -1s
+pools:
+  - name: p
+    bogus: 1
+    backends:
+      - address: 127.0.0.1:9001
+        weight: 0
+`), 0o644)
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"-check", "-config", bad}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d for a bad file, want 1", code)
+	}
+	got := errOut.String()
+	for _, want := range []string{
+		bad + ":5: listeners[0].pool:",
+		bad + ":7: listeners[0].timeouts.idle:",
+		bad + ":10: pools[0].bogus:",
+		bad + ":13: pools[0].backends[0].weight:",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if lines := strings.Count(got, "\n"); lines != 4 {
+		t.Errorf("%d lines, want one per problem (4):\n%s", lines, got)
+	}
+
+	out.Reset()
+	if code := run(t.Context(), []string{"-check", "-config", "../../config.yaml"}, &out, &errOut); code != 0 {
+		t.Fatalf("shipped config.yaml: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "ok") || strings.Count(out.String(), "\n") != 1 {
+		t.Fatalf("summary %q, want one line", out.String())
+	}
+}
+
+func TestBadArgs(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"-nope"}, {"demo", "extra"}, {"-log-format", "xml"}} {
+		if code := run(t.Context(), args, io.Discard, io.Discard); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// TestServeAndDrain runs the binary's serve path on a real config: traffic
+// flows, /readyz says ready, and cancelling (as SIGTERM does) drains: the
+// open conn is closed once drain_timeout is over and serve returns 0.
+func TestServeAndDrain(t *testing.T) {
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	go func() {
+		for {
+			c, err := be.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	cfg, err := config.Parse(fmt.Appendf(nil, `
+shutdown: {drain_timeout: 200ms, close_spread: 0s}
+admin: {listen: 127.0.0.1:0}
+listeners:
+  - {name: t, listen: 127.0.0.1:0, mode: l4, pool: p}
+pools:
+  - {name: p, backends: [{address: %s}]}
+`, be.Addr()), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan *instance, 1)
+	exit := make(chan int, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { exit <- serve(ctx, cfg, log, func(in *instance) { started <- in }) }()
+	var in *instance
+	select {
+	case in = <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	adminURL := "http://" + in.adminLn.Addr().String()
+	if code := get(t, adminURL+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d before drain", code)
+	}
+	c, err := net.Dial("tcp", in.listeners[0].BoundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hi"))
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+
+	begin := time.Now()
+	cancel()
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("conn survived the drain")
+	}
+	if d := time.Since(begin); d < 150*time.Millisecond {
+		t.Fatalf("conn closed after %v, before drain_timeout", d)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit %d after drain", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after drain")
+	}
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestL7NotYetRefused(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+admin: {listen: ""}
+listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
+pools:
+  - {name: p, backends: [{address: 127.0.0.1:9}]}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	code := serve(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if code != 1 || !strings.Contains(logs.String(), "mode l7 is not available") {
+		t.Fatalf("exit %d, logs %q", code, logs.String())
+	}
+}

@@ -1,0 +1,167 @@
+// Package config holds wslb's configuration: the typed structs that every other
+// package reads, and Load, which decodes config.yaml strictly, applies defaults,
+// resolves go-sockaddr templates and reports every problem with its line.
+//
+// Read load.go for decoding, defaults.go for the defaults, validate.go for the rules.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is a whole config.yaml after defaults and template resolution.
+type Config struct {
+	// Workers is the number of accept loops per listener; 0 means GOMAXPROCS.
+	Workers   int        `yaml:"workers"`
+	Shutdown  Shutdown   `yaml:"shutdown"`
+	Admin     Admin      `yaml:"admin"`
+	Listeners []Listener `yaml:"listeners"`
+	Pools     []Pool     `yaml:"pools"`
+
+	// File is the path the configuration was read from, for messages.
+	File string `yaml:"-"`
+}
+
+// Shutdown controls the drain on SIGTERM/SIGINT.
+type Shutdown struct {
+	// DrainTimeout is how long established conns may run on after accepting stops.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// CloseSpread is the window over which the conns still open after DrainTimeout
+	// are closed, so that their clients do not all reconnect at once; 0 closes at once.
+	CloseSpread time.Duration `yaml:"close_spread"`
+}
+
+// Admin is the admin listener (/metrics, /healthz, /readyz, /status).
+type Admin struct {
+	// Listen is the resolved host:port; empty disables the admin listener.
+	Listen string `yaml:"listen"`
+}
+
+// Mode values for Listener.Mode.
+const (
+	ModeL4 = "l4"
+	ModeL7 = "l7"
+)
+
+// Listener is one entry of listeners.
+type Listener struct {
+	Name string `yaml:"name"`
+	// Listen is the resolved host:port (templates already expanded).
+	Listen              string   `yaml:"listen"`
+	Mode                string   `yaml:"mode"`
+	Pool                string   `yaml:"pool"`
+	MaxConnections      int      `yaml:"max_connections"`
+	ProxyProtocol       string   `yaml:"proxy_protocol"`
+	AcceptProxyProtocol bool     `yaml:"accept_proxy_protocol"`
+	Timeouts            Timeouts `yaml:"timeouts"`
+	// TLS is nil when the listener does not terminate TLS (l7 only).
+	TLS    *TLS    `yaml:"tls"`
+	HTTP   HTTP    `yaml:"http"`
+	Routes []Route `yaml:"routes"`
+}
+
+// Timeouts of a listener.
+type Timeouts struct {
+	Connect   time.Duration `yaml:"connect"`
+	Handshake time.Duration `yaml:"handshake"`
+	Idle      time.Duration `yaml:"idle"`
+	Keepalive time.Duration `yaml:"keepalive"`
+}
+
+// TLS terminates TLS on an l7 listener.
+type TLS struct {
+	Cert         string `yaml:"cert"`
+	Key          string `yaml:"key"`
+	MinVersion   string `yaml:"min_version"`
+	RedirectHTTP bool   `yaml:"redirect_http"`
+}
+
+// HTTP holds the l7 request handling knobs.
+type HTTP struct {
+	MaxHeaderBytes   int               `yaml:"max_header_bytes"`
+	MaxBodyBytes     int64             `yaml:"max_body_bytes"`
+	ForwardedHeaders bool              `yaml:"forwarded_headers"`
+	Forwarded        bool              `yaml:"forwarded"`
+	TrustedProxies   []string          `yaml:"trusted_proxies"`
+	PreserveHost     bool              `yaml:"preserve_host"`
+	RedirectHTTPS    bool              `yaml:"redirect_https"`
+	HTTPSPort        int               `yaml:"https_port"`
+	ResponseHeaders  map[string]string `yaml:"response_headers"`
+	UpgradeProtocols []string          `yaml:"upgrade_protocols"`
+
+	// TrustedPrefixes is TrustedProxies parsed; a bare address becomes a /32 or /128.
+	TrustedPrefixes []netip.Prefix `yaml:"-"`
+}
+
+// Route is one l7 route: a path prefix served by a pool or a static folder.
+type Route struct {
+	Path        string `yaml:"path"`
+	Pool        string `yaml:"pool"`
+	StripPrefix bool   `yaml:"strip_prefix"`
+	Static      string `yaml:"static"`
+}
+
+// Balance values for Pool.Balance.
+const (
+	BalanceLeastConn  = "least_conn"
+	BalanceRoundRobin = "round_robin"
+	BalanceSourceHash = "source_hash"
+)
+
+// Check values for Health.Check.
+const (
+	CheckTCP       = "tcp"
+	CheckHTTP      = "http"
+	CheckWebSocket = "websocket"
+	CheckNone      = "none"
+)
+
+// Pool is one entry of pools.
+type Pool struct {
+	Name                     string        `yaml:"name"`
+	Balance                  string        `yaml:"balance"`
+	Backends                 []Backend     `yaml:"backends"`
+	IdlePerWorker            int           `yaml:"idle_per_worker"`
+	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
+	SlowStart                time.Duration `yaml:"slow_start"`
+	Health                   Health        `yaml:"health"`
+	Passive                  Passive       `yaml:"passive"`
+}
+
+// Backend is one server of a pool.
+type Backend struct {
+	// Address is the address as written (possibly a template).
+	Address string `yaml:"address"`
+	Weight  int    `yaml:"weight"`
+
+	// Addr is Address resolved to an IP and port.
+	Addr netip.AddrPort `yaml:"-"`
+}
+
+// Health configures a pool's active checks.
+type Health struct {
+	Check        string        `yaml:"check"`
+	Path         string        `yaml:"path"`
+	ExpectStatus int           `yaml:"expect_status"`
+	Interval     time.Duration `yaml:"interval"`
+	Timeout      time.Duration `yaml:"timeout"`
+	Rise         int           `yaml:"rise"`
+	Fall         int           `yaml:"fall"`
+}
+
+// Passive configures ejection after failed dials.
+type Passive struct {
+	MaxFails    int           `yaml:"max_fails"`
+	FailTimeout time.Duration `yaml:"fail_timeout"`
+}
+
+// PoolByName returns the pool called name, or nil.
+func (c *Config) PoolByName(name string) *Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}

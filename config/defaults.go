@@ -1,0 +1,140 @@
+package config
+
+import (
+	"reflect"
+	"time"
+)
+
+// The defaults below are DESIGN.md's config block, block by block. Each is a
+// function rather than a variable so that every listener and pool gets its own
+// slices and maps, and the package keeps no mutable state.
+
+func defaultConfig() Config {
+	return Config{
+		Workers: 0, // GOMAXPROCS
+		Shutdown: Shutdown{
+			DrainTimeout: 30 * time.Second,
+			CloseSpread:  5 * time.Second,
+		},
+		Admin: Admin{Listen: "127.0.0.1:9090"},
+	}
+}
+
+// defaultListener has no Mode: mode is required. Its HTTP block is added only
+// for l7 listeners, see applyDefaults.
+func defaultListener() Listener {
+	return Listener{
+		MaxConnections:      0, // unlimited
+		ProxyProtocol:       "",
+		AcceptProxyProtocol: false,
+		Timeouts: Timeouts{
+			Connect:   5 * time.Second,
+			Handshake: 10 * time.Second,
+			Idle:      time.Hour,
+			Keepalive: 75 * time.Second,
+		},
+	}
+}
+
+// defaultTLS applies only when a listener has a tls block.
+func defaultTLS() TLS {
+	return TLS{MinVersion: "1.2", RedirectHTTP: true}
+}
+
+func defaultHTTP() HTTP {
+	return HTTP{
+		MaxHeaderBytes:   32768,
+		MaxBodyBytes:     1 << 30,
+		ForwardedHeaders: true,
+		Forwarded:        false,
+		TrustedProxies:   []string{},
+		PreserveHost:     true,
+		RedirectHTTPS:    false,
+		HTTPSPort:        443,
+		ResponseHeaders:  map[string]string{},
+		UpgradeProtocols: []string{"websocket"},
+	}
+}
+
+func defaultRoute() Route {
+	return Route{StripPrefix: false}
+}
+
+func defaultPool() Pool {
+	return Pool{
+		Balance:                  BalanceLeastConn,
+		IdlePerWorker:            32,
+		MaxConnectionsPerBackend: 0, // unlimited
+		SlowStart:                0,
+		Health: Health{
+			Check:        CheckTCP,
+			Path:         "/healthz",
+			ExpectStatus: 200,
+			Interval:     2 * time.Second,
+			Timeout:      time.Second,
+			Rise:         2,
+			Fall:         3,
+		},
+		Passive: Passive{
+			MaxFails:    3,
+			FailTimeout: 10 * time.Second,
+		},
+	}
+}
+
+func defaultBackend() Backend {
+	return Backend{Weight: 1}
+}
+
+// applyDefaults gives every key the file left out its default. A key that is
+// present keeps its value even when it is zero: validation judges it.
+func applyDefaults(c *Config, idx index) {
+	fill(c, defaultConfig(), "", idx)
+	for i := range c.Listeners {
+		l, p := &c.Listeners[i], item("listeners", i)
+		def := defaultListener()
+		if l.Mode == ModeL7 {
+			def.HTTP = defaultHTTP()
+		}
+		fill(l, def, p, idx)
+		if l.TLS != nil {
+			fill(l.TLS, defaultTLS(), key(p, "tls"), idx)
+		}
+		for j := range l.Routes {
+			fill(&l.Routes[j], defaultRoute(), item(key(p, "routes"), j), idx)
+		}
+	}
+	for i := range c.Pools {
+		pl, p := &c.Pools[i], item("pools", i)
+		fill(pl, defaultPool(), p, idx)
+		for j := range pl.Backends {
+			fill(&pl.Backends[j], defaultBackend(), item(key(p, "backends"), j), idx)
+		}
+	}
+}
+
+// fill copies from def every field of dst whose key is absent under path, descending into nested blocks. Optional
+// blocks (pointers) and lists of blocks are left to applyDefaults, since their
+// defaults depend on where they are.
+func fill[T any](dst *T, def T, path string, idx index) {
+	fillValue(reflect.ValueOf(dst).Elem(), reflect.ValueOf(&def).Elem(), path, idx)
+}
+
+func fillValue(dst, def reflect.Value, path string, idx index) {
+	t := dst.Type()
+	for i := range t.NumField() {
+		name := yamlName(t.Field(i))
+		if name == "" {
+			continue
+		}
+		p, f := key(path, name), dst.Field(i)
+		switch {
+		case f.Kind() == reflect.Struct:
+			fillValue(f, def.Field(i), p, idx)
+		case f.Kind() == reflect.Pointer:
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct:
+		case !idx.isSet(p):
+			f.Set(def.Field(i))
+		}
+	}
+}

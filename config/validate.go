@@ -1,0 +1,302 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// validate checks a decoded, defaulted config, resolves its addresses (filling
+// Listen, Admin.Listen, Backend.Addr and HTTP.TrustedPrefixes) and returns every
+// problem found.
+func validate(c *Config, idx index) Problems {
+	v := &checker{idx: idx}
+	nonNegative(v, "workers", c.Workers)
+	nonNegative(v, "shutdown.drain_timeout", c.Shutdown.DrainTimeout)
+	nonNegative(v, "shutdown.close_spread", c.Shutdown.CloseSpread)
+	if c.Admin.Listen != "" { // empty disables the admin listener
+		v.listen("admin.listen", &c.Admin.Listen)
+	}
+
+	pools := map[string]bool{}
+	for _, p := range c.Pools {
+		pools[p.Name] = true
+	}
+	if len(c.Listeners) == 0 {
+		v.add("listeners", "no listeners: at least one is required")
+	}
+	names := v.unique("listener name")
+	for i := range c.Listeners {
+		p := item("listeners", i)
+		names.check(key(p, "name"), c.Listeners[i].Name)
+		v.listener(&c.Listeners[i], p, pools)
+	}
+	names = v.unique("pool name")
+	for i := range c.Pools {
+		p := item("pools", i)
+		names.check(key(p, "name"), c.Pools[i].Name)
+		v.pool(&c.Pools[i], p)
+	}
+	return v.probs
+}
+
+func (v *checker) listener(l *Listener, p string, pools map[string]bool) {
+	if l.Name == "" {
+		v.add(key(p, "name"), "name is required")
+	}
+	if l.Listen == "" {
+		v.add(key(p, "listen"), "listen is required: use ip:port, :port or a go-sockaddr template")
+	} else {
+		v.listen(key(p, "listen"), &l.Listen)
+	}
+	switch l.Mode {
+	case ModeL4:
+		if l.Pool == "" {
+			v.add(key(p, "pool"), "an l4 listener needs a pool")
+		}
+		// An l4 listener never parses HTTP, so these would be silently ignored.
+		for _, k := range []string{"tls", "http", "routes"} {
+			if v.idx.isSet(key(p, k)) {
+				v.add(key(p, k), "only valid on l7 listeners")
+			}
+		}
+	case ModeL7:
+		// Neither pool nor routes is fine: every request gets 404.
+		if l.TLS != nil {
+			v.tls(l.TLS, key(p, "tls"))
+		}
+		v.http(&l.HTTP, key(p, "http"))
+		v.routes(l.Routes, key(p, "routes"), pools)
+	case "":
+		v.add(key(p, "mode"), "mode is required: l4 or l7")
+	default:
+		v.add(key(p, "mode"), "unknown mode %q: use l4 or l7", l.Mode)
+	}
+	v.poolRef(key(p, "pool"), l.Pool, pools)
+	nonNegative(v, key(p, "max_connections"), l.MaxConnections)
+	v.oneOf(key(p, "proxy_protocol"), l.ProxyProtocol, "", "v1", "v2")
+	t := key(p, "timeouts")
+	v.positive(key(t, "connect"), l.Timeouts.Connect)
+	v.positive(key(t, "handshake"), l.Timeouts.Handshake)
+	v.positive(key(t, "idle"), l.Timeouts.Idle)
+	v.positive(key(t, "keepalive"), l.Timeouts.Keepalive)
+}
+
+func (v *checker) tls(t *TLS, p string) {
+	if t.Cert == "" {
+		v.add(key(p, "cert"), "tls needs a cert file")
+	}
+	if t.Key == "" {
+		v.add(key(p, "key"), "tls needs a key file")
+	}
+	v.oneOf(key(p, "min_version"), t.MinVersion, "1.2", "1.3")
+}
+
+func (v *checker) http(h *HTTP, p string) {
+	if h.MaxHeaderBytes < 1024 {
+		v.add(key(p, "max_header_bytes"), "must be at least 1024, got %d", h.MaxHeaderBytes)
+	}
+	nonNegative(v, key(p, "max_body_bytes"), h.MaxBodyBytes)
+	v.between(key(p, "https_port"), h.HTTPSPort, 1, 65535)
+	h.TrustedPrefixes = nil
+	for i, s := range h.TrustedProxies {
+		if pfx, ok := parseTrusted(s); ok {
+			h.TrustedPrefixes = append(h.TrustedPrefixes, pfx)
+		} else {
+			v.add(item(key(p, "trusted_proxies"), i), "invalid trusted proxy %q: use a CIDR such as 10.0.0.0/8 or an IP address", s)
+		}
+	}
+	for i, proto := range h.UpgradeProtocols {
+		q := item(key(p, "upgrade_protocols"), i)
+		switch {
+		case proto == "":
+			v.add(q, "empty upgrade protocol: use a token such as websocket")
+		case strings.EqualFold(proto, "h2c"):
+			// HTTP/2 over cleartext would bypass every l7 rule; wslb speaks HTTP/1.1 only.
+			v.add(q, "h2c is never tunnelled: remove it")
+		}
+	}
+}
+
+// parseTrusted reads a trusted_proxies entry; a bare address is a single-host prefix.
+func parseTrusted(s string) (netip.Prefix, bool) {
+	if pfx, err := netip.ParsePrefix(s); err == nil {
+		return pfx.Masked(), true
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return netip.Prefix{}, false
+	}
+	ip = ip.Unmap()
+	return netip.PrefixFrom(ip, ip.BitLen()), true
+}
+
+func (v *checker) routes(routes []Route, p string, pools map[string]bool) {
+	paths := v.unique("route path")
+	for i, r := range routes {
+		q := item(p, i)
+		switch {
+		case r.Path == "":
+			v.add(key(q, "path"), "path is required: a prefix starting with /")
+		case !strings.HasPrefix(r.Path, "/"):
+			v.add(key(q, "path"), "must start with /, got %q", r.Path)
+		default:
+			paths.check(key(q, "path"), r.Path)
+		}
+		switch {
+		case r.Pool != "" && r.Static != "":
+			v.add(key(q, "static"), "a route has either a pool or static, not both")
+		case r.Pool == "" && r.Static == "":
+			v.add(q, "a route needs a pool or static")
+		case r.Static != "" && r.StripPrefix:
+			v.add(key(q, "strip_prefix"), "only valid on routes with a pool, not static")
+		}
+		v.poolRef(key(q, "pool"), r.Pool, pools)
+	}
+}
+
+func (v *checker) pool(pl *Pool, p string) {
+	if pl.Name == "" {
+		v.add(key(p, "name"), "name is required")
+	}
+	v.oneOf(key(p, "balance"), pl.Balance, BalanceLeastConn, BalanceRoundRobin, BalanceSourceHash)
+	if len(pl.Backends) == 0 {
+		v.add(key(p, "backends"), "a pool needs at least one backend")
+	}
+	addrs := v.unique("backend")
+	for i := range pl.Backends {
+		b, q := &pl.Backends[i], item(key(p, "backends"), i)
+		if b.Address == "" {
+			v.add(key(q, "address"), "address is required: use ip:port or a go-sockaddr template")
+		} else if ap, err := backendAddr(b.Address); err != nil {
+			v.add(key(q, "address"), "%v", err)
+		} else {
+			b.Addr = ap
+			addrs.check(key(q, "address"), ap.String())
+		}
+		v.between(key(q, "weight"), b.Weight, 1, 1000)
+	}
+	nonNegative(v, key(p, "idle_per_worker"), pl.IdlePerWorker)
+	nonNegative(v, key(p, "max_connections_per_backend"), pl.MaxConnectionsPerBackend)
+	nonNegative(v, key(p, "slow_start"), pl.SlowStart)
+
+	h, q := pl.Health, key(p, "health")
+	v.oneOf(key(q, "check"), h.Check, CheckTCP, CheckHTTP, CheckWebSocket, CheckNone)
+	if (h.Check == CheckHTTP || h.Check == CheckWebSocket) && !strings.HasPrefix(h.Path, "/") {
+		v.add(key(q, "path"), "must start with /, got %q", h.Path)
+	}
+	v.between(key(q, "expect_status"), h.ExpectStatus, 100, 599)
+	v.positive(key(q, "interval"), h.Interval)
+	v.positive(key(q, "timeout"), h.Timeout)
+	if h.Interval > 0 && h.Timeout >= h.Interval {
+		// A check still running when the next is due would overlap it.
+		v.add(key(q, "timeout"), "timeout %v must be shorter than interval %v", h.Timeout, h.Interval)
+	}
+	v.atLeastOne(key(q, "rise"), h.Rise)
+	v.atLeastOne(key(q, "fall"), h.Fall)
+	nonNegative(v, key(p, "passive.max_fails"), pl.Passive.MaxFails)
+	v.positive(key(p, "passive.fail_timeout"), pl.Passive.FailTimeout)
+}
+
+// checker collects validation problems, each placed on the line of its key.
+type checker struct {
+	idx   index
+	probs Problems
+}
+
+// add reports a problem at path, unless decoding already reported one there.
+func (v *checker) add(path, format string, args ...any) {
+	if v.idx.isBad(path) {
+		return
+	}
+	v.probs = append(v.probs, Problem{Line: v.idx.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *checker) listen(path string, addr *string) {
+	resolved, err := listenAddr(*addr)
+	if err != nil {
+		v.add(path, "%v", err)
+		return
+	}
+	*addr = resolved
+}
+
+func (v *checker) poolRef(path, name string, pools map[string]bool) {
+	if name == "" || pools[name] {
+		return
+	}
+	known := make([]string, 0, len(pools))
+	for n := range pools {
+		known = append(known, n)
+	}
+	slices.Sort(known)
+	if len(known) == 0 {
+		v.add(path, "no pool named %q: no pools are defined", name)
+		return
+	}
+	v.add(path, "no pool named %q (pools: %s)", name, strings.Join(known, ", "))
+}
+
+func (v *checker) oneOf(path, value string, allowed ...string) {
+	if slices.Contains(allowed, value) {
+		return
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = a
+		if a == "" {
+			quoted[i] = `""`
+		}
+	}
+	last := len(quoted) - 1
+	v.add(path, "unknown value %q: use %s or %s", value, strings.Join(quoted[:last], ", "), quoted[last])
+}
+
+func (v *checker) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be positive, got %v", d)
+	}
+}
+
+func (v *checker) atLeastOne(path string, n int) {
+	if n < 1 {
+		v.add(path, "must be at least 1, got %d", n)
+	}
+}
+
+func (v *checker) between(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(path, "must be from %d to %d, got %d", lo, hi, n)
+	}
+}
+
+// nonNegative takes ints, int64s and durations alike (a method cannot be generic).
+func nonNegative[T ~int | ~int64](v *checker, path string, n T) {
+	if n < 0 {
+		v.add(path, "must not be negative, got %v", n)
+	}
+}
+
+// unique reports the second and later uses of a value, such as a listener name.
+func (v *checker) unique(what string) uniq {
+	return uniq{v: v, what: what, first: map[string]string{}}
+}
+
+type uniq struct {
+	v     *checker
+	what  string
+	first map[string]string // value -> path of its first use
+}
+
+func (u uniq) check(path, value string) {
+	if value == "" {
+		return // reported as missing, where it matters
+	}
+	if first, dup := u.first[value]; dup {
+		u.v.add(path, "duplicate %s %q (first on line %d): each must be unique", u.what, value, u.v.idx.line(first))
+		return
+	}
+	u.first[value] = path
+}

@@ -1,0 +1,405 @@
+package config
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+// oneListener is five lines that make a valid listener for pool ws; pool cases
+// append to it, so their own text starts on line 6.
+const oneListener = `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws`
+
+func TestValidateTopLevel(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		wants []want
+	}{
+		{"negative workers", `
+workers: -1
+shutdown:
+  drain_timeout: -1s
+  close_spread: -2s` + oneListener + validPools,
+			[]want{
+				{1, "workers", "must not be negative, got -1"},
+				{3, "shutdown.drain_timeout", "must not be negative, got -1s"},
+				{4, "shutdown.close_spread", "must not be negative, got -2s"},
+			}},
+		{"zero shutdown is fine", `
+shutdown: {drain_timeout: 0s, close_spread: 0s}` + oneListener + validPools, nil},
+		{"admin hostname", `
+admin:
+  listen: localhost:9090` + oneListener + validPools,
+			[]want{{2, "admin.listen", `host "localhost" must be an IP address or a go-sockaddr template; hostnames are not resolved`}}},
+		{"no listeners key", validPools, []want{{1, "listeners", "no listeners"}}},
+		{"empty listeners", `
+listeners: []` + validPools, []want{{1, "listeners", "no listeners"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { expect(t, tc.src, tc.wants...) })
+	}
+}
+
+func TestValidateListeners(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		wants []want
+	}{
+		{"name missing", `
+listeners:
+  - listen: 127.0.0.1:0
+    mode: l4
+    pool: ws`,
+			[]want{{2, "listeners[0].name", "name is required"}}},
+		{"duplicate names", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws`,
+			[]want{{6, "listeners[1].name", `duplicate listener name "a" (first on line 2)`}}},
+		{"listen missing", `
+listeners:
+  - name: a
+    mode: l4
+    pool: ws`,
+			[]want{{2, "listeners[0].listen", "listen is required"}}},
+		{"listen without port", `
+listeners:
+  - name: a
+    listen: 127.0.0.1
+    mode: l4
+    pool: ws`,
+			[]want{{3, "listeners[0].listen", `invalid address "127.0.0.1": use ip:port, :port or a go-sockaddr template`}}},
+		{"listen bad port", `
+listeners:
+  - name: a
+    listen: :http
+    mode: l4
+    pool: ws`,
+			[]want{{3, "listeners[0].listen", `invalid port "http": use a number from 0 to 65535`}}},
+		{"mode missing", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    pool: ws`,
+			[]want{{2, "listeners[0].mode", "mode is required: l4 or l7"}}},
+		{"mode unknown", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l5
+    pool: ws`,
+			[]want{{4, "listeners[0].mode", `unknown mode "l5": use l4 or l7`}}},
+		{"l4 without pool", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4`,
+			[]want{{2, "listeners[0].pool", "an l4 listener needs a pool"}}},
+		{"unknown pool", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    pool: nope`,
+			[]want{{5, "listeners[0].pool", `no pool named "nope" (pools: ws)`}}},
+		{"l7-only keys on l4", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws
+    tls: {cert: c.pem, key: k.pem}
+    http: {}
+    routes: []`,
+			[]want{
+				{6, "listeners[0].tls", "only valid on l7 listeners"},
+				{7, "listeners[0].http", "only valid on l7 listeners"},
+				{8, "listeners[0].routes", "only valid on l7 listeners"},
+			}},
+		{"l7 without pool or routes is fine", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7`, nil},
+		{"limits and proxy protocol", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws
+    max_connections: -1
+    proxy_protocol: v3`,
+			[]want{
+				{6, "listeners[0].max_connections", "must not be negative, got -1"},
+				{7, "listeners[0].proxy_protocol", `unknown value "v3": use "", v1 or v2`},
+			}},
+		{"timeouts", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l4
+    pool: ws
+    timeouts:
+      connect: 0s
+      handshake: -1s
+      idle: 0
+      keepalive: 1ms`,
+			[]want{
+				{7, "listeners[0].timeouts.connect", "must be positive, got 0s"},
+				{8, "listeners[0].timeouts.handshake", "must be positive, got -1s"},
+				{9, "listeners[0].timeouts.idle", "must be positive, got 0s"},
+			}},
+		{"tls", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      min_version: "1.1"`,
+			[]want{
+				{5, "listeners[0].tls.cert", "tls needs a cert file"},
+				{5, "listeners[0].tls.key", "tls needs a key file"},
+				{6, "listeners[0].tls.min_version", `unknown value "1.1": use 1.2 or 1.3`},
+			}},
+		{"http", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    http:
+      max_header_bytes: 1023
+      max_body_bytes: -1
+      https_port: 65536
+      trusted_proxies: [10.0.0.0/8, 192.0.2.1, not-an-ip]
+      upgrade_protocols:
+        - websocket
+        - H2C`,
+			[]want{
+				{6, "listeners[0].http.max_header_bytes", "must be at least 1024, got 1023"},
+				{7, "listeners[0].http.max_body_bytes", "must not be negative, got -1"},
+				{8, "listeners[0].http.https_port", "must be from 1 to 65535, got 65536"},
+				{9, "listeners[0].http.trusted_proxies[2]", `invalid trusted proxy "not-an-ip": use a CIDR such as 10.0.0.0/8 or an IP address`},
+				{12, "listeners[0].http.upgrade_protocols[1]", "h2c is never tunnelled"},
+			}},
+		{"https_port zero", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    http: {https_port: 0}`,
+			[]want{{5, "listeners[0].http.https_port", "must be from 1 to 65535, got 0"}}},
+		{"route path", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    routes:
+      - pool: ws
+      - path: ws
+        pool: ws
+      - path: /x
+        pool: ws
+      - path: /x
+        static: ./web`,
+			[]want{
+				{6, "listeners[0].routes[0].path", "path is required"},
+				{7, "listeners[0].routes[1].path", `must start with /, got "ws"`},
+				{11, "listeners[0].routes[3].path", `duplicate route path "/x" (first on line 9)`},
+			}},
+		{"route target", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    routes:
+      - path: /both
+        pool: ws
+        static: ./web
+      - path: /neither
+      - path: /static
+        static: ./web
+        strip_prefix: true
+      - path: /missing
+        pool: nope`,
+			[]want{
+				{8, "listeners[0].routes[0].static", "a route has either a pool or static, not both"},
+				{9, "listeners[0].routes[1]", "a route needs a pool or static"},
+				{12, "listeners[0].routes[2].strip_prefix", "only valid on routes with a pool, not static"},
+				{14, "listeners[0].routes[3].pool", `no pool named "nope"`},
+			}},
+		{"same route path on two listeners is fine", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    routes: [{path: /, pool: ws}]
+  - name: b
+    listen: 127.0.0.1:0
+    mode: l7
+    routes: [{path: /, pool: ws}]`, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { expect(t, tc.src+validPools, tc.wants...) })
+	}
+}
+
+func TestValidatePools(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		wants []want
+	}{
+		{"no pools", `
+pools: []`,
+			[]want{{5, "listeners[0].pool", `no pool named "ws": no pools are defined`}}},
+		{"name missing and duplicate", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+  - backends: [{address: 127.0.0.1:9001}]
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]`,
+			[]want{
+				{9, "pools[1].name", "name is required"},
+				{10, "pools[2].name", `duplicate pool name "ws" (first on line 7)`},
+			}},
+		{"balance and no backends", `
+pools:
+  - name: ws
+    balance: random
+    backends: []`,
+			[]want{
+				{8, "pools[0].balance", `unknown value "random": use least_conn, round_robin or source_hash`},
+				{9, "pools[0].backends", "a pool needs at least one backend"},
+			}},
+		{"backends missing", `
+pools:
+  - name: ws`,
+			[]want{{7, "pools[0].backends", "a pool needs at least one backend"}}},
+		{"backend addresses", `
+pools:
+  - name: ws
+    backends:
+      - weight: 2
+      - address: ws1.internal:9001
+      - address: 127.0.0.1:0
+      - address: :9001
+      - address: 127.0.0.1:9001
+      - address: "[::ffff:127.0.0.1]:9001"`,
+			[]want{
+				{9, "pools[0].backends[0].address", "address is required"},
+				{10, "pools[0].backends[1].address", `host "ws1.internal" must be an IP address or a go-sockaddr template; hostnames are not resolved`},
+				{11, "pools[0].backends[2].address", `invalid port "0": use a number from 1 to 65535`},
+				{12, "pools[0].backends[3].address", "the host is missing"},
+				{14, "pools[0].backends[5].address", `duplicate backend "127.0.0.1:9001" (first on line 13)`},
+			}},
+		{"weights", `
+pools:
+  - name: ws
+    backends:
+      - address: 127.0.0.1:9001
+        weight: 0
+      - address: 127.0.0.1:9002
+        weight: 1001
+      - address: 127.0.0.1:9003
+        weight: 1000`,
+			[]want{
+				{10, "pools[0].backends[0].weight", "must be from 1 to 1000, got 0"},
+				{12, "pools[0].backends[1].weight", "must be from 1 to 1000, got 1001"},
+			}},
+		{"negative counts", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    idle_per_worker: -1
+    max_connections_per_backend: -1
+    slow_start: -1s
+    passive:
+      max_fails: -1
+      fail_timeout: 0s`,
+			[]want{
+				{9, "pools[0].idle_per_worker", "must not be negative, got -1"},
+				{10, "pools[0].max_connections_per_backend", "must not be negative, got -1"},
+				{11, "pools[0].slow_start", "must not be negative, got -1s"},
+				{13, "pools[0].passive.max_fails", "must not be negative, got -1"},
+				{14, "pools[0].passive.fail_timeout", "must be positive, got 0s"},
+			}},
+		{"health", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      check: udp
+      expect_status: 99
+      interval: 0s
+      timeout: -1s
+      rise: 0
+      fall: 0`,
+			[]want{
+				{10, "pools[0].health.check", `unknown value "udp": use tcp, http, websocket or none`},
+				{11, "pools[0].health.expect_status", "must be from 100 to 599, got 99"},
+				{12, "pools[0].health.interval", "must be positive, got 0s"},
+				{13, "pools[0].health.timeout", "must be positive, got -1s"},
+				{14, "pools[0].health.rise", "must be at least 1, got 0"},
+				{15, "pools[0].health.fall", "must be at least 1, got 0"},
+			}},
+		{"http check path and status", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      check: http
+      path: healthz
+      expect_status: 600`,
+			[]want{
+				{11, "pools[0].health.path", `must start with /, got "healthz"`},
+				{12, "pools[0].health.expect_status", "must be from 100 to 599, got 600"},
+			}},
+		{"timeout not shorter than interval", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      interval: 1s`,
+			// timeout is absent (default 1s), so the problem sits on the health line.
+			[]want{{9, "pools[0].health.timeout", "timeout 1s must be shorter than interval 1s"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { expect(t, oneListener+tc.src, tc.wants...) })
+	}
+}
+
+func TestTrustedPrefixes(t *testing.T) {
+	c := mustParse(t, `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    http:
+      trusted_proxies: [10.1.2.3/8, 192.0.2.7, "2001:db8::1", "::ffff:198.51.100.1", "2001:db8::/32"]
+`)
+	got := c.Listeners[0].HTTP.TrustedPrefixes
+	wantPfx := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("2001:db8::1/128"),
+		netip.MustParsePrefix("198.51.100.1/32"),
+		netip.MustParsePrefix("2001:db8::/32"),
+	}
+	if !reflect.DeepEqual(got, wantPfx) {
+		t.Errorf("TrustedPrefixes = %v, want %v", got, wantPfx)
+	}
+}

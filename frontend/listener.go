@@ -1,0 +1,288 @@
+// Package frontend runs one configured listener as N workers: each worker has
+// its own SO_REUSEPORT socket and accept loop, so the kernel spreads new conns
+// over them. It enforces max_connections, tracks live conns and drains them.
+//
+// A conn goes from here to a Handler (l4.Proxy, l7.Proxy); read those next.
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrDrain is the context cause of conns closed by Drain.
+var ErrDrain = errors.New("draining")
+
+// Handler serves one accepted conn. It owns c and closes it before returning;
+// ctx is cancelled with cause ErrDrain when the listener drains it.
+type Handler interface {
+	ServeConn(ctx context.Context, c net.Conn)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, c net.Conn)
+
+// ServeConn calls f(ctx, c).
+func (f HandlerFunc) ServeConn(ctx context.Context, c net.Conn) { f(ctx, c) }
+
+// Listener is one configured listener. Set the exported fields, then call
+// Listen, then Serve; Drain ends the conns after Serve has returned.
+type Listener struct {
+	// Name labels logs and metrics.
+	Name string
+	// Addr is host:port to bind; port 0 picks one port shared by all workers.
+	Addr string
+	// Workers is the number of accept loops; 0 means GOMAXPROCS.
+	Workers int
+	// MaxConns refuses conns above this many live ones; 0 means unlimited.
+	MaxConns int
+	// NewHandler is called once per worker, so a worker may keep state of its
+	// own (l7's idle cache) without sharing it.
+	NewHandler func() Handler
+	// Refuse, when set, answers a conn refused by MaxConns (l7 writes a 503).
+	// It owns the conn. When nil the conn is closed at once.
+	Refuse func(c net.Conn)
+	// OnLimit is called for every conn refused by MaxConns and every accept
+	// that failed for lack of file descriptors.
+	OnLimit func()
+	// Log receives accept errors and handler panics.
+	Log *slog.Logger
+
+	lns    []net.Listener
+	active atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*liveConn]struct{}
+	wg    sync.WaitGroup // one per live conn
+	idle  chan struct{}  // signalled when active drops to 0, for Drain
+}
+
+type liveConn struct {
+	cancel context.CancelCauseFunc
+}
+
+// Listen binds every worker's socket. It binds the first socket, then binds
+// the others to the port the first one got, so port 0 works with many workers.
+func (l *Listener) Listen(ctx context.Context) error {
+	n := l.Workers
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	addr := l.Addr
+	for i := range n {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			l.closeListeners()
+			return fmt.Errorf("listener %s: bind %s (worker %d): %w", l.Name, addr, i, err)
+		}
+		if i == 0 {
+			host, _, _ := net.SplitHostPort(addr)
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			addr = net.JoinHostPort(host, port)
+		}
+		l.lns = append(l.lns, ln)
+	}
+	l.conns = make(map[*liveConn]struct{})
+	l.idle = make(chan struct{}, 1)
+	return nil
+}
+
+// BoundAddr returns the first worker's bound address, valid after Listen.
+func (l *Listener) BoundAddr() net.Addr { return l.lns[0].Addr() }
+
+// Active returns the number of live conns.
+func (l *Listener) Active() int64 { return l.active.Load() }
+
+// Serve runs the accept loops until ctx is cancelled, then closes the
+// listening sockets at once (new conns are refused, not left queued) and
+// returns. Live conns keep running; end them with Drain.
+func (l *Listener) Serve(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, ln := range l.lns {
+		h := l.NewHandler()
+		wg.Go(func() { l.acceptLoop(ctx, ln, h) })
+	}
+	<-ctx.Done()
+	l.closeListeners()
+	wg.Wait()
+}
+
+// Close closes the listening sockets of a Listener that will not Serve.
+func (l *Listener) Close() { l.closeListeners() }
+
+func (l *Listener) closeListeners() {
+	for _, ln := range l.lns {
+		ln.Close()
+	}
+}
+
+// acceptLoop accepts until its socket is closed. Running out of file
+// descriptors must neither spin nor exit: established conns keep being served
+// and accepting resumes after a backoff (5 ms doubling to 1 s, as net/http).
+func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if !temporary(err) {
+				l.Log.Error("accept failed; worker stops", "listener", l.Name, "err", err)
+				return
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				l.limit()
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.Log.Warn("accept failed; backing off", "listener", l.Name, "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if l.MaxConns > 0 && l.active.Load() >= int64(l.MaxConns) {
+			l.limit()
+			if l.Refuse != nil {
+				l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn) { l.Refuse(c) }))
+			} else {
+				c.Close()
+			}
+			continue
+		}
+		l.track(ctx, c, h)
+	}
+}
+
+func (l *Listener) limit() {
+	if l.OnLimit != nil {
+		l.OnLimit()
+	}
+}
+
+// track runs h on c in a goroutine owned by the listener's WaitGroup. The conn's
+// context is detached from the accept ctx: stopping accepting must not cut
+// established conns; only Drain cancels them.
+func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
+	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	lc := &liveConn{cancel: cancel}
+	l.mu.Lock()
+	l.conns[lc] = struct{}{}
+	l.mu.Unlock()
+	l.active.Add(1)
+	l.wg.Go(func() {
+		defer func() {
+			l.mu.Lock()
+			delete(l.conns, lc)
+			l.mu.Unlock()
+			cancel(nil)
+			if l.active.Add(-1) == 0 {
+				select {
+				case l.idle <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		l.serveConn(cctx, c, h)
+	})
+}
+
+// serveConn is the one place a panic is recovered: a bug in one conn must not
+// take down every other conn of the process.
+func (l *Listener) serveConn(ctx context.Context, c net.Conn, h Handler) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.Close()
+			l.Log.Error("panic serving conn", "listener", l.Name, "remote", c.RemoteAddr().String(),
+				"panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	h.ServeConn(ctx, c)
+}
+
+// Drain lets live conns run for up to timeout, then cancels those left, spread
+// evenly over spread so their clients reconnect in a trickle rather than a
+// storm, and returns once every conn's handler has returned. Call it after
+// Serve has returned. A cancelled ctx skips the waiting and closes the rest at once.
+func (l *Listener) Drain(ctx context.Context, timeout, spread time.Duration) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+wait:
+	for l.active.Load() > 0 {
+		select {
+		case <-l.idle:
+		case <-deadline.C:
+			break wait
+		case <-ctx.Done():
+			spread = 0
+			break wait
+		}
+	}
+	l.closeSpread(ctx, spread)
+	l.wg.Wait()
+}
+
+// closeSpread cancels the live conns one by one, the i-th of n at i*spread/n.
+func (l *Listener) closeSpread(ctx context.Context, spread time.Duration) {
+	l.mu.Lock()
+	live := make([]*liveConn, 0, len(l.conns))
+	for lc := range l.conns {
+		live = append(live, lc)
+	}
+	l.mu.Unlock()
+	start := time.Now()
+	for i, lc := range live {
+		if spread > 0 && ctx.Err() == nil {
+			at := start.Add(spread * time.Duration(i) / time.Duration(len(live)))
+			if d := time.Until(at); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+		}
+		lc.cancel(ErrDrain)
+	}
+}
+
+// temporary reports accept errors worth retrying: the process or system is
+// out of descriptors or memory, or a client gave up before accept returned.
+func temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// reusePort sets SO_REUSEPORT so each worker can have its own socket on the
+// same port and the kernel balances new conns between them.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

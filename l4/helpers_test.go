@@ -1,0 +1,174 @@
+package l4
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+)
+
+// backend is a real TCP server on loopback that runs serve on each conn and
+// remembers how many conns it has taken.
+type backend struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startBackend(t *testing.T, serve func(net.Conn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln}
+	b.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+			b.wg.Go(func() { defer c.Close(); serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+func (b *backend) addr() string { return b.ln.Addr().String() }
+
+func (b *backend) accepted() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// lb is a running l4 listener in front of some backends.
+type lb struct {
+	addr    string
+	proxy   *Proxy
+	pool    *pool.Pool
+	fl      *frontend.Listener
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
+}
+
+// startLB parses a real config (listener block extra is indented under the
+// listener) and serves it until the test ends.
+func startLB(t *testing.T, extra string, backends ...string) *lb {
+	t.Helper()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "workers: 2\nlisteners:\n  - name: l4test\n    listen: 127.0.0.1:0\n    mode: l4\n    pool: p\n")
+	for _, line := range strings.Split(strings.TrimSpace(extra), "\n") {
+		if line != "" {
+			fmt.Fprintf(&sb, "    %s\n", line)
+		}
+	}
+	sb.WriteString("pools:\n  - name: p\n    backends:\n")
+	for _, a := range backends {
+		fmt.Fprintf(&sb, "      - address: %s\n", a)
+	}
+	cfg, err := config.Parse([]byte(sb.String()), "test.yaml")
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", sb.String(), err)
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	p := pool.New(cfg.Pools[0])
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	px := New(cfg.Listeners[0], p, m, log)
+	fl := &frontend.Listener{
+		Name: "l4test", Addr: cfg.Listeners[0].Listen, Workers: cfg.Workers,
+		MaxConns:   cfg.Listeners[0].MaxConnections,
+		NewHandler: func() frontend.Handler { return px },
+		OnLimit:    px.OnLimit, Log: log,
+	}
+	if err := fl.Listen(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fl.Serve(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		fl.Drain(dctx, 0, 0)
+	})
+	return &lb{addr: fl.BoundAddr().String(), proxy: px, pool: p, fl: fl, metrics: m, reg: reg}
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// eventually polls cond every 5 ms for at most 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// roundTrip writes msg and reads the same number of bytes back.
+func roundTrip(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(buf)
+}

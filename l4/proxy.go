@@ -1,0 +1,259 @@
+// Package l4 serves raw TCP passthrough conns: pick a backend by the pool's
+// policy, dial it (one other backend is tried if that fails), optionally send
+// a PROXY header, then hand both conns to tunnel.Relay.
+//
+// Conns arrive from frontend.Listener; the bytes move in package tunnel.
+package l4
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/tunnel"
+)
+
+// Proxy is the handler of one l4 listener. It is safe for concurrent use by
+// every worker; Update swaps its settings and pool for conns accepted later,
+// while established conns keep the ones they started with.
+type Proxy struct {
+	// Metrics receives the per-conn series; required.
+	Metrics *metrics.Metrics
+	// Log gets one debug line per conn and warnings for failures.
+	Log *slog.Logger
+	// OnDialError, when set, is told of every failed backend dial (passive
+	// health checks count them).
+	OnDialError func(b *pool.Backend, err error)
+
+	cur atomic.Pointer[state]
+}
+
+// state is what a conn reads once at its start.
+type state struct {
+	l    config.Listener
+	pool *pool.Pool
+	errs errorCounters
+}
+
+// errorCounters are the listener's wslb_errors_total children, fetched once.
+type errorCounters struct {
+	noBackend, dial, timeout, limit, proxyProtocol prometheus.Counter
+}
+
+// New returns a Proxy serving listener l from p.
+func New(l config.Listener, p *pool.Pool, m *metrics.Metrics, log *slog.Logger) *Proxy {
+	px := &Proxy{Metrics: m, Log: log}
+	px.Update(l, p)
+	return px
+}
+
+// Update makes conns accepted from now on use l and p. It also creates the
+// per-backend series at their current values so dashboards see every backend
+// before it serves.
+func (px *Proxy) Update(l config.Listener, p *pool.Pool) {
+	e := px.Metrics.Errors
+	px.cur.Store(&state{l: l, pool: p, errs: errorCounters{
+		noBackend:     e.WithLabelValues(l.Name, "no_backend"),
+		dial:          e.WithLabelValues(l.Name, "dial"),
+		timeout:       e.WithLabelValues(l.Name, "timeout"),
+		limit:         e.WithLabelValues(l.Name, "limit"),
+		proxyProtocol: e.WithLabelValues(l.Name, "proxy_protocol"),
+	}})
+	for _, b := range p.Backends() {
+		px.Metrics.ConnectionsActive.WithLabelValues(l.Name, p.Name(), b.String())
+	}
+}
+
+// OnLimit counts a conn refused by max_connections or an accept that ran out
+// of file descriptors; wire it to frontend.Listener.OnLimit.
+func (px *Proxy) OnLimit() { px.cur.Load().errs.limit.Inc() }
+
+var _ frontend.Handler = (*Proxy)(nil)
+
+// ServeConn proxies c to a backend until either side ends. It owns c.
+func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	st := px.cur.Load()
+	client := addrPort(c.RemoteAddr())
+
+	// Bytes read past a PROXY header belong to the client's stream; they are
+	// written to the backend before the raw conns are relayed, so splice
+	// keeps working on c itself.
+	var early []byte
+	if st.l.AcceptProxyProtocol {
+		src, rest, err := readProxyHeader(c, st.l.Timeouts.Handshake)
+		if err != nil {
+			if errors.Is(err, errHeaderTimeout) {
+				st.errs.timeout.Inc()
+			} else {
+				st.errs.proxyProtocol.Inc()
+			}
+			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
+			return
+		}
+		if src.IsValid() {
+			client = src
+		}
+		early = rest
+	}
+
+	b, bc, err := px.connect(ctx, st, client.Addr())
+	if err != nil {
+		px.Log.Debug("no backend for conn", "listener", st.l.Name, "remote", client.String(), "err", err)
+		return
+	}
+	defer b.Release()
+
+	if err := writePreamble(bc, st.l.ProxyProtocol, client, c.LocalAddr(), early); err != nil {
+		bc.Close()
+		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
+		return
+	}
+	px.relay(ctx, st, b, c, bc)
+}
+
+// connect reserves a backend and dials it; when the dial fails, one other
+// backend is tried, as nginx's proxy_next_upstream does for a refused connect.
+func (px *Proxy) connect(ctx context.Context, st *state, client netip.Addr) (*pool.Backend, net.Conn, error) {
+	var tried *pool.Backend
+	for range 2 {
+		b, err := st.pool.Pick(client, tried)
+		if err != nil {
+			if tried == nil {
+				st.errs.noBackend.Inc()
+				return nil, nil, err
+			}
+			// Only the backend that just failed was eligible.
+			return nil, nil, fmt.Errorf("retry after failed dial: %w", err)
+		}
+		bc, err := px.dial(ctx, st, b)
+		if err == nil {
+			return b, bc, nil
+		}
+		b.Release()
+		st.errs.dial.Inc()
+		if px.OnDialError != nil {
+			px.OnDialError(b, err)
+		}
+		px.Log.Warn("backend dial failed", "listener", st.l.Name, "pool", st.pool.Name(), "backend", b.String(), "err", err)
+		tried = b
+	}
+	return nil, nil, errors.New("dial failed twice")
+}
+
+func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn, error) {
+	d := net.Dialer{Timeout: st.l.Timeouts.Connect}
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", b.String())
+	px.Metrics.BackendConnect.WithLabelValues(st.pool.Name(), b.String()).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", b, err)
+	}
+	return c, nil
+}
+
+// relay runs the tunnel and keeps the metrics in step with it.
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn) {
+	m, ln, pn, bn := px.Metrics, st.l.Name, st.pool.Name(), b.String()
+	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
+	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
+	active.Inc()
+	defer active.Dec()
+
+	r := tunnel.Relay{
+		Idle: st.l.Timeouts.Idle,
+		Rx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx),
+		Tx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx),
+	}
+	start := time.Now()
+	s := r.Run(ctx, c, bc)
+	d := time.Since(start)
+	why := reason(ctx, s.End)
+	m.TunnelDuration.WithLabelValues(ln, pn).Observe(d.Seconds())
+	m.TunnelsClosed.WithLabelValues(ln, pn, why).Inc()
+	px.Log.Debug("l4 conn closed", "listener", ln, "pool", pn, "backend", bn,
+		"remote", c.RemoteAddr().String(), "rx", s.Rx, "tx", s.Tx, "duration", d, "reason", why, "err", s.Err)
+}
+
+// reason maps how a tunnel ended to the wslb_tunnels_closed_total reason word.
+func reason(ctx context.Context, e tunnel.End) string {
+	if e != tunnel.EndCanceled {
+		return e.String()
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, pool.ErrRemoved):
+		return "removed"
+	case errors.Is(cause, frontend.ErrDrain):
+		return "drain"
+	default:
+		return "error"
+	}
+}
+
+// addrPort returns a's IP and port with IPv4-in-IPv6 unmapped, or the zero value.
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+var errHeaderTimeout = errors.New("no PROXY header within the handshake timeout")
+
+// readProxyHeader reads the PROXY header a load balancer in front sent, within
+// timeout. It returns the client address it names (invalid for a LOCAL
+// header, such as that balancer's own health check) and any bytes read past it.
+func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	br := bufio.NewReader(c)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return netip.AddrPort{}, nil, errHeaderTimeout
+		}
+		return netip.AddrPort{}, nil, fmt.Errorf("read PROXY header: %w", err)
+	}
+	rest, _ := br.Peek(br.Buffered())
+	if h.Command.IsLocal() {
+		return netip.AddrPort{}, rest, nil
+	}
+	return addrPort(h.SourceAddr), rest, nil
+}
+
+// writePreamble sends the PROXY header (version "v1", "v2" or none) and the
+// client bytes that arrived with an incoming header, before the relay starts.
+func writePreamble(bc net.Conn, version string, client netip.AddrPort, local net.Addr, early []byte) error {
+	if version != "" {
+		v := byte(1)
+		if version == "v2" {
+			v = 2
+		}
+		src := net.TCPAddrFromAddrPort(client)
+		dst := net.TCPAddrFromAddrPort(addrPort(local))
+		if _, err := proxyproto.HeaderProxyFromAddrs(v, src, dst).WriteTo(bc); err != nil {
+			return fmt.Errorf("send PROXY header: %w", err)
+		}
+	}
+	if len(early) > 0 {
+		if _, err := bc.Write(early); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+package pool
+
+import (
+	"net/netip"
+	"sync/atomic"
+)
+
+// leastConn picks the available backend with the fewest reservations relative
+// to its weight. Ties are broken by rotation, not randomness: each pick starts
+// its scan one slot further on, so equal backends fill evenly and short-lived
+// picks that are released at once still spread over all backends.
+type leastConn struct {
+	backends []*Backend
+	cursor   atomic.Uint64
+}
+
+func newLeastConn(backends []*Backend) *leastConn {
+	return &leastConn{backends: backends}
+}
+
+func (l *leastConn) Pick(_ netip.Addr, exclude *Backend) *Backend {
+	n := len(l.backends)
+	if n == 0 {
+		return nil
+	}
+	start := int((l.cursor.Add(1) - 1) % uint64(n))
+	// A reservation fails only when another worker filled (or a checker downed)
+	// the chosen backend since the scan; rescanning without it bounds a pick to n
+	// attempts, and tried is allocated only on that slow path.
+	var tried []bool
+	for range n {
+		best := -1
+		var bestActive, bestWeight int64
+		for k := range n {
+			i := (start + k) % n
+			b := l.backends[i]
+			if b == exclude || (tried != nil && tried[i]) || !b.Available() {
+				continue
+			}
+			a, w := b.active.Load(), b.weight.Load()
+			// a/w < bestActive/bestWeight without floats; strict, so the
+			// first of equals in rotation order wins.
+			if best < 0 || a*bestWeight < bestActive*w {
+				best, bestActive, bestWeight = i, a, w
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		if b := l.backends[best]; b.reserve() {
+			return b
+		}
+		if tried == nil {
+			tried = make([]bool, n)
+		}
+		tried[best] = true
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+// Package pool keeps each pool's backends and the counters all workers share,
+// picks a backend for a connection with one of three policies, and caches idle
+// backend conns per worker.
+//
+// Start with pool.go (New, Reconcile, Pick), then backend.go for the reservation
+// rule; leastconn.go, roundrobin.go and sourcehash.go are the policies, idle.go the cache.
+package pool
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/wslb/wslb/config"
+)
+
+// ErrNoBackend is returned by Pick when every backend is down, full or excluded.
+var ErrNoBackend = errors.New("no backend available")
+
+// ErrRemoved is the cause of a backend's Context once a reload has removed it.
+var ErrRemoved = errors.New("backend removed")
+
+// Policy chooses a backend for one conn or request. Pick must return a backend
+// it has already reserved (so the caller owns one Release), skipping exclude and
+// any backend that cannot be reserved, or nil when none can be. Implementations
+// hold their Pool's backend slice and must be safe for concurrent use.
+type Policy interface {
+	Pick(client netip.Addr, exclude *Backend) *Backend
+}
+
+// Pool is a named set of backends and the policy that picks among them. It is
+// immutable: a reload builds a new Pool with Reconcile and swaps it in whole,
+// while conns already started keep the Pool and Backend they hold.
+type Pool struct {
+	name     string
+	backends []*Backend
+	policy   Policy
+}
+
+// New builds a pool from its configuration; every backend starts up with no
+// reservations.
+func New(c config.Pool) *Pool {
+	return Reconcile(nil, c)
+}
+
+// Reconcile builds the pool for configuration c from the running pool old (which
+// may be nil). The *Backend of every address that stays is reused, with its
+// weight and limits updated in place, so active counts, idle counts and health
+// survive the reload; backends whose address is gone have their Context
+// cancelled with cause ErrRemoved. old keeps its slice and policy, so conns that
+// hold it keep working, but its removed backends are no longer available.
+func Reconcile(old *Pool, c config.Pool) *Pool {
+	kept := make(map[netip.AddrPort]*Backend)
+	if old != nil {
+		for _, b := range old.backends {
+			kept[b.addr] = b
+		}
+	}
+	backends := make([]*Backend, 0, len(c.Backends))
+	for _, cb := range c.Backends {
+		b, ok := kept[cb.Addr]
+		if ok {
+			// Deleting means a duplicated address gets its own Backend rather than
+			// two slots sharing one, and leaves only the removed ones in kept.
+			delete(kept, cb.Addr)
+			b.configure(cb, c)
+		} else {
+			b = newBackend(cb, c)
+		}
+		backends = append(backends, b)
+	}
+	for _, b := range kept {
+		b.cancel(ErrRemoved)
+	}
+	return &Pool{name: c.Name, backends: backends, policy: newPolicy(c.Balance, backends)}
+}
+
+// newPolicy is the one place that maps a balance name to its policy.
+func newPolicy(balance string, backends []*Backend) Policy {
+	switch balance {
+	case config.BalanceRoundRobin:
+		return newRoundRobin(backends)
+	case config.BalanceSourceHash:
+		return newSourceHash(backends)
+	default: // config.BalanceLeastConn, and "" before defaults are applied
+		return newLeastConn(backends)
+	}
+}
+
+// Name is the pool's configured name.
+func (p *Pool) Name() string { return p.name }
+
+// Backends returns the pool's backends in configuration order. The slice is
+// shared: do not modify it.
+func (p *Pool) Backends() []*Backend { return p.backends }
+
+// Pick chooses a backend for a conn from client and reserves it: on success the
+// caller must call Release exactly once. exclude (may be nil) is skipped; it is
+// the backend whose dial just failed, for the one retry. Down and full backends
+// are skipped, and ErrNoBackend is returned when nothing is eligible.
+func (p *Pool) Pick(client netip.Addr, exclude *Backend) (*Backend, error) {
+	if b := p.policy.Pick(client, exclude); b != nil {
+		return b, nil
+	}
+	return nil, ErrNoBackend
+}

@@ -1,0 +1,111 @@
+package pool
+
+import (
+	"net/netip"
+	"sync/atomic"
+)
+
+// maxSchedule bounds the precomputed cycle. Weights whose reduced sum is larger
+// are scaled down to fit (each keeps at least one slot), trading a little
+// precision for a schedule that stays small whatever the config says.
+const maxSchedule = 1 << 16
+
+// roundRobin is nginx's smooth weighted round robin (weights 5,1,1 give
+// a a b a c a a). The schedule depends only on the weights, so it is computed
+// once when the pool is built and each pick is one atomic increment that
+// indexes it: no mutex, unlike a per-pick "current weight" update.
+type roundRobin struct {
+	backends []*Backend
+	schedule []int32 // indexes into backends, one full cycle
+	next     atomic.Uint64
+}
+
+func newRoundRobin(backends []*Backend) *roundRobin {
+	weights := make([]int64, len(backends))
+	for i, b := range backends {
+		weights[i] = b.weight.Load()
+	}
+	return &roundRobin{backends: backends, schedule: smoothSchedule(weights)}
+}
+
+func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend) *Backend {
+	n := uint64(len(r.schedule))
+	if n == 0 {
+		return nil
+	}
+	start := r.next.Add(1) - 1
+	// Entries whose backend cannot be taken are skipped, and failed remembers
+	// backends already tried so the walk ends once every one has failed.
+	var failed []bool
+	nfailed := 0
+	for k := range n {
+		i := r.schedule[(start+k)%n]
+		if failed != nil && failed[i] {
+			continue
+		}
+		b := r.backends[i]
+		if b != exclude && b.reserve() {
+			// Advance the shared counter past the skipped slots too. Otherwise the
+			// backend after a down one would also win every pick that lands on
+			// the down one's slots, and the others would no longer share in
+			// proportion to their weights.
+			if k > 0 {
+				r.next.Add(k)
+			}
+			return b
+		}
+		if failed == nil {
+			failed = make([]bool, len(r.backends))
+		}
+		failed[i] = true
+		if nfailed++; nfailed == len(r.backends) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// smoothSchedule returns one cycle of smooth weighted round robin over weights
+// (all at least 1): each step adds every weight to its running total, picks the
+// largest total (the first on ties, as nginx does) and subtracts the sum from it.
+func smoothSchedule(weights []int64) []int32 {
+	var g int64
+	for _, w := range weights {
+		g = gcd(g, w)
+	}
+	reduced := make([]int64, len(weights))
+	var total int64
+	for i, w := range weights {
+		reduced[i] = w / g
+		total += reduced[i]
+	}
+	if total > maxSchedule {
+		scaled := int64(0)
+		for i, w := range reduced {
+			reduced[i] = max(1, int64(float64(w)*maxSchedule/float64(total)))
+			scaled += reduced[i]
+		}
+		total = scaled
+	}
+	current := make([]int64, len(reduced))
+	schedule := make([]int32, 0, total)
+	for range total {
+		best := 0
+		for i, w := range reduced {
+			current[i] += w
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= total
+		schedule = append(schedule, int32(best))
+	}
+	return schedule
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}

@@ -1,0 +1,216 @@
+// Package tunnel copies bytes both ways between a client conn and a backend conn
+// until either side ends or nothing moves for the idle timeout. It is shared by
+// l4 (raw passthrough) and l7 (WebSocket tunnels after a 101).
+//
+// Copies go through io.CopyN between the conns as given, so two *net.TCPConn
+// keep Linux splice(2): never wrap them before handing them to Relay.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// End says which event ended a tunnel.
+type End int
+
+// The ways a tunnel ends. The first event wins: a client that half-closes and a
+// backend that then finishes its answer is EndClient.
+const (
+	EndClient   End = iota // the client closed (EOF or reset)
+	EndBackend             // the backend closed
+	EndIdle                // no byte either way for the idle timeout
+	EndCanceled            // the context was cancelled (drain, backend removed)
+	EndError               // any other I/O error
+)
+
+// String returns the metric reason word for e, except EndCanceled, whose word
+// depends on the context's cause and is chosen by the caller.
+func (e End) String() string {
+	switch e {
+	case EndClient:
+		return "client"
+	case EndBackend:
+		return "backend"
+	case EndIdle:
+		return "idle"
+	case EndCanceled:
+		return "canceled"
+	default:
+		return "error"
+	}
+}
+
+// Adder receives byte counts as they move; prometheus.Counter satisfies it.
+type Adder interface{ Add(float64) }
+
+// Stats describes a finished tunnel.
+type Stats struct {
+	Rx  int64 // bytes from the client to the backend
+	Tx  int64 // bytes from the backend to the client
+	End End
+	// Err is the I/O error behind EndError (or the first error seen), if any.
+	Err error
+}
+
+// Relay is one tunnel's settings. The zero value copies with no idle timeout.
+type Relay struct {
+	// Idle closes the tunnel when no byte has moved in either direction for
+	// this long; 0 disables it.
+	Idle time.Duration
+	// Rx and Tx, when set, are told every chunk copied client→backend and
+	// backend→client, so metrics move while a long tunnel is still open.
+	Rx, Tx Adder
+}
+
+// chunk bounds one io.CopyN call: after each chunk the byte counters and the
+// idle clock advance. It is large so that bulk streams stay in splice.
+const chunk = 1 << 20
+
+// Run copies between client and backend until the tunnel ends, then closes both
+// conns: Run owns them from the moment it is called. Cancelling ctx closes them
+// early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
+func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
+	t := &tunnel{r: r, client: client, backend: backend, start: time.Now()}
+	t.touch()
+	stop := context.AfterFunc(ctx, func() {
+		t.canceled.Store(true)
+		t.closeBoth()
+	})
+	defer stop()
+
+	done := make(chan struct{})
+	go t.copyClientToBackend(done)
+	t.copyBackendToClient()
+	<-done
+	t.closeBoth()
+
+	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
+	first := t.first.Load()
+	switch {
+	case t.canceled.Load():
+		st.End = EndCanceled
+	case first != nil:
+		st.End, st.Err = first.end, first.err
+	default:
+		st.End = EndError
+	}
+	return st
+}
+
+// tunnel is the shared state of one Run; the two directions touch it only
+// through atomics.
+type tunnel struct {
+	r               *Relay
+	client, backend net.Conn
+	start           time.Time
+	last            atomic.Int64 // nanoseconds since start of the last progress
+	rx, tx          atomic.Int64
+	canceled        atomic.Bool
+	first           atomic.Pointer[ending]
+	closed          atomic.Bool
+}
+
+type ending struct {
+	end End
+	err error
+}
+
+// copyClientToBackend is a named function so that goroutine dumps of a
+// proxy holding thousands of tunnels say what each goroutine is.
+func (t *tunnel) copyClientToBackend(done chan<- struct{}) {
+	defer close(done)
+	t.pump(t.backend, t.client, &t.rx, t.r.Rx, EndClient, EndBackend)
+}
+
+func (t *tunnel) copyBackendToClient() {
+	t.pump(t.client, t.backend, &t.tx, t.r.Tx, EndBackend, EndClient)
+}
+
+func (t *tunnel) touch() { t.last.Store(int64(time.Since(t.start))) }
+
+func (t *tunnel) idleFor() time.Duration {
+	return time.Since(t.start) - time.Duration(t.last.Load())
+}
+
+// pump copies src to dst. srcEnd names src's side, dstEnd dst's. On EOF it
+// half-closes dst so the peer sees EOF but may still answer; on any other end
+// it closes both conns, which also ends the other direction.
+func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
+	// Read deadlines are only wake-ups: the tunnel is idle when neither
+	// direction has moved, which one direction alone cannot see. Waking four
+	// times per idle period makes a close at most 25% late, never early.
+	tick := t.r.Idle / 4
+	for {
+		if tick > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(tick))
+		}
+		n, err := io.CopyN(dst, src, chunk)
+		if n > 0 {
+			count.Add(n)
+			if live != nil {
+				live.Add(float64(n))
+			}
+			t.touch()
+		}
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, io.EOF):
+			t.record(srcEnd, nil)
+			closeWrite(dst)
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
+			if n > 0 || t.idleFor() < t.r.Idle {
+				continue
+			}
+			t.record(EndIdle, nil)
+		default:
+			t.record(classify(err, srcEnd, dstEnd), err)
+		}
+		t.closeBoth()
+		return
+	}
+}
+
+// record keeps the first way the tunnel ended.
+func (t *tunnel) record(e End, err error) {
+	t.first.CompareAndSwap(nil, &ending{end: e, err: err})
+}
+
+func (t *tunnel) closeBoth() {
+	if t.closed.Swap(true) {
+		return
+	}
+	t.client.Close()
+	t.backend.Close()
+}
+
+// classify maps a copy error to the side that caused it. A reset is almost
+// always seen while reading, so it names src; a broken pipe is seen while
+// writing, so it names dst.
+func classify(err error, srcEnd, dstEnd End) End {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return srcEnd
+	case errors.Is(err, syscall.EPIPE):
+		return dstEnd
+	default:
+		return EndError
+	}
+}
+
+// closeWrite half-closes c when it can (TCP, TLS), else closes it.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	c.Close()
+}

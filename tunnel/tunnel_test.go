@@ -1,0 +1,166 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// pair returns the two ends of a real loopback TCP conn.
+func pair(t testing.TB) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// relay wires client ⇄ [Relay] ⇄ backend over real sockets and returns the
+// outer ends plus a channel with the Stats.
+func relay(t testing.TB, ctx context.Context, r *Relay) (client, backend *net.TCPConn, done <-chan Stats) {
+	client, lbFront := pair(t)
+	lbBack, backend := pair(t)
+	ch := make(chan Stats, 1)
+	go func() { ch <- r.Run(ctx, lbFront, lbBack) }()
+	return client, backend, ch
+}
+
+func wait(t *testing.T, done <-chan Stats) Stats {
+	t.Helper()
+	select {
+	case s := <-done:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not end")
+		return Stats{}
+	}
+}
+
+func TestEndReasons(t *testing.T) {
+	t.Run("client closes", func(t *testing.T) {
+		c, b, done := relay(t, t.Context(), &Relay{})
+		c.Write([]byte("abc"))
+		c.Close()
+		io.Copy(io.Discard, b)
+		b.Close()
+		if s := wait(t, done); s.End != EndClient || s.Rx != 3 {
+			t.Fatalf("got %+v, want EndClient with Rx 3", s)
+		}
+	})
+	t.Run("backend closes", func(t *testing.T) {
+		c, b, done := relay(t, t.Context(), &Relay{})
+		b.Write([]byte("abcd"))
+		b.Close()
+		io.Copy(io.Discard, c)
+		c.Close()
+		if s := wait(t, done); s.End != EndBackend || s.Tx != 4 {
+			t.Fatalf("got %+v, want EndBackend with Tx 4", s)
+		}
+	})
+	t.Run("canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(t.Context())
+		c, _, done := relay(t, ctx, &Relay{})
+		cause := errors.New("drain")
+		cancel(cause)
+		if s := wait(t, done); s.End != EndCanceled {
+			t.Fatalf("got %+v, want EndCanceled", s)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("client read %v, want EOF", err)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		_, _, done := relay(t, t.Context(), &Relay{Idle: 100 * time.Millisecond})
+		start := time.Now()
+		s := wait(t, done)
+		if s.End != EndIdle {
+			t.Fatalf("got %+v, want EndIdle", s)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
+			t.Fatalf("idle close after %v", d)
+		}
+	})
+}
+
+// TestAlternatingTrafficIsNotIdle: each direction is silent for longer than
+// the idle timeout, but the tunnel as a whole never is.
+func TestAlternatingTrafficIsNotIdle(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	c, b, done := relay(t, t.Context(), &Relay{Idle: idle})
+	buf := make([]byte, 1)
+	for i := range 8 {
+		from, to := c, b
+		if i%2 == 1 {
+			from, to = b, c
+		}
+		from.Write([]byte{byte(i)})
+		to.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(to, buf); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		time.Sleep(idle / 2)
+	}
+	select {
+	case s := <-done:
+		t.Fatalf("tunnel ended early: %+v", s)
+	default:
+	}
+}
+
+type adder struct{ n float64 }
+
+func (a *adder) Add(v float64) { a.n += v }
+
+func TestLiveCounters(t *testing.T) {
+	var rx, tx adder
+	c, b, done := relay(t, t.Context(), &Relay{Rx: &rx, Tx: &tx})
+	c.Write(make([]byte, 1000))
+	io.ReadFull(b, make([]byte, 1000))
+	b.Write(make([]byte, 10))
+	io.ReadFull(c, make([]byte, 10))
+	c.Close()
+	b.Close()
+	s := wait(t, done)
+	if rx.n != 1000 || tx.n != 10 || s.Rx != 1000 || s.Tx != 10 {
+		t.Fatalf("rx=%v tx=%v stats=%+v", rx.n, tx.n, s)
+	}
+}
+
+// BenchmarkRelay pushes bytes one way through a relay between two real TCP
+// conns. Run under strace to see splice(2) doing the work:
+//
+//	go test -c -o /tmp/tunnel.test ./tunnel
+//	strace -f -c -e trace=splice,read,write /tmp/tunnel.test -test.run='^$' -test.bench=Relay -test.benchtime=200x
+func BenchmarkRelay(b *testing.B) {
+	c, be, done := relay(b, b.Context(), &Relay{Idle: time.Minute})
+	buf := make([]byte, 256<<10)
+	go func() { io.Copy(io.Discard, be) }()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.Close()
+	<-done
+}
