@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -59,8 +60,9 @@ type Listener struct {
 	// Log receives accept errors and handler panics.
 	Log *slog.Logger
 
-	lns    []net.Listener
-	active atomic.Int64
+	lns      []net.Listener
+	handlers []Handler
+	active   atomic.Int64
 
 	mu    sync.Mutex
 	conns map[*liveConn]struct{}
@@ -112,6 +114,7 @@ func (l *Listener) Serve(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, ln := range l.lns {
 		h := l.NewHandler()
+		l.handlers = append(l.handlers, h)
 		wg.Go(func() { l.acceptLoop(ctx, ln, h) })
 	}
 	<-ctx.Done()
@@ -217,8 +220,10 @@ func (l *Listener) serveConn(ctx context.Context, c net.Conn, h Handler) {
 
 // Drain lets live conns run for up to timeout, then cancels those left, spread
 // evenly over spread so their clients reconnect in a trickle rather than a
-// storm, and returns once every conn's handler has returned. Call it after
-// Serve has returned. A cancelled ctx skips the waiting and closes the rest at once.
+// storm, and returns once every conn's handler has returned. Then it closes
+// each worker's Handler that is an io.Closer (l7's idle backend conns). Call
+// it after Serve has returned. A cancelled ctx skips the waiting and closes
+// the rest at once.
 func (l *Listener) Drain(ctx context.Context, timeout, spread time.Duration) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -235,6 +240,11 @@ wait:
 	}
 	l.closeSpread(ctx, spread)
 	l.wg.Wait()
+	for _, h := range l.handlers {
+		if c, ok := h.(io.Closer); ok {
+			c.Close()
+		}
+	}
 }
 
 // closeSpread cancels the live conns one by one, the i-th of n at i*spread/n.

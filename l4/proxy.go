@@ -16,13 +16,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/tunnel"
 )
 
@@ -87,16 +87,17 @@ var _ frontend.Handler = (*Proxy)(nil)
 func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	st := px.cur.Load()
-	client := addrPort(c.RemoteAddr())
+	client := proxyheader.AddrPort(c.RemoteAddr())
 
 	// Bytes read past a PROXY header belong to the client's stream; they are
 	// written to the backend before the raw conns are relayed, so splice
 	// keeps working on c itself.
 	var early []byte
 	if st.l.AcceptProxyProtocol {
-		src, rest, err := readProxyHeader(c, st.l.Timeouts.Handshake)
+		br := bufio.NewReader(c)
+		src, err := proxyheader.Read(c, br, st.l.Timeouts.Handshake)
 		if err != nil {
-			if errors.Is(err, errHeaderTimeout) {
+			if errors.Is(err, proxyheader.ErrTimeout) {
 				st.errs.timeout.Inc()
 			} else {
 				st.errs.proxyProtocol.Inc()
@@ -107,7 +108,7 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		if src.IsValid() {
 			client = src
 		}
-		early = rest
+		early, _ = br.Peek(br.Buffered())
 	}
 
 	b, bc, err := px.connect(ctx, st, client.Addr())
@@ -203,51 +204,12 @@ func reason(ctx context.Context, e tunnel.End) string {
 	}
 }
 
-// addrPort returns a's IP and port with IPv4-in-IPv6 unmapped, or the zero value.
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
-}
-
-var errHeaderTimeout = errors.New("no PROXY header within the handshake timeout")
-
-// readProxyHeader reads the PROXY header a load balancer in front sent, within
-// timeout. It returns the client address it names (invalid for a LOCAL
-// header, such as that balancer's own health check) and any bytes read past it.
-func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte, error) {
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
-	br := bufio.NewReader(c)
-	h, err := proxyproto.Read(br)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return netip.AddrPort{}, nil, errHeaderTimeout
-		}
-		return netip.AddrPort{}, nil, fmt.Errorf("read PROXY header: %w", err)
-	}
-	rest, _ := br.Peek(br.Buffered())
-	if h.Command.IsLocal() {
-		return netip.AddrPort{}, rest, nil
-	}
-	return addrPort(h.SourceAddr), rest, nil
-}
-
 // writePreamble sends the PROXY header (version "v1", "v2" or none) and the
 // client bytes that arrived with an incoming header, before the relay starts.
 func writePreamble(bc net.Conn, version string, client netip.AddrPort, local net.Addr, early []byte) error {
 	if version != "" {
-		v := byte(1)
-		if version == "v2" {
-			v = 2
-		}
-		src := net.TCPAddrFromAddrPort(client)
-		dst := net.TCPAddrFromAddrPort(addrPort(local))
-		if _, err := proxyproto.HeaderProxyFromAddrs(v, src, dst).WriteTo(bc); err != nil {
-			return fmt.Errorf("send PROXY header: %w", err)
+		if err := proxyheader.Write(bc, version, client, local); err != nil {
+			return err
 		}
 	}
 	if len(early) > 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/l4"
+	"github.com/wslb/wslb/l7"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 )
@@ -54,19 +55,27 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 		}
 	}
 	for _, lc := range cfg.Listeners {
-		if lc.Mode != config.ModeL4 {
-			in.close()
-			return nil, fmt.Errorf("listener %s: mode %s is not available in this build yet; only l4 listeners run", lc.Name, lc.Mode)
-		}
-		px := l4.New(lc, in.pools[lc.Pool], in.metrics, log)
 		fl := &frontend.Listener{
-			Name:       lc.Name,
-			Addr:       lc.Listen,
-			Workers:    cfg.Workers,
-			MaxConns:   lc.MaxConnections,
-			NewHandler: func() frontend.Handler { return px },
-			OnLimit:    px.OnLimit,
-			Log:        log,
+			Name:     lc.Name,
+			Addr:     lc.Listen,
+			Workers:  cfg.Workers,
+			MaxConns: lc.MaxConnections,
+			Log:      log,
+		}
+		switch lc.Mode {
+		case config.ModeL4:
+			px := l4.New(lc, in.pools[lc.Pool], in.metrics, log)
+			fl.NewHandler = func() frontend.Handler { return px }
+			fl.OnLimit = px.OnLimit
+		case config.ModeL7:
+			px, err := l7.New(lc, in.pools, in.metrics, log)
+			if err != nil {
+				in.close()
+				return nil, err
+			}
+			fl.NewHandler = px.NewWorker
+			fl.OnLimit = px.OnLimit
+			fl.Refuse = px.Refuse
 		}
 		if err := fl.Listen(ctx); err != nil {
 			in.close()

@@ -1,0 +1,224 @@
+package header
+
+import (
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Forwarding describes one hop, the client conn a request arrived on, for
+// ClientIP and SetForwarded. The zero value trusts nobody and sets nothing.
+type Forwarding struct {
+	Peer       netip.Addr     // the conn's remote address, or the one an accepted PROXY header gave
+	Trusted    []netip.Prefix // http.trusted_proxies: peers whose X-Forwarded-For and Forwarded are kept
+	Host       string         // the client's Host as sent, port included if present
+	Proto      string         // "https" on TLS listeners, else "http"
+	Port       int            // the port of the listener the request arrived on
+	XForwarded bool           // http.forwarded_headers: X-Real-IP, X-Forwarded-For/-Host/-Proto/-Port
+	RFC7239    bool           // http.forwarded: also the standard Forwarded header
+}
+
+// ClientIP returns the client address for this hop.
+//
+// It is Peer, unless Peer is trusted and the request carries X-Forwarded-For.
+// Then the entries of all X-Forwarded-For headers, read as one comma-separated
+// list, are walked from the right, the end the trusted proxies appended to, and
+// the first entry that is not itself trusted is the client (nginx's real_ip
+// with real_ip_recursive on). If every entry is trusted, the leftmost is. A
+// malformed entry stops the walk, since nothing left of it can be vouched for:
+// the last good address is returned, or Peer if there was none.
+//
+// Entries may be quoted and may carry a port ("1.2.3.4:5678", "[::1]:80").
+// Addresses are returned unmapped (::ffff:1.2.3.4 becomes 1.2.3.4) and without
+// an IPv6 zone, which names an interface of some other host.
+func (f Forwarding) ClientIP(h http.Header) netip.Addr {
+	peer := clean(f.Peer)
+	if !f.trusted(peer) {
+		return peer
+	}
+	good := peer
+	xff := h.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		for rest := xff[i]; rest != ""; {
+			var entry string
+			if c := strings.LastIndexByte(rest, ','); c >= 0 {
+				rest, entry = rest[:c], rest[c+1:]
+			} else {
+				rest, entry = "", rest
+			}
+			if entry = trimOWS(entry); entry == "" {
+				continue // an empty list element (RFC 9110 §5.6.1)
+			}
+			a, ok := parseNode(entry)
+			if !ok {
+				return good
+			}
+			if good = a; !f.trusted(a) {
+				return a
+			}
+		}
+	}
+	return good
+}
+
+// SetForwarded rewrites h, a request head going to a backend, to say who the
+// client is (DESIGN.md, "Headers to the backend"):
+//
+//   - X-Real-IP is ClientIP.
+//   - X-Forwarded-For is the incoming list (all headers, joined by ", ") with Peer
+//     appended when Peer is trusted, and Peer alone otherwise, so that a client
+//     cannot plant addresses a backend would believe.
+//   - X-Forwarded-Host is Host, X-Forwarded-Port is Port, X-Forwarded-Proto is
+//     Proto.
+//   - With RFC7239, Forwarded gets the element
+//     for=<Peer>;host=<Host>;proto=<Proto> (RFC 7239 §4), appended to the
+//     incoming elements when Peer is trusted and replacing them otherwise.
+//
+// Every header it writes replaces what the client sent; one whose value would be
+// empty (no Host on an HTTP/1.0 request, no Peer) is removed instead.
+//
+// With XForwarded false no X- header is touched, and with RFC7239 false no
+// Forwarded header: what the client sent passes as it is. That is what the user
+// asked for by turning the option off (a backend that does its own forwarding
+// logic, or another proxy behind wslb that does); it also means a backend must
+// not believe those headers.
+func (f Forwarding) SetForwarded(h http.Header) {
+	peer := clean(f.Peer)
+	trusted := f.trusted(peer)
+	if f.XForwarded {
+		set(h, "X-Real-IP", addrString(f.ClientIP(h)))
+		xff := addrString(peer)
+		if in := joinList(h.Values("X-Forwarded-For")); trusted && in != "" {
+			xff = in + ", " + xff
+		}
+		set(h, "X-Forwarded-For", xff)
+		set(h, "X-Forwarded-Host", f.Host)
+		port := ""
+		if f.Port > 0 {
+			port = strconv.Itoa(f.Port)
+		}
+		set(h, "X-Forwarded-Port", port)
+		set(h, "X-Forwarded-Proto", f.Proto)
+	}
+	if f.RFC7239 {
+		fwd := f.element(peer)
+		if in := joinList(h.Values("Forwarded")); trusted && in != "" {
+			fwd = in + ", " + fwd
+		}
+		set(h, "Forwarded", fwd)
+	}
+}
+
+// element is this hop's forwarded-element (RFC 7239 §4). A parameter whose value
+// cannot be written even as a quoted-string is left out rather than sent broken.
+func (f Forwarding) element(peer netip.Addr) string {
+	var b strings.Builder
+	b.WriteString("for=")
+	switch {
+	case !peer.IsValid():
+		b.WriteString("unknown") // §6.2: the client is not known
+	case peer.Is6():
+		// §6: an IPv6 node is bracketed, and ":" is not a token character, so it
+		// must be quoted: for="[2001:db8::1]".
+		b.WriteString(`"[` + peer.String() + `]"`)
+	default:
+		b.WriteString(peer.String())
+	}
+	for _, p := range [...]struct{ name, value string }{{"host", f.Host}, {"proto", f.Proto}} {
+		if v, ok := paramValue(p.value); ok && p.value != "" {
+			b.WriteString(";" + p.name + "=" + v)
+		}
+	}
+	return b.String()
+}
+
+// paramValue writes s as an RFC 7239 §4 value: a token if it is one, else a
+// quoted-string (RFC 9110 §5.6.4), as a Host with a port needs since ":" is not a
+// token character. ok is false if s holds a byte no quoted-string may carry.
+func paramValue(s string) (string, bool) {
+	if isToken(s) {
+		return s, true
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\t' || c >= 0x20 && c != 0x7f:
+			b.WriteByte(c)
+		default:
+			return "", false
+		}
+	}
+	b.WriteByte('"')
+	return b.String(), true
+}
+
+// trusted reports whether a is inside one of the trusted prefixes.
+func (f Forwarding) trusted(a netip.Addr) bool {
+	for _, p := range f.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseNode parses one X-Forwarded-For entry: an address, maybe with a port,
+// maybe quoted (some proxies write RFC 7239 style node values there).
+func parseNode(s string) (netip.Addr, bool) {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return clean(ap.Addr()), true
+	}
+	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		return clean(a), err == nil && a.Is6()
+	}
+	a, err := netip.ParseAddr(s)
+	return clean(a), err == nil
+}
+
+// clean unmaps a (4in6 becomes 4) and drops its zone, so that it compares
+// equal to the prefixes in Trusted and means the same on the backend's host.
+func clean(a netip.Addr) netip.Addr {
+	return a.Unmap().WithZone("")
+}
+
+// addrString is a.String(), or "" for the zero Addr ("invalid IP" is no header).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// joinList joins the non-empty values of a list header with ", " (RFC 9110 §5.3
+// makes several lines of a list header equal to one joined line).
+func joinList(values []string) string {
+	var b strings.Builder
+	for _, v := range values {
+		if v = trimOWS(v); v != "" {
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(v)
+		}
+	}
+	return b.String()
+}
+
+// set replaces every h[name] with value, or removes them when value is empty or
+// is not a valid field value.
+func set(h http.Header, name, value string) {
+	if value == "" || !validValue(value) {
+		h.Del(name)
+		return
+	}
+	h.Set(name, value)
+}

@@ -1,0 +1,205 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/proxyheader"
+	"github.com/wslb/wslb/route"
+)
+
+// clientConn is one client conn and what every request on it shares.
+type clientConn struct {
+	st       *state
+	conn     net.Conn // raw TCP, or the *tls.Conn after the handshake
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	peer     netip.AddrPort // the TCP peer, or the source an accepted PROXY header named
+	local    netip.AddrPort
+	tls      bool
+	accepted time.Time
+	answered bool // the first response byte went out (wslb_handshake_seconds)
+}
+
+// ServeConn serves one client conn until it closes, errs, idles out or
+// becomes a tunnel that ends. It owns c.
+func (w *worker) ServeConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	// Drain and removal cancel ctx: whatever the conn is doing, it ends.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	st := w.px.cur.Load()
+	cc := &clientConn{
+		st: st, conn: c, accepted: time.Now(),
+		peer:  proxyheader.AddrPort(c.RemoteAddr()),
+		local: proxyheader.AddrPort(c.LocalAddr()),
+	}
+	// timeouts.handshake runs from accept through the PROXY header, the TLS
+	// handshake and the first request head.
+	deadline := cc.accepted.Add(st.l.Timeouts.Handshake)
+	_ = c.SetDeadline(deadline)
+	cc.br = bufio.NewReaderSize(c, readerSize(st))
+
+	if st.l.AcceptProxyProtocol {
+		src, err := proxyheader.Read(c, cc.br, time.Until(deadline))
+		if err != nil {
+			if errors.Is(err, proxyheader.ErrTimeout) {
+				st.errs.timeout.Inc()
+			} else {
+				st.errs.proxyProtocol.Inc()
+			}
+			return
+		}
+		if src.IsValid() {
+			cc.peer = src
+		}
+		_ = c.SetDeadline(deadline)
+	}
+	cc.bw = bufio.NewWriterSize(c, 4096)
+	if st.tls != nil && !w.startTLS(ctx, cc) {
+		return
+	}
+	_ = cc.conn.SetWriteDeadline(time.Time{})
+	w.serveRequests(ctx, cc)
+}
+
+// readerSize is the client reader's buffer: a whole head must fit, since
+// readRequest buffers it before parsing.
+func readerSize(st *state) int {
+	if st.l.Mode != "" && st.l.HTTP.MaxHeaderBytes > 4096 {
+		return st.l.HTTP.MaxHeaderBytes
+	}
+	return 4096
+}
+
+// serveRequests answers requests in order (pipelined ones included: they
+// wait in cc.br) until the client or a response ends the conn.
+func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
+	st := cc.st
+	for n := 0; ; n++ {
+		if n > 0 {
+			// Between requests the client may idle for timeouts.keepalive;
+			// once its next request starts, timeouts.handshake bounds the head.
+			_ = cc.conn.SetReadDeadline(time.Now().Add(st.l.Timeouts.Keepalive))
+			if _, err := cc.br.Peek(1); err != nil {
+				return
+			}
+			_ = cc.conn.SetReadDeadline(time.Now().Add(st.l.Timeouts.Handshake))
+		}
+		req, err := readRequest(cc.br, st.l.HTTP.MaxHeaderBytes)
+		if err != nil {
+			w.badHead(cc, err)
+			return
+		}
+		_ = cc.conn.SetReadDeadline(time.Time{})
+		if !w.serveRequest(ctx, cc, req) {
+			return
+		}
+	}
+}
+
+// badHead answers a head that could not be read, or just closes the conn
+// when there is nobody to answer or nothing worth saying.
+func (w *worker) badHead(cc *clientConn, err error) {
+	st := cc.st
+	switch {
+	case errors.Is(err, errHeadTooLarge):
+		st.errs.badRequest.Inc()
+		cc.respondError(nil, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// A slow head is closed without an answer: answering would only
+		// tell a slowloris client that it has our attention.
+		st.errs.timeout.Inc()
+	case errors.Is(err, io.EOF) && cc.br.Buffered() == 0, errors.Is(err, net.ErrClosed):
+		// The client closed between requests, or drain closed the conn.
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// It closed in the middle of a head: nobody is left to answer.
+	default:
+		st.errs.badRequest.Inc()
+		cc.respondError(nil, http.StatusBadRequest, badRequestText(err))
+	}
+}
+
+func badRequestText(err error) string {
+	if errors.Is(err, errSmuggling) {
+		return "both Content-Length and Transfer-Encoding"
+	}
+	return "malformed request"
+}
+
+// serveRequest answers one request and reports whether the conn may carry
+// another.
+func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Request) bool {
+	st := cc.st
+	h := st.l.HTTP
+	if msg := checkRequest(req); msg != "" {
+		st.errs.badRequest.Inc()
+		return cc.respondError(req, http.StatusBadRequest, msg)
+	}
+	if req.ContentLength > h.MaxBodyBytes {
+		st.errs.badRequest.Inc()
+		return cc.respondError(req, http.StatusRequestEntityTooLarge, "request body too large")
+	}
+	if h.RedirectHTTPS {
+		return cc.redirect(req, httpsURL(req, h.HTTPSPort))
+	}
+	res := st.routes.Match(req.URL)
+	switch res.Kind {
+	case route.BadPath:
+		st.errs.badRequest.Inc()
+		return cc.respondError(req, http.StatusBadRequest, "invalid path")
+	case route.NotFound:
+		return cc.respondError(req, http.StatusNotFound, "no route for this path")
+	case route.Redirect:
+		return cc.redirect(req, res.Location)
+	case route.Static:
+		return cc.serveStatic(req, st.static[res.Dir], res)
+	}
+	if token, _ := header.UpgradeToken(req.Header, h.UpgradeProtocols); token != "" {
+		return w.upgrade(ctx, cc, req, res, token)
+	}
+	return w.forward(ctx, cc, req, res)
+}
+
+// checkRequest returns why a parsed request must get a 400, or "".
+// http.ReadRequest leaves these checks to net/http's server, which wslb does
+// not use.
+func checkRequest(req *http.Request) string {
+	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+		return "missing Host header" // RFC 9112 §3.2
+	}
+	if req.Method == http.MethodConnect {
+		return "CONNECT is not supported"
+	}
+	for k, vv := range req.Header {
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return "invalid byte in header " + k
+			}
+		}
+	}
+	if !validFieldValue(req.Host) {
+		return "invalid Host"
+	}
+	return ""
+}
+
+// validFieldValue rejects control characters other than tab (RFC 9110 §5.5):
+// a NUL or a lone CR passed on to a backend is a classic smuggling vector.
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,411 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
+	"github.com/wslb/wslb/route"
+)
+
+// Errors of connect, answered 503 and 502.
+var (
+	errNoBackend  = errors.New("no backend available")
+	errDialFailed = errors.New("backend dial failed")
+)
+
+// errBodyTooLarge ends a chunked request body that grows past max_body_bytes.
+var errBodyTooLarge = errors.New("request body larger than max_body_bytes")
+
+// backendConn is a conn to a backend with the reader its responses are
+// parsed from (bytes may be buffered in it), reserved on b.
+type backendConn struct {
+	b      *pool.Backend
+	conn   net.Conn
+	br     *bufio.Reader
+	reused bool // it came from the idle cache
+}
+
+// connect reserves a backend and returns a conn to it: an idle one from this
+// worker's cache, else a new dial. A failed dial is retried once on another
+// backend, as nothing has been sent yet. The caller releases the backend.
+func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clientIP netip.Addr) (*backendConn, error) {
+	st := cc.st
+	var tried *pool.Backend
+	for range 2 {
+		b, err := p.Pick(clientIP, tried)
+		if err != nil {
+			if tried == nil {
+				st.errs.noBackend.Inc()
+				return nil, errNoBackend
+			}
+			return nil, errDialFailed
+		}
+		// A conn that carried a PROXY header belongs to its client: never
+		// take one from, or give one to, the shared cache.
+		if st.l.ProxyProtocol == "" {
+			if c, br, ok := w.cache.Get(b); ok {
+				w.px.idleGauge(p, b)
+				return &backendConn{b: b, conn: c, br: br, reused: true}, nil
+			}
+		}
+		bc, err := w.dial(ctx, cc, p, b)
+		if err == nil {
+			return bc, nil
+		}
+		b.Release()
+		st.errs.dial.Inc()
+		if w.px.OnDialError != nil {
+			w.px.OnDialError(b, err)
+		}
+		w.px.Log.Warn("backend dial failed", "listener", st.l.Name, "pool", p.Name(), "backend", b.String(), "err", err)
+		tried = b
+	}
+	return nil, errDialFailed
+}
+
+// dial opens a new conn to b (which the caller has reserved) and sends the
+// PROXY header when the listener is configured to.
+func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool.Backend) (*backendConn, error) {
+	st := cc.st
+	d := net.Dialer{Timeout: st.l.Timeouts.Connect}
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", b.String())
+	w.px.Metrics.BackendConnect.WithLabelValues(p.Name(), b.String()).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", b, err)
+	}
+	if v := st.l.ProxyProtocol; v != "" {
+		if err := proxyheader.Write(c, v, cc.peer, cc.conn.LocalAddr()); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return &backendConn{b: b, conn: c, br: bufio.NewReader(c)}, nil
+}
+
+// outgoing builds the request for the backend from the client's: the URL the
+// route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
+// headers set. It shares nothing mutable with req except the body.
+func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Request, header.Forwarding) {
+	h := cc.st.l.HTTP
+	out := &http.Request{
+		Method:           req.Method,
+		URL:              res.URL,
+		Proto:            "HTTP/1.1",
+		ProtoMajor:       1,
+		ProtoMinor:       1,
+		Header:           req.Header.Clone(),
+		ContentLength:    req.ContentLength,
+		TransferEncoding: req.TransferEncoding,
+		Host:             req.Host,
+		Trailer:          req.Trailer,
+	}
+	header.RemoveHopByHop(out.Header)
+	proto := "http"
+	if cc.tls {
+		proto = "https"
+	}
+	fwd := header.Forwarding{
+		Peer: cc.peer.Addr(), Trusted: h.TrustedPrefixes, Host: req.Host, Proto: proto,
+		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded,
+	}
+	fwd.SetForwarded(out.Header)
+	// Request.Write adds a Go User-Agent to requests without one; an empty
+	// value tells it to send none, so the backend sees what the client sent.
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""}
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		out.Body = &limitedBody{r: req.Body, left: h.MaxBodyBytes}
+	}
+	return out, fwd
+}
+
+// forward proxies one plain request and its response. It reports whether the
+// client conn may carry another request.
+func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request, res route.Result) bool {
+	st := cc.st
+	p := st.pools[res.Pool]
+	out, fwd := outgoing(cc, req, res)
+	bc, err := w.connect(ctx, cc, p, fwd.ClientIP(req.Header))
+	if err != nil {
+		return cc.respondConnectError(req, res.Pool, err)
+	}
+	defer bc.b.Release()
+	if !st.l.HTTP.PreserveHost {
+		out.Host = bc.b.String()
+	}
+	active := w.px.Metrics.ConnectionsActive.WithLabelValues(st.l.Name, p.Name(), bc.b.String())
+	active.Inc()
+	defer active.Dec()
+
+	resp, written, err := w.roundTrip(cc, req, out, bc)
+	if err != nil && bc.reused && replayable(out) && nothingReceived(err) {
+		// The idle conn died between the liveness probe and the write; the
+		// request never reached a backend, so it is safe to send again.
+		bc.conn.Close()
+		<-written
+		nbc, derr := w.dial(ctx, cc, p, bc.b)
+		if derr != nil {
+			st.errs.dial.Inc()
+			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
+		}
+		bc = nbc
+		resp, written, err = w.roundTrip(cc, req, out, bc)
+	}
+	if err != nil {
+		bc.conn.Close()
+		werr := cc.abortWriter(written)
+		return cc.respondBackendError(req, res.Pool, err, werr)
+	}
+	keep, reusable, rerr := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
+
+	// A backend may answer before it has read the whole request body (an
+	// early 413, a stream); then the rest of the body is still on the client
+	// conn, and the backend conn is mid-request: neither can be reused.
+	var werr error
+	select {
+	case werr = <-written:
+	default:
+		bc.conn.Close()
+		cc.abortWriter(written)
+		werr, keep = errors.New("request body not fully sent"), false
+	}
+	if rerr == nil && werr == nil && reusable && st.l.ProxyProtocol == "" {
+		w.cache.Put(bc.b, bc.conn, bc.br)
+		w.px.idleGauge(p, bc.b)
+	} else {
+		bc.conn.Close()
+	}
+	return keep && werr == nil
+}
+
+// roundTrip sends out on bc from a goroutine while it reads the response
+// head, so a backend that answers before reading the body, or that sends
+// 100 Continue, works. 1xx answers are relayed to the client as they come.
+// written delivers the writer's result exactly once.
+func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, <-chan error, error) {
+	written := make(chan error, 1)
+	go writeRequest(bc.conn, out, written)
+	for {
+		_ = bc.conn.SetReadDeadline(time.Now().Add(cc.st.l.Timeouts.Idle))
+		resp, err := http.ReadResponse(bc.br, out)
+		if err != nil {
+			return nil, written, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil, written, errors.New("backend switched protocols on a plain request")
+		}
+		if resp.StatusCode >= 200 {
+			return resp, written, nil
+		}
+		// 100 Continue, 103 Early Hints: interim answers an HTTP/1.1 client
+		// must accept; an HTTP/1.0 client must not get them (RFC 9110 §15.2).
+		if req.ProtoAtLeast(1, 1) {
+			header.RemoveHopByHop(resp.Header)
+			if err := resp.Write(cc.bw); err == nil {
+				_ = cc.bw.Flush()
+			}
+		}
+	}
+}
+
+// abortWriter stops a writeRequest goroutine whose backend conn the caller
+// has closed and returns its result. The goroutine may be blocked reading the
+// client's body; a read deadline in the past wakes it. The client conn is
+// closed after this anyway: its body is half read.
+func (cc *clientConn) abortWriter(written <-chan error) error {
+	_ = cc.conn.SetReadDeadline(time.Unix(1, 0))
+	return <-written
+}
+
+// writeRequest is a named goroutine (for readable stack dumps) that writes
+// out to c and reports how it went.
+func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
+	bw := bufio.NewWriter(c)
+	if out.Body != nil {
+		out.Body = &flushingBody{r: out.Body, bw: bw}
+	}
+	err := out.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	written <- err
+}
+
+// relayResponse writes resp to the client, streaming its body, and reports
+// whether the client conn may go on and whether the backend conn may be
+// reused (its body was read to the end and it did not ask to close).
+func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, poolName string, bc *backendConn, idle time.Duration) (keep, reusable bool, err error) {
+	backendClose := resp.Close
+	header.RemoveHopByHop(resp.Header)
+	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
+	keep = !req.Close
+	client11 := req.ProtoAtLeast(1, 1)
+	resp.ProtoMajor, resp.ProtoMinor = 1, 1
+	if !client11 {
+		resp.ProtoMinor = 0
+	}
+	if bodyAllowed(req, resp) && resp.ContentLength < 0 {
+		// An unknown length goes to an HTTP/1.1 client chunked; an HTTP/1.0
+		// client never gets chunked, so the end of the body is the close.
+		if client11 {
+			resp.TransferEncoding = []string{"chunked"}
+		} else {
+			resp.TransferEncoding, keep = nil, false
+		}
+	}
+	if keep && !client11 {
+		resp.Header.Set("Connection", "keep-alive")
+	}
+	resp.Close = !keep
+	body := &backendBody{r: resp.Body, conn: bc.conn, idle: idle, bw: cc.bw}
+	resp.Body = body
+	cc.count(req, poolName, resp.StatusCode)
+	cc.firstByte()
+	err = resp.Write(writerOnly{cc.bw})
+	if err == nil {
+		err = cc.bw.Flush()
+	}
+	if err != nil {
+		return false, false, err
+	}
+	done := body.eof || !bodyAllowed(req, resp)
+	return keep, done && !backendClose, nil
+}
+
+// bodyAllowed reports whether a response to req carries a body.
+func bodyAllowed(req *http.Request, resp *http.Response) bool {
+	s := resp.StatusCode
+	return req.Method != http.MethodHead && s != http.StatusNoContent && s != http.StatusNotModified && s >= 200
+}
+
+// respondConnectError answers when no backend conn could be had.
+func (cc *clientConn) respondConnectError(req *http.Request, poolName string, err error) bool {
+	if errors.Is(err, errNoBackend) {
+		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "no healthy backend")
+	}
+	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
+}
+
+// respondBackendError answers when the backend failed before its response
+// head arrived: 504 when it was silent past timeouts.idle, 413 when the
+// client's chunked body outgrew max_body_bytes, else 502.
+func (cc *clientConn) respondBackendError(req *http.Request, poolName string, err, werr error) bool {
+	switch {
+	case errors.Is(werr, errBodyTooLarge):
+		cc.st.errs.badRequest.Inc()
+		return cc.respondPool(req, poolName, http.StatusRequestEntityTooLarge, "request body too large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		cc.st.errs.timeout.Inc()
+		return cc.respondPool(req, poolName, http.StatusGatewayTimeout, "backend did not answer in time")
+	default:
+		return cc.respondPool(req, poolName, http.StatusBadGateway, "invalid or no answer from backend")
+	}
+}
+
+// respondPool is respondError counted against a pool. The request body may
+// be half read, so the conn always closes.
+func (cc *clientConn) respondPool(req *http.Request, poolName string, status int, reason string) bool {
+	req.Close = true
+	return cc.respond(req, poolName, status, nil, fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), reason), true)
+}
+
+// replayable reports whether out can be sent again: it has no body to resend.
+func replayable(out *http.Request) bool { return out.Body == nil }
+
+// nothingReceived reports errors that mean the backend closed the conn
+// before answering at all.
+func nothingReceived(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// limitedBody enforces max_body_bytes on a chunked request body as it
+// streams. Its Close does not drain the client's body as net/http's does: a
+// failed backend write must not wait on a slow client.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n, errBodyTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return nil }
+
+// writerOnly hides bufio.Writer's ReadFrom. Given a *bufio.Writer, io.Copy
+// would read the body straight into the writer's buffer, and backendBody's
+// flush inside Read would then send stale bytes from under it.
+type writerOnly struct{ io.Writer }
+
+// flushingBody flushes the request writer before every read of the client's
+// body, so each piece goes to the backend as soon as it arrives instead of
+// waiting for a full buffer. This is safe although Request.Write is given the
+// *bufio.Writer itself: it flushes the head before the body (FlushHeaders),
+// so a Content-Length body starts with an empty buffer, which bufio hands to
+// the conn's own ReadFrom; a chunked body goes through net/http's chunked
+// writer, which has no ReadFrom.
+type flushingBody struct {
+	r  io.ReadCloser
+	bw *bufio.Writer
+}
+
+func (b *flushingBody) Read(p []byte) (int, error) {
+	if b.bw.Buffered() > 0 {
+		if err := b.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return b.r.Read(p)
+}
+
+func (b *flushingBody) Close() error { return b.r.Close() }
+
+// backendBody streams a response body: every read of the backend may wait up
+// to the idle timeout, and what was read is flushed to the client before the
+// next read blocks, so server-sent events and long polls arrive as sent.
+type backendBody struct {
+	r    io.ReadCloser
+	conn net.Conn
+	idle time.Duration
+	bw   *bufio.Writer
+	eof  bool
+}
+
+func (b *backendBody) Read(p []byte) (int, error) {
+	if b.bw.Buffered() > 0 {
+		if err := b.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *backendBody) Close() error { return nil }

@@ -1,0 +1,272 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+)
+
+// lb is a running l7 listener.
+type lb struct {
+	addr    string
+	proxy   *Proxy
+	pools   map[string]*pool.Pool
+	fl      *frontend.Listener
+	metrics *metrics.Metrics
+}
+
+// startLB serves a config whose text is given whole (the listener must be
+// the first one); "ADDR" placeholders are not used: callers format addresses in.
+func startLB(t *testing.T, yaml string) *lb {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", yaml, err)
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	pools := map[string]*pool.Pool{}
+	for _, pc := range cfg.Pools {
+		pools[pc.Name] = pool.New(pc)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lc := cfg.Listeners[0]
+	px, err := New(lc, pools, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
+		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
+	if err := fl.Listen(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { fl.Serve(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		fl.Drain(dctx, 0, 0)
+	})
+	return &lb{addr: fl.BoundAddr().String(), proxy: px, pools: pools, fl: fl, metrics: m}
+}
+
+// simpleLB is one l7 listener with pool p over backends and extra listener
+// keys (indented already by the caller with 4 spaces).
+func simpleLB(t *testing.T, extra string, backends ...string) *lb {
+	t.Helper()
+	var sb strings.Builder
+	sb.WriteString("listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    mode: l7\n    pool: p\n")
+	sb.WriteString(extra)
+	sb.WriteString("pools:\n  - name: p\n    backends:\n")
+	for _, a := range backends {
+		fmt.Fprintf(&sb, "      - address: %s\n", a)
+	}
+	return startLB(t, sb.String())
+}
+
+func (l *lb) errs(reason string) float64 {
+	return testutil.ToFloat64(l.metrics.Errors.WithLabelValues("web", reason))
+}
+
+// countingServer is an httptest server that counts the TCP conns it accepted.
+type countingServer struct {
+	*httptest.Server
+	conns atomic.Int32
+	reqs  atomic.Int32
+}
+
+func newBackend(t *testing.T, h http.Handler) *countingServer {
+	t.Helper()
+	cs := &countingServer{}
+	cs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cs.reqs.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	cs.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			cs.conns.Add(1)
+		}
+	}
+	cs.Start()
+	t.Cleanup(cs.Close)
+	return cs
+}
+
+func (cs *countingServer) addr() string { return cs.Listener.Addr().String() }
+
+// rawBackend runs serve on every conn of a plain TCP listener.
+func rawBackend(t *testing.T, serve func(c net.Conn)) (addr string, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { defer c.Close(); serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), &n
+}
+
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// rawConn dials addr with a deadline on everything.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
+// exchange sends raw request bytes and parses one response.
+func exchange(t *testing.T, addr, raw string) (*http.Response, string) {
+	t.Helper()
+	c := rawConn(t, addr)
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return readResp(t, bufio.NewReader(c), "GET")
+}
+
+func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, string(body)
+}
+
+// eventually polls cond every 5 ms for at most 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and localhost into dir and
+// returns the paths and a pool trusting it.
+func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "wslb test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return certFile, keyFile, roots
+}
+
+func tlsClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+	}
+}
+
+// wsKey is a valid Sec-WebSocket-Key for hand-written handshakes.
+const wsKey = "dGhlIHNhbXBsZSBub25jZQ=="
+
+func upgradeHead(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: " + wsKey + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+}

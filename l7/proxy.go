@@ -1,0 +1,179 @@
+// Package l7 serves HTTP/1.x conns: read the request head with limits, route
+// it by path prefix, then either tunnel an Upgrade (WebSocket) after checking
+// both sides of the handshake, forward a plain request over the worker's idle
+// backend conns, serve static files, or answer an error.
+//
+// conn.go holds the per-conn loop; read forward.go, upgrade.go and respond.go next.
+package l7
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/route"
+	"github.com/wslb/wslb/static"
+)
+
+// Proxy is the handler of one l7 listener, shared by its workers. Update swaps
+// its settings for conns accepted later; a conn keeps the state it started with.
+type Proxy struct {
+	// Metrics receives every series; required.
+	Metrics *metrics.Metrics
+	// Log gets failures worth an operator's attention.
+	Log *slog.Logger
+	// OnDialError, when set, is told of every failed backend dial.
+	OnDialError func(b *pool.Backend, err error)
+
+	cur atomic.Pointer[state]
+}
+
+// state is everything a conn reads once when it starts.
+type state struct {
+	l      config.Listener
+	pools  map[string]*pool.Pool
+	routes *route.Table
+	static map[string]*static.Handler // by folder
+	tls    *tls.Config
+	m      *metrics.Metrics
+	errs   errorCounters
+}
+
+// errorCounters are the listener's wslb_errors_total children, fetched once.
+type errorCounters struct {
+	noBackend, dial, timeout, badRequest, badHandshake, badUpgradeResponse,
+	tls, limit, proxyProtocol prometheus.Counter
+}
+
+// New returns the Proxy of l7 listener l, whose routes use pools.
+func New(l config.Listener, pools map[string]*pool.Pool, m *metrics.Metrics, log *slog.Logger) (*Proxy, error) {
+	px := &Proxy{Metrics: m, Log: log}
+	if err := px.Update(l, pools); err != nil {
+		return nil, err
+	}
+	return px, nil
+}
+
+// Update makes conns accepted from now on use l and pools. It loads the TLS
+// certificate and opens the static folders first, so a bad file leaves the
+// running state untouched.
+func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
+	st := &state{l: l, pools: pools, routes: route.New(l.Routes, l.Pool), static: map[string]*static.Handler{}, m: px.Metrics}
+	if l.TLS != nil {
+		tc, err := tlsConfig(l.TLS)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		st.tls = tc
+	}
+	for _, r := range l.Routes {
+		if r.Static == "" || st.static[r.Static] != nil {
+			continue
+		}
+		h, err := static.New(r.Static)
+		if err != nil {
+			return fmt.Errorf("listener %s: route %s: %w", l.Name, r.Path, err)
+		}
+		st.static[r.Static] = h
+	}
+	e := px.Metrics.Errors
+	st.errs = errorCounters{
+		noBackend:          e.WithLabelValues(l.Name, "no_backend"),
+		dial:               e.WithLabelValues(l.Name, "dial"),
+		timeout:            e.WithLabelValues(l.Name, "timeout"),
+		badRequest:         e.WithLabelValues(l.Name, "bad_request"),
+		badHandshake:       e.WithLabelValues(l.Name, "bad_handshake"),
+		badUpgradeResponse: e.WithLabelValues(l.Name, "bad_upgrade_response"),
+		tls:                e.WithLabelValues(l.Name, "tls"),
+		limit:              e.WithLabelValues(l.Name, "limit"),
+		proxyProtocol:      e.WithLabelValues(l.Name, "proxy_protocol"),
+	}
+	for _, name := range poolsOf(l) {
+		if p := pools[name]; p != nil {
+			for _, b := range p.Backends() {
+				px.Metrics.ConnectionsActive.WithLabelValues(l.Name, p.Name(), b.String())
+			}
+		}
+	}
+	// Static handlers of the previous state are left open: conns that started
+	// with it may still be serving files. They hold one folder fd each.
+	px.cur.Store(st)
+	return nil
+}
+
+// poolsOf lists the pools listener l can send to.
+func poolsOf(l config.Listener) []string {
+	names := []string{}
+	if l.Pool != "" {
+		names = append(names, l.Pool)
+	}
+	for _, r := range l.Routes {
+		if r.Pool != "" {
+			names = append(names, r.Pool)
+		}
+	}
+	return names
+}
+
+// idleGauge publishes b's idle conn count, all workers together.
+func (px *Proxy) idleGauge(p *pool.Pool, b *pool.Backend) {
+	px.Metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
+}
+
+// OnLimit counts a conn refused by max_connections or an accept that ran out
+// of file descriptors; wire it to frontend.Listener.OnLimit.
+func (px *Proxy) OnLimit() { px.cur.Load().errs.limit.Inc() }
+
+// NewWorker returns the handler for one worker of the listener, with an idle
+// backend conn cache of its own; wire it to frontend.Listener.NewHandler.
+func (px *Proxy) NewWorker() frontend.Handler {
+	return &worker{px: px, cache: pool.NewIdleCache()}
+}
+
+// worker serves the conns one accept loop takes.
+type worker struct {
+	px    *Proxy
+	cache *pool.IdleCache
+}
+
+// Close closes the worker's idle backend conns; the listener calls it once
+// every conn of the worker has ended.
+func (w *worker) Close() error {
+	w.cache.Close()
+	return nil
+}
+
+// Refuse answers a conn over max_connections with a 503 and closes it; wire
+// it to frontend.Listener.Refuse. The request is not read: the answer goes
+// out at once, then the conn lingers briefly so the client can read it.
+func (px *Proxy) Refuse(c net.Conn) {
+	st := px.cur.Load()
+	h := http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Connection": {"close"}}
+	header.SetResponseHeaders(h, st.l.HTTP.ResponseHeaders)
+	body := "503 Service Unavailable: too many connections\n"
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	st.m.HTTPRequests.WithLabelValues(st.l.Name, "", "503").Inc()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 503 Service Unavailable\r\n")
+	h.Write(&b)
+	b.WriteString("\r\n" + body)
+	if st.tls == nil {
+		_, _ = io.WriteString(c, b.String())
+	}
+	lingerClose(c)
+}

@@ -1,0 +1,154 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/route"
+	"github.com/wslb/wslb/tunnel"
+)
+
+// upgrade serves a request asking to switch to token (an allowed protocol).
+// A tunnel opens only on a real switch: a well-formed request, and a 101 that
+// answers exactly what was asked (for WebSocket, the right
+// Sec-WebSocket-Accept). A proxy that tunnels on any 101 lets a client
+// smuggle raw requests past it. It reports whether the conn may go on.
+func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request, res route.Result, token string) bool {
+	st := cc.st
+	if req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) {
+		st.errs.badHandshake.Inc()
+		return cc.respondError(req, http.StatusBadRequest, "an upgrade must be a GET over HTTP/1.1")
+	}
+	if req.ContentLength != 0 {
+		// Bytes after the head belong to the new protocol; a body would be
+		// read as that protocol's first bytes by one side and not the other.
+		st.errs.badHandshake.Inc()
+		return cc.respondError(req, http.StatusBadRequest, "an upgrade request cannot have a body")
+	}
+	var key string
+	if token == "websocket" {
+		k, err := header.CheckWebSocketRequest(req.Header)
+		switch {
+		case errors.Is(err, header.ErrBadVersion):
+			st.errs.badHandshake.Inc()
+			h := http.Header{"Sec-Websocket-Version": {"13"}}
+			return cc.respond(req, "", http.StatusUpgradeRequired, h, "426 Upgrade Required: only WebSocket version 13 is supported\n", true)
+		case err != nil:
+			st.errs.badHandshake.Inc()
+			return cc.respondError(req, http.StatusBadRequest, "invalid WebSocket handshake")
+		}
+		key = k
+	}
+
+	p := st.pools[res.Pool]
+	out, fwd := outgoing(cc, req, res)
+	// Upgrade and Connection are hop-by-hop and were removed with the rest;
+	// adding them back is the whole point of nginx's `map $http_upgrade`.
+	out.Header.Set("Upgrade", req.Header.Get("Upgrade"))
+	out.Header.Set("Connection", "Upgrade")
+	bc, err := w.connect(ctx, cc, p, fwd.ClientIP(req.Header))
+	if err != nil {
+		return cc.respondConnectError(req, res.Pool, err)
+	}
+	defer bc.b.Release()
+	if !st.l.HTTP.PreserveHost {
+		out.Host = bc.b.String()
+	}
+
+	// A handshake must be quick: the backend gets timeouts.handshake to
+	// answer, not the idle timeout plain requests get.
+	_ = bc.conn.SetDeadline(time.Now().Add(st.l.Timeouts.Handshake))
+	if err := out.Write(bc.conn); err != nil {
+		bc.conn.Close()
+		return cc.respondBackendError(req, res.Pool, err, nil)
+	}
+	resp, err := http.ReadResponse(bc.br, out)
+	if err != nil {
+		bc.conn.Close()
+		return cc.respondBackendError(req, res.Pool, err, nil)
+	}
+	_ = bc.conn.SetDeadline(time.Time{})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// 403, 426, a redirect: relayed as the backend sent it.
+		keep, reusable, err := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
+		if err == nil && reusable && st.l.ProxyProtocol == "" {
+			w.cache.Put(bc.b, bc.conn, bc.br)
+			w.px.idleGauge(p, bc.b)
+		} else {
+			bc.conn.Close()
+		}
+		return keep && err == nil
+	}
+	if err := header.CheckSwitch(resp.Header, token, key); err != nil {
+		bc.conn.Close()
+		st.errs.badUpgradeResponse.Inc()
+		w.px.Log.Warn("backend sent an invalid 101; no tunnel opened", "listener", st.l.Name,
+			"pool", p.Name(), "backend", bc.b.String(), "err", err)
+		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
+	}
+	w.tunnel(ctx, cc, req, resp, res.Pool, p, bc)
+	return false
+}
+
+// tunnel relays the 101, then flushes what each side sent early (a client's
+// first frame may share a packet with its head; a backend's may follow its
+// 101 at once) and relays bytes both ways until the tunnel ends.
+func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn) {
+	st, m := cc.st, w.px.Metrics
+	ln, pn, bn := st.l.Name, p.Name(), bc.b.String()
+	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
+	cc.count(req, poolName, resp.StatusCode)
+	cc.firstByte()
+	err := resp.Write(cc.bw)
+	if n := bc.br.Buffered(); err == nil && n > 0 {
+		early, _ := bc.br.Peek(n)
+		_, err = cc.bw.Write(early)
+	}
+	if err == nil {
+		err = cc.bw.Flush()
+	}
+	if n := cc.br.Buffered(); err == nil && n > 0 {
+		early, _ := cc.br.Peek(n)
+		_, err = bc.conn.Write(early)
+	}
+	if err != nil {
+		bc.conn.Close()
+		return
+	}
+	m.Upgrades.WithLabelValues(ln, pn).Inc()
+	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
+	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
+	active.Inc()
+	defer active.Dec()
+
+	r := tunnel.Relay{
+		Idle: st.l.Timeouts.Idle,
+		Rx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx),
+		Tx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx),
+	}
+	start := time.Now()
+	s := r.Run(ctx, cc.conn, bc.conn)
+	m.TunnelDuration.WithLabelValues(ln, pn).Observe(time.Since(start).Seconds())
+	m.TunnelsClosed.WithLabelValues(ln, pn, reason(ctx, s.End)).Inc()
+}
+
+// reason maps how a tunnel ended to the wslb_tunnels_closed_total reason word.
+func reason(ctx context.Context, e tunnel.End) string {
+	if e != tunnel.EndCanceled {
+		return e.String()
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, pool.ErrRemoved):
+		return "removed"
+	case errors.Is(cause, frontend.ErrDrain):
+		return "drain"
+	default:
+		return "error"
+	}
+}
