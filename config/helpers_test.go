@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -52,4 +53,13 @@ func mustParse(t *testing.T, src string) *Config {
 		t.Fatalf("Parse: %v", err)
 	}
 	return c
+}
+
+// parseFile parses a testdata file without touching the files it names.
+func parseFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
 }

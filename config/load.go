@@ -16,27 +16,34 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Load reads the file at path and returns it as Parse does.
+// Load reads the file at path and returns it as Parse does, and also resolves
+// the l7 file paths (tls.cert, tls.key, static folders) against the file's
+// folder and checks that they load, each failure a problem with its line.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, path)
+	return parse(data, path, true)
 }
 
 // Parse decodes a config file strictly, applies the defaults, resolves go-sockaddr
 // templates and validates the result. file names the source in problems and in
 // Config.File. When anything is wrong the error is a Problems holding every problem
 // found, sorted by line, and the Config is nil.
+// Parse reads no file besides data: paths are kept as written.
 func Parse(data []byte, file string) (*Config, error) {
+	return parse(data, file, false)
+}
+
+func parse(data []byte, file string, withFiles bool) (*Config, error) {
 	c := &Config{File: file}
 	d := decoder{idx: index{}}
 	d.document(data, c)
 	probs := d.probs
 	if !d.syntaxError {
 		applyDefaults(c, d.idx)
-		probs = append(probs, validate(c, d.idx)...)
+		probs = append(probs, validate(c, d.idx, withFiles)...)
 	}
 	if len(probs) > 0 {
 		for i := range probs {

@@ -12,7 +12,7 @@ import (
 
 // testdata/design.yaml is the config block of DESIGN.md, copied verbatim.
 func TestLoadDesignExample(t *testing.T) {
-	c, err := Load("testdata/design.yaml")
+	c, err := parseFile("testdata/design.yaml")
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -82,7 +82,7 @@ pools:
     backends:
       - address: 127.0.0.1:9001
 `)
-	full, err := Load("testdata/design.yaml")
+	full, err := parseFile("testdata/design.yaml")
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

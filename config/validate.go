@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -11,7 +12,7 @@ import (
 // validate checks a decoded, defaulted config, resolves its addresses (filling
 // Listen, Admin.Listen, Backend.Addr and HTTP.TrustedPrefixes) and returns every
 // problem found.
-func validate(c *Config, idx index) Problems {
+func validate(c *Config, idx index, withFiles bool) Problems {
 	v := &checker{idx: idx}
 	nonNegative(v, "workers", c.Workers)
 	nonNegative(v, "shutdown.drain_timeout", c.Shutdown.DrainTimeout)
@@ -32,6 +33,9 @@ func validate(c *Config, idx index) Problems {
 		p := item("listeners", i)
 		names.check(key(p, "name"), c.Listeners[i].Name)
 		v.listener(&c.Listeners[i], p, pools)
+		if withFiles {
+			v.files(&c.Listeners[i], p, filepath.Dir(c.File))
+		}
 	}
 	names = v.unique("pool name")
 	for i := range c.Pools {

@@ -4,10 +4,8 @@ package demo
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,14 +14,10 @@ import (
 	"github.com/coder/websocket"
 )
 
-//go:embed page.html
-var pageHTML string
-
-var page = template.Must(template.New("page").Parse(pageHTML))
-
-// Backend is one demo server: a page at /, /healthz, and a WebSocket echo on
-// every path. A client that connects with ?hello=1 first gets one text
-// message naming the backend, so the page can show who answered.
+// Backend is one demo server: a WebSocket echo on every path, /healthz, and
+// a line of text naming it for any other request. A client that connects
+// with ?hello=1 first gets one text message naming the backend, so the demo
+// page can show who answered.
 type Backend struct {
 	Name string
 	Addr string
@@ -59,8 +53,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/healthz":
 		w.Write([]byte("ok\n"))
 	default:
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		page.Execute(w, b.Name)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "%s: a WebSocket echo backend of wslb demo (path %s)\n", b.Name, r.URL.Path)
 	}
 }
 

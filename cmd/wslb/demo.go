@@ -38,16 +38,24 @@ func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout i
 	}
 	return serve(ctx, cfg, log, func(in *instance) {
 		fmt.Fprintf(stdout, "wslb demo: %d echo backends (%s) behind:\n", len(backends), addrs(backends))
-		for _, l := range in.listeners {
+		var page string
+		for i, l := range in.listeners {
 			a := l.BoundAddr().String()
-			fmt.Fprintf(stdout, "  %-8s http://%s/   (page)  ws://%s/ws   (echo)\n", l.Name, a, a)
+			switch cfg.Listeners[i].Mode {
+			case config.ModeL7:
+				fmt.Fprintf(stdout, "  %-8s l7  http://%s/  (page, routes as in the config)\n", l.Name, a)
+				if page == "" {
+					page = a
+				}
+			default:
+				fmt.Fprintf(stdout, "  %-8s l4  ws://%s/  (raw TCP passthrough to the echo backends)\n", l.Name, a)
+			}
 		}
 		if in.adminLn != nil {
-			fmt.Fprintf(stdout, "  metrics  http://%s/metrics\n", in.adminLn.Addr())
+			fmt.Fprintf(stdout, "  metrics      http://%s/metrics\n", in.adminLn.Addr())
 		}
-		if len(in.listeners) > 0 {
-			a := in.listeners[0].BoundAddr().String()
-			fmt.Fprintf(stdout, "try: open http://%s/ in a browser, or: curl -s http://%s/ | head -5\n", a, a)
+		if page != "" {
+			fmt.Fprintf(stdout, "try: open http://%s/ in a browser, or: curl -si http://%s/websocket/\n", page, page)
 		}
 		fmt.Fprintln(stdout, "stop with Ctrl-C (drains open conns)")
 	})

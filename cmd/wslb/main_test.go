@@ -167,21 +167,3 @@ func get(t *testing.T, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
-
-func TestL7NotYetRefused(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
-admin: {listen: ""}
-listeners:
-  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
-pools:
-  - {name: p, backends: [{address: 127.0.0.1:9}]}
-`), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	code := serve(t.Context(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if code != 1 || !strings.Contains(logs.String(), "mode l7 is not available") {
-		t.Fatalf("exit %d, logs %q", code, logs.String())
-	}
-}

@@ -1,0 +1,53 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLoadResolvesFiles: Load makes static folders and TLS files relative to
+// the config file, and reports those that do not exist with their line.
+func TestLoadResolvesFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "web"), 0o755)
+	write := func(body string) string {
+		p := filepath.Join(dir, "wslb.yaml")
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	good := write(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    routes:
+      - {path: /, static: web}
+`)
+	c, err := Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Listeners[0].Routes[0].Static, filepath.Join(dir, "web"); got != want {
+		t.Fatalf("static resolved to %q, want %q", got, want)
+	}
+
+	bad := write(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    tls: {cert: missing.crt, key: missing.key}
+    routes:
+      - {path: /, static: nowhere}
+`)
+	_, err = Load(bad)
+	got := err.Error()
+	for _, want := range []string{
+		bad + ":5: listeners[0].tls.cert: cannot load certificate and key",
+		bad + ":7: listeners[0].routes[0].static: cannot use folder",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+}
