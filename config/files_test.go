@@ -51,3 +51,34 @@ func TestLoadResolvesFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestResponseHeadersAndMappedPrefixes(t *testing.T) {
+	_, err := Parse([]byte(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    http:
+      trusted_proxies: ["::ffff:10.0.0.0/104"]
+      response_headers:
+        "Bad Name": x
+        X-Ok: "a\nb"
+`), "t.yaml")
+	got := err.Error()
+	for _, want := range []string{
+		"t.yaml:8: listeners[0].http.response_headers.Bad Name: invalid header name",
+		"t.yaml:9: listeners[0].http.response_headers.X-Ok: header value must not contain CR, LF or NUL",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	c, err := Parse([]byte(`listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, http: {trusted_proxies: ["::ffff:10.0.0.0/104"]}}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Listeners[0].HTTP.TrustedPrefixes[0].String(); got != "10.0.0.0/8" {
+		t.Fatalf("4-in-6 prefix became %s, want 10.0.0.0/8", got)
+	}
+}

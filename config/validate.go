@@ -112,6 +112,15 @@ func (v *checker) http(h *HTTP, p string) {
 			v.add(item(key(p, "trusted_proxies"), i), "invalid trusted proxy %q: use a CIDR such as 10.0.0.0/8 or an IP address", s)
 		}
 	}
+	for name, value := range h.ResponseHeaders {
+		q := key(key(p, "response_headers"), name)
+		if !isToken(name) {
+			v.add(q, "invalid header name %q: use letters, digits and -", name)
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			v.add(q, "header value must not contain CR, LF or NUL")
+		}
+	}
 	for i, proto := range h.UpgradeProtocols {
 		q := item(key(p, "upgrade_protocols"), i)
 		switch {
@@ -127,6 +136,10 @@ func (v *checker) http(h *HTTP, p string) {
 // parseTrusted reads a trusted_proxies entry; a bare address is a single-host prefix.
 func parseTrusted(s string) (netip.Prefix, bool) {
 	if pfx, err := netip.ParsePrefix(s); err == nil {
+		// Peers are compared unmapped, so ::ffff:10.0.0.0/104 must become 10.0.0.0/8.
+		if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		}
 		return pfx.Masked(), true
 	}
 	ip, err := netip.ParseAddr(s)
@@ -303,4 +316,19 @@ func (u uniq) check(path, value string) {
 		return
 	}
 	u.first[value] = path
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2), the syntax of
+// a header name.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

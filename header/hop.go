@@ -9,20 +9,23 @@ import "net/http"
 // RemoveHopByHop deletes the hop-by-hop headers from h, which is a request head
 // about to go to a backend or a response head about to go to a client.
 //
-// Removed are every header named in a Connection token (RFC 9110 §7.6.1; tokens
-// in any case, with any spacing, across all Connection lines) and a fixed list:
-// Connection, Proxy-Connection (non-standard, still sent by libcurl), Keep-Alive,
-// TE, Trailer, Transfer-Encoding and Upgrade (§7.6.1, §7.6.2, §7.8), plus
-// Proxy-Authenticate and Proxy-Authorization. RFC 9110 §11.7 says the last two
-// apply to the next hop only; wslb is a gateway that does no proxy
-// authentication, so a client's proxy credentials must not leak to a backend and a
-// backend's proxy challenge means nothing to a client. This is the same list as
-// net/http/httputil.ReverseProxy's.
+// Removed are Connection and every header named in its tokens (RFC 9110 §7.6.1;
+// tokens in any case, with any spacing, across all Connection lines), and the
+// headers §7.6.1 lists as needing removal whether or not they are named:
+// Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade. Also removed,
+// as net/http/httputil.ReverseProxy does, are Trailer (it announces the trailers
+// of this hop's chunked framing, which the proxy redoes) and Proxy-Authenticate
+// and Proxy-Authorization: §11.7.1 and §11.7.2 make those concern the next hop
+// only, and wslb is a gateway that does no proxy authentication, so a client's
+// proxy credentials must not leak to a backend and a backend's proxy challenge
+// means nothing to a client.
 //
-// Call it before adding headers of wslb's own (SetForwarded, the Upgrade pair
-// for a tunnel): a client can name any header in Connection, and a header added
-// afterwards cannot be removed that way. Call UpgradeToken before it, since it
-// reads the Connection and Upgrade headers this deletes.
+// The caller frames bodies from the parsed message (ContentLength,
+// TransferEncoding), never from these headers. Call UpgradeToken and
+// CheckWebSocketRequest first, since they read headers this may delete, and add
+// wslb's own headers (SetForwarded, the Upgrade pair of a tunnel) afterwards:
+// a client can name any header in Connection, and one added later cannot be
+// removed that way.
 func RemoveHopByHop(h http.Header) {
 	for name := range tokens(h.Values("Connection")) {
 		h.Del(name)

@@ -11,8 +11,8 @@ import (
 // present is true when the request asks for an upgrade at all: some Connection
 // header lists the "upgrade" option (any case, any position, RFC 9110 §7.6.1) and
 // an Upgrade header is present (§7.8). An Upgrade header without that option is
-// not an upgrade request: §7.8 has the sender list "upgrade" in Connection
-// precisely so that an intermediary that does not know the header drops it.
+// no upgrade request: §7.8 has every sender of Upgrade list "upgrade" in
+// Connection so that intermediaries do not forward the header.
 //
 // token is the first protocol of the Upgrade list (in the client's order of
 // preference, §7.8) that matches an entry of allowed, lowercased as that entry

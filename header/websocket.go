@@ -13,7 +13,7 @@ var (
 	// ErrBadKey means the handshake is malformed: the caller answers 400.
 	ErrBadKey = errors.New("malformed websocket handshake")
 	// ErrBadVersion means a version other than 13 was asked for: the caller
-	// answers 426 with Sec-WebSocket-Version: 13 (RFC 6455 §4.4).
+	// answers 426 with Sec-WebSocket-Version: 13 (RFC 6455 §4.2.2, §4.4).
 	ErrBadVersion = errors.New("unsupported websocket version")
 )
 
