@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wslb/wslb/header"
@@ -27,6 +29,9 @@ type clientConn struct {
 	tls      bool
 	accepted time.Time
 	answered bool // the first response byte went out (wslb_handshake_seconds)
+	// txBytes counts the next relayed response body, for the request being
+	// forwarded; nil for answers not served by a pool.
+	txBytes prometheus.Counter
 }
 
 // ServeConn serves one client conn until it closes, errs, idles out or
@@ -180,17 +185,62 @@ func checkRequest(req *http.Request) string {
 	if req.Method == http.MethodConnect {
 		return "CONNECT is not supported"
 	}
+	if req.ProtoMajor != 1 {
+		// net/http parses any HTTP/x.y; wslb would forward it as HTTP/1.1.
+		return "unsupported HTTP version"
+	}
+	if !validTarget(req) {
+		return "invalid request target"
+	}
 	for k, vv := range req.Header {
+		if strings.IndexByte(k, ' ') >= 0 {
+			// net/textproto keeps "Name :" as a header named "Name "
+			// (go.dev/issue/34540); RFC 9112 §5.1 makes it a 400, since a
+			// next hop that trims the space reads another header.
+			return "whitespace in a header name"
+		}
 		for _, v := range vv {
 			if !validFieldValue(v) {
 				return "invalid byte in header " + k
 			}
 		}
 	}
-	if !validFieldValue(req.Host) {
-		return "invalid Host"
+	if !validHost(req.Host) {
+		return "invalid Host" // RFC 9112 §3.2
 	}
 	return ""
+}
+
+// validTarget reports whether the request target has a form RFC 9112 §3.2
+// allows for a request wslb forwards: origin-form, absolute-form with an http
+// or https URI (sent on as origin-form), or "*" for OPTIONS. Any other
+// target (an opaque "a:b", "*" for GET) would reach the backend as a request
+// line it cannot parse, or one it reads differently.
+func validTarget(req *http.Request) bool {
+	switch u := req.URL; {
+	case req.RequestURI == "*":
+		return req.Method == http.MethodOptions
+	case strings.HasPrefix(req.RequestURI, "/"):
+		return true
+	default:
+		return (strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) && u.Opaque == "" && u.Host != ""
+	}
+}
+
+// validHost reports whether h can be a Host value: the bytes of a uri-host
+// and port (RFC 3986 §3.2.2), as net/http's server accepts. net/http's
+// Request.Write silently sends an empty Host in place of any other.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // validFieldValue rejects control characters other than tab (RFC 9110 §5.5):

@@ -5,15 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
@@ -40,7 +43,7 @@ type backendConn struct {
 // connect reserves a backend and returns a conn to it: an idle one from this
 // worker's cache, else a new dial. A failed dial is retried once on another
 // backend, as nothing has been sent yet. The caller releases the backend.
-func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clientIP netip.Addr) (*backendConn, error) {
+func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clientIP netip.Addr, cached bool) (*backendConn, error) {
 	st := cc.st
 	var tried *pool.Backend
 	for range 2 {
@@ -54,7 +57,7 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 		}
 		// A conn that carried a PROXY header belongs to its client: never
 		// take one from, or give one to, the shared cache.
-		if st.l.ProxyProtocol == "" {
+		if cached && st.l.ProxyProtocol == "" {
 			if c, br, ok := w.cache.Get(b); ok {
 				w.px.idleGauge(p, b)
 				return &backendConn{b: b, conn: c, br: br, reused: true}, nil
@@ -98,7 +101,11 @@ func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool
 // outgoing builds the request for the backend from the client's: the URL the
 // route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
 // headers set. It shares nothing mutable with req except the body.
-func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Request, header.Forwarding) {
+//
+// It also returns the client's address (what source_hash hashes and X-Real-IP
+// says), read from the headers after the hop-by-hop removal, so that a client
+// naming X-Forwarded-For in Connection cannot make the two disagree.
+func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Request, netip.Addr) {
 	h := cc.st.l.HTTP
 	out := &http.Request{
 		Method:           req.Method,
@@ -121,6 +128,7 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		Peer: cc.peer.Addr(), Trusted: h.TrustedPrefixes, Host: req.Host, Proto: proto,
 		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded,
 	}
+	client := fwd.ClientIP(out.Header)
 	fwd.SetForwarded(out.Header)
 	// Request.Write adds a Go User-Agent to requests without one; an empty
 	// value tells it to send none, so the backend sees what the client sent.
@@ -130,7 +138,7 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 	if req.Body != nil && req.Body != http.NoBody {
 		out.Body = &limitedBody{r: req.Body, left: h.MaxBodyBytes}
 	}
-	return out, fwd
+	return out, client
 }
 
 // forward proxies one plain request and its response. It reports whether the
@@ -138,8 +146,8 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request, res route.Result) bool {
 	st := cc.st
 	p := st.pools[res.Pool]
-	out, fwd := outgoing(cc, req, res)
-	bc, err := w.connect(ctx, cc, p, fwd.ClientIP(req.Header))
+	out, client := outgoing(cc, req, res)
+	bc, err := w.connect(ctx, cc, p, client, true)
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
@@ -147,9 +155,23 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
-	active := w.px.Metrics.ConnectionsActive.WithLabelValues(st.l.Name, p.Name(), bc.b.String())
+	m, ln, pn, bn := w.px.Metrics, st.l.Name, p.Name(), bc.b.String()
+	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
+	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
 	active.Inc()
 	defer active.Dec()
+	// Body bytes count as they stream, as a tunnel's bytes do.
+	if lb, ok := out.Body.(*limitedBody); ok {
+		lb.count = m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx)
+	}
+	cc.txBytes = m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx)
+
+	// Drain closes the client conn; the backend conn is closed with it, so
+	// that a slow answer or a quiet stream does not hold this handler, and
+	// with it the drain, until timeouts.idle.
+	watch := func(c net.Conn) func() bool { return context.AfterFunc(ctx, func() { c.Close() }) }
+	unwatch := watch(bc.conn)
+	defer func() { unwatch() }()
 
 	resp, written, err := w.roundTrip(cc, req, out, bc)
 	if err != nil && bc.reused && replayable(out) && nothingReceived(err) {
@@ -157,12 +179,14 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		// request never reached a backend, so it is safe to send again.
 		bc.conn.Close()
 		<-written
+		unwatch()
 		nbc, derr := w.dial(ctx, cc, p, bc.b)
 		if derr != nil {
 			st.errs.dial.Inc()
 			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
 		}
 		bc = nbc
+		unwatch = watch(bc.conn)
 		resp, written, err = w.roundTrip(cc, req, out, bc)
 	}
 	if err != nil {
@@ -178,12 +202,19 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	var werr error
 	select {
 	case werr = <-written:
+	case <-bodyRead(out):
+		// The whole request was read from the client: at most its last
+		// bytes are still on their way to the backend, and the writer may
+		// simply not have reported yet. Wait for it, bounded.
+		_ = bc.conn.SetWriteDeadline(time.Now().Add(writeGrace))
+		werr = <-written
 	default:
 		bc.conn.Close()
 		cc.abortWriter(written)
 		werr, keep = errors.New("request body not fully sent"), false
 	}
-	if rerr == nil && werr == nil && reusable && st.l.ProxyProtocol == "" {
+	live := unwatch() // false: drain closed the conn
+	if live && rerr == nil && werr == nil && reusable && st.l.ProxyProtocol == "" {
 		w.cache.Put(bc.b, bc.conn, bc.br)
 		w.px.idleGauge(p, bc.b)
 	} else {
@@ -231,16 +262,53 @@ func (cc *clientConn) abortWriter(written <-chan error) error {
 	return <-written
 }
 
+// writeGrace bounds the wait for the last bytes of a request whose answer
+// is already complete.
+const writeGrace = 5 * time.Second
+
+// closedChan is a channel ready to receive from.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// bodyRead returns a channel that is ready when out's body has been read from
+// the client to its end (at once when it has none), else nil.
+func bodyRead(out *http.Request) <-chan struct{} {
+	if b, ok := out.Body.(*limitedBody); ok && !b.eof.Load() {
+		return nil
+	}
+	return closedChan
+}
+
 // writeRequest is a named goroutine (for readable stack dumps) that writes
-// out to c and reports how it went.
+// out to c and reports how it went. It does not modify out, which its caller
+// reads meanwhile.
+//
+// When the request fails on the client's side (its body outgrew
+// max_body_bytes or broke off, or net/http refused to write the head), it
+// closes c: the backend would wait for the rest of a request that never
+// comes, and the caller would wait for the backend's answer until the idle
+// timeout. The body's own error is reported, since net/http wraps it in a
+// type that errors.Is cannot see through.
 func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
 	bw := bufio.NewWriter(c)
-	if out.Body != nil {
-		out.Body = &flushingBody{r: out.Body, bw: bw}
+	o := *out
+	var fb *flushingBody
+	if o.Body != nil {
+		fb = &flushingBody{r: o.Body, bw: bw}
+		o.Body = fb
 	}
-	err := out.Write(bw)
+	err := o.Write(bw)
 	if err == nil {
 		err = bw.Flush()
+	}
+	if err != nil {
+		var op *net.OpError
+		switch {
+		case fb != nil && fb.err != nil:
+			err = fb.err
+			c.Close()
+		case !errors.As(err, &op):
+			c.Close()
+		}
 	}
 	written <- err
 }
@@ -271,7 +339,8 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 		resp.Header.Set("Connection", "keep-alive")
 	}
 	resp.Close = !keep
-	body := &backendBody{r: resp.Body, conn: bc.conn, idle: idle, bw: cc.bw}
+	body := &backendBody{r: resp.Body, conn: bc.conn, idle: idle, bw: cc.bw, count: cc.txBytes}
+	cc.txBytes = nil
 	resp.Body = body
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
@@ -335,10 +404,13 @@ func nothingReceived(err error) bool {
 
 // limitedBody enforces max_body_bytes on a chunked request body as it
 // streams. Its Close does not drain the client's body as net/http's does: a
-// failed backend write must not wait on a slow client.
+// failed backend write must not wait on a slow client. It also records, for
+// forward, when the body has been read to its end.
 type limitedBody struct {
-	r    io.Reader
-	left int64
+	r     io.Reader
+	left  int64
+	eof   atomic.Bool
+	count prometheus.Counter // wslb_bytes_total{direction="rx"}; set before the body is read
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -347,8 +419,14 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
+	if b.count != nil && n > 0 {
+		b.count.Add(float64(n))
+	}
 	if b.left < 0 {
 		return n, errBodyTooLarge
+	}
+	if errors.Is(err, io.EOF) {
+		b.eof.Store(true)
 	}
 	return n, err
 }
@@ -367,9 +445,12 @@ type writerOnly struct{ io.Writer }
 // so a Content-Length body starts with an empty buffer, which bufio hands to
 // the conn's own ReadFrom; a chunked body goes through net/http's chunked
 // writer, which has no ReadFrom.
+//
+// err keeps the first error reading the client's body failed with.
 type flushingBody struct {
-	r  io.ReadCloser
-	bw *bufio.Writer
+	r   io.ReadCloser
+	bw  *bufio.Writer
+	err error
 }
 
 func (b *flushingBody) Read(p []byte) (int, error) {
@@ -378,7 +459,11 @@ func (b *flushingBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 func (b *flushingBody) Close() error { return b.r.Close() }
@@ -387,11 +472,12 @@ func (b *flushingBody) Close() error { return b.r.Close() }
 // to the idle timeout, and what was read is flushed to the client before the
 // next read blocks, so server-sent events and long polls arrive as sent.
 type backendBody struct {
-	r    io.ReadCloser
-	conn net.Conn
-	idle time.Duration
-	bw   *bufio.Writer
-	eof  bool
+	r     io.ReadCloser
+	conn  net.Conn
+	idle  time.Duration
+	bw    *bufio.Writer
+	eof   bool
+	count prometheus.Counter // wslb_bytes_total{direction="tx"}, or nil
 }
 
 func (b *backendBody) Read(p []byte) (int, error) {
@@ -402,6 +488,9 @@ func (b *backendBody) Read(p []byte) (int, error) {
 	}
 	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
+	if b.count != nil && n > 0 {
+		b.count.Add(float64(n))
+	}
 	if errors.Is(err, io.EOF) {
 		b.eof = true
 	}

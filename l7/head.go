@@ -27,12 +27,18 @@ func readRequest(br *bufio.Reader, maxHead int) (*http.Request, error) {
 		return nil, err
 	}
 	head, _ := br.Peek(n)
-	if hasField(head, "content-length") && hasField(head, "transfer-encoding") {
+	te := hasField(head, "transfer-encoding")
+	if te && hasField(head, "content-length") {
 		return nil, errSmuggling
 	}
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		return nil, fmt.Errorf("parse request head: %w", err)
+	}
+	if te && !req.ProtoAtLeast(1, 1) {
+		// net/http drops it and reads no body, so the chunks would be taken
+		// for the next request; RFC 9112 §6.1 calls this framing faulty.
+		return nil, errors.New("parse request head: Transfer-Encoding in an HTTP/1.0 request")
 	}
 	return req, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wslb/wslb/config"
@@ -59,6 +60,12 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 		if err != nil {
 			return false
 		}
+		if msg := checkRequest(req); msg != "" {
+			// An invalid Host must not end up in the Location header.
+			st.errs.badRequest.Inc()
+			cc.respondError(req, http.StatusBadRequest, msg)
+			return false
+		}
 		cc.redirect(req, httpsURL(req, int(cc.local.Port())))
 		return false
 	}
@@ -88,28 +95,25 @@ type bufferedConn struct {
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // httpsURL is where a redirect to https sends req: the request's host
-// without its port, then :port unless it is 443, then the original URI.
+// without its port, then :port unless it is 443, then the original URI
+// (its path and query, when it came in absolute-form).
 func httpsURL(req *http.Request, port int) string {
 	host := req.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if len(host) > 0 && host[0] != '[' && containsColon(host) {
+	if len(host) > 0 && host[0] != '[' && strings.Contains(host, ":") {
 		host = "[" + host + "]" // an IPv6 literal lost its brackets in SplitHostPort
 	}
 	if port != 443 {
 		host += ":" + strconv.Itoa(port)
 	}
-	return "https://" + host + req.RequestURI
-}
-
-func containsColon(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return true
-		}
+	uri := req.RequestURI
+	if req.URL.IsAbs() {
+		// An absolute-form target: its authority is already in req.Host.
+		uri = req.URL.RequestURI()
 	}
-	return false
+	return "https://" + host + uri
 }
 
 // setWriteTimeout bounds a write of an error answer to a client that may not read.

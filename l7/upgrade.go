@@ -47,12 +47,14 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	}
 
 	p := st.pools[res.Pool]
-	out, fwd := outgoing(cc, req, res)
+	out, client := outgoing(cc, req, res)
 	// Upgrade and Connection are hop-by-hop and were removed with the rest;
 	// adding them back is the whole point of nginx's `map $http_upgrade`.
-	out.Header.Set("Upgrade", req.Header.Get("Upgrade"))
+	out.Header.Set("Upgrade", token) // only the protocol that may be tunnelled
 	out.Header.Set("Connection", "Upgrade")
-	bc, err := w.connect(ctx, cc, p, fwd.ClientIP(req.Header))
+	// A fresh conn: a cached one that died unnoticed would cost this
+	// handshake a 502, and unlike a plain GET it is not replayed.
+	bc, err := w.connect(ctx, cc, p, client, false)
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
@@ -92,14 +94,14 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 			"pool", p.Name(), "backend", bc.b.String(), "err", err)
 		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
 	}
-	w.tunnel(ctx, cc, req, resp, res.Pool, p, bc)
+	w.tunnel(ctx, cc, req, resp, res.Pool, p, bc, token)
 	return false
 }
 
 // tunnel relays the 101, then flushes what each side sent early (a client's
 // first frame may share a packet with its head; a backend's may follow its
 // 101 at once) and relays bytes both ways until the tunnel ends.
-func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn) {
+func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) {
 	st, m := cc.st, w.px.Metrics
 	ln, pn, bn := st.l.Name, p.Name(), bc.b.String()
 	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
@@ -131,9 +133,16 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 		Idle: st.l.Timeouts.Idle,
 		Rx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx),
 		Tx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx),
+		// WebSocket has no half-close (DESIGN: a backend that closes
+		// mid-tunnel closes the client side too); other protocols may.
+		FullClose: token == "websocket",
 	}
+	// The tunnel may live for days: drop the conn's buffers (36 KiB) now
+	// that everything buffered was flushed, and keep only the raw conns.
+	conn := cc.conn
+	cc.br, cc.bw, bc.br = nil, nil, nil
 	start := time.Now()
-	s := r.Run(ctx, cc.conn, bc.conn)
+	s := r.Run(ctx, conn, bc.conn)
 	m.TunnelDuration.WithLabelValues(ln, pn).Observe(time.Since(start).Seconds())
 	m.TunnelsClosed.WithLabelValues(ln, pn, reason(ctx, s.End)).Inc()
 }

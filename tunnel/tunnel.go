@@ -67,6 +67,11 @@ type Relay struct {
 	// Rx and Tx, when set, are told every chunk copied client→backend and
 	// backend→client, so metrics move while a long tunnel is still open.
 	Rx, Tx Adder
+	// FullClose closes both conns as soon as either side ends, instead of
+	// passing the half-close on. For protocols with no half-close, such as
+	// WebSocket: a peer that neither closes nor sends would otherwise hold
+	// the tunnel, and its backend's reservation, until the idle timeout.
+	FullClose bool
 }
 
 // chunk bounds one io.CopyN call: after each chunk the byte counters and the
@@ -164,8 +169,10 @@ func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd
 			continue
 		case errors.Is(err, io.EOF):
 			t.record(srcEnd, nil)
-			closeWrite(dst)
-			return
+			if !t.r.FullClose {
+				closeWrite(dst)
+				return
+			}
 		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
 			if n > 0 || t.idleFor() < t.r.Idle {
 				continue

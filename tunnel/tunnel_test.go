@@ -164,3 +164,19 @@ func BenchmarkRelay(b *testing.B) {
 	c.Close()
 	<-done
 }
+
+// TestFullClose: with FullClose, a backend that closes closes the client's
+// conn too, though the client never closes or sends.
+func TestFullClose(t *testing.T) {
+	c, b, done := relay(t, t.Context(), &Relay{FullClose: true})
+	b.Write([]byte("bye"))
+	b.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	if s := wait(t, done); s.End != EndBackend {
+		t.Fatalf("got %+v, want EndBackend", s)
+	}
+}
