@@ -23,7 +23,14 @@ import (
 )
 
 // ErrDrain is the context cause of conns closed by Drain.
-var ErrDrain = errors.New("draining")
+var ErrDrain error = drainError{}
+
+type drainError struct{}
+
+func (drainError) Error() string { return "draining" }
+
+// Reason names the cause for wslb_tunnels_closed_total.
+func (drainError) Reason() string { return "drain" }
 
 // Handler serves one accepted conn. It owns c and closes it before returning;
 // ctx is cancelled with cause ErrDrain when the listener drains it.

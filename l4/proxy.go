@@ -182,26 +182,11 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	start := time.Now()
 	s := r.Run(ctx, c, bc)
 	d := time.Since(start)
-	why := reason(ctx, s.End)
+	why := s.Reason()
 	m.TunnelDuration.WithLabelValues(ln, pn).Observe(d.Seconds())
 	m.TunnelsClosed.WithLabelValues(ln, pn, why).Inc()
 	px.Log.Debug("l4 conn closed", "listener", ln, "pool", pn, "backend", bn,
 		"remote", c.RemoteAddr().String(), "rx", s.Rx, "tx", s.Tx, "duration", d, "reason", why, "err", s.Err)
-}
-
-// reason maps how a tunnel ended to the wslb_tunnels_closed_total reason word.
-func reason(ctx context.Context, e tunnel.End) string {
-	if e != tunnel.EndCanceled {
-		return e.String()
-	}
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, pool.ErrRemoved):
-		return "removed"
-	case errors.Is(cause, frontend.ErrDrain):
-		return "drain"
-	default:
-		return "error"
-	}
 }
 
 // writePreamble sends the PROXY header (version "v1", "v2" or none) and the

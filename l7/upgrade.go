@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
@@ -144,20 +143,5 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	start := time.Now()
 	s := r.Run(ctx, conn, bc.conn)
 	m.TunnelDuration.WithLabelValues(ln, pn).Observe(time.Since(start).Seconds())
-	m.TunnelsClosed.WithLabelValues(ln, pn, reason(ctx, s.End)).Inc()
-}
-
-// reason maps how a tunnel ended to the wslb_tunnels_closed_total reason word.
-func reason(ctx context.Context, e tunnel.End) string {
-	if e != tunnel.EndCanceled {
-		return e.String()
-	}
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, pool.ErrRemoved):
-		return "removed"
-	case errors.Is(cause, frontend.ErrDrain):
-		return "drain"
-	default:
-		return "error"
-	}
+	m.TunnelsClosed.WithLabelValues(ln, pn, s.Reason()).Inc()
 }

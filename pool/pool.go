@@ -17,7 +17,14 @@ import (
 var ErrNoBackend = errors.New("no backend available")
 
 // ErrRemoved is the cause of a backend's Context once a reload has removed it.
-var ErrRemoved = errors.New("backend removed")
+var ErrRemoved error = removedError{}
+
+type removedError struct{}
+
+func (removedError) Error() string { return "backend removed" }
+
+// Reason names the cause for wslb_tunnels_closed_total.
+func (removedError) Reason() string { return "removed" }
 
 // Policy chooses a backend for one conn or request. Pick must return a backend
 // it has already reserved (so the caller owns one Release), skipping exclude and

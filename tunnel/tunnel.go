@@ -57,6 +57,27 @@ type Stats struct {
 	End End
 	// Err is the I/O error behind EndError (or the first error seen), if any.
 	Err error
+	// Cause is context.Cause of Run's ctx when it ended the tunnel (EndCanceled).
+	Cause error
+}
+
+// Reasoner is implemented by context causes that name their own
+// wslb_tunnels_closed_total reason (frontend.ErrDrain, pool.ErrRemoved), so
+// this package needs to import neither.
+type Reasoner interface {
+	error
+	Reason() string
+}
+
+// Reason is the wslb_tunnels_closed_total reason word for s.
+func (s Stats) Reason() string {
+	if s.End != EndCanceled {
+		return s.End.String()
+	}
+	if r, ok := errors.AsType[Reasoner](s.Cause); ok {
+		return r.Reason()
+	}
+	return "error"
 }
 
 // Relay is one tunnel's settings. The zero value copies with no idle timeout.
@@ -100,7 +121,7 @@ func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
 	first := t.first.Load()
 	switch {
 	case t.canceled.Load():
-		st.End = EndCanceled
+		st.End, st.Cause = EndCanceled, context.Cause(ctx)
 	case first != nil:
 		st.End, st.Err = first.end, first.err
 	default:

@@ -180,3 +180,20 @@ func TestFullClose(t *testing.T) {
 		t.Fatalf("got %+v, want EndBackend", s)
 	}
 }
+
+type namedCause struct{}
+
+func (namedCause) Error() string  { return "named" }
+func (namedCause) Reason() string { return "drain" }
+
+func TestReasonFromCause(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(t.Context())
+	_, _, done := relay(t, ctx, &Relay{})
+	cancel(namedCause{})
+	if s := wait(t, done); s.Reason() != "drain" {
+		t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
+	}
+	if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
+		t.Fatalf("reason %q for an unnamed cause, want error", got)
+	}
+}
