@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Errors of readRequest, each answered differently by the conn loop.
@@ -92,11 +93,18 @@ func headEnd(buf []byte, from int) int {
 // named name, compared without case. Only names are compared: parsing the
 // values is net/http's job.
 func hasField(head []byte, name string) bool {
-	lines := bytes.Split(head, []byte("\n"))
-	for _, line := range lines[1:] {
-		if len(line) > len(name) && line[len(name)] == ':' && bytes.EqualFold(line[:len(name)], []byte(name)) {
+	// Skip the request line, then look at each line's start; no allocation,
+	// since this runs for every request.
+	for i := bytes.IndexByte(head, '\n') + 1; i > 0 && i < len(head); {
+		line := head[i:]
+		if len(line) > len(name) && line[len(name)] == ':' && strings.EqualFold(string(line[:len(name)]), name) {
 			return true
 		}
+		next := bytes.IndexByte(line, '\n')
+		if next < 0 {
+			break
+		}
+		i += next + 1
 	}
 	return false
 }
