@@ -3,7 +3,9 @@ package pool
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -12,7 +14,12 @@ import (
 // its reservation count, its health, its idle-conn count and its lifetime.
 // Reconcile hands the same *Backend to the next Pool while its address stays,
 // so nothing here points back at a Pool, and the settings a reload may change
-// (weight, limits) are atomics rather than plain fields.
+// (weight, limits, health settings) are atomics rather than plain fields.
+//
+// Health is three-valued and everything time-dependent (passive ejection,
+// slow start) is stored as a timestamp and judged when read, so no timer or
+// goroutine ever has to flip a flag back; state.go, passive.go and slowstart.go
+// hold those rules.
 type Backend struct {
 	addr netip.AddrPort
 	name string // addr.String() computed once: it is a metrics label fetched per conn
@@ -20,21 +27,44 @@ type Backend struct {
 	weight   atomic.Int64
 	maxConns atomic.Int64
 	idleMax  atomic.Int64
+	pool     atomic.Pointer[string] // name of the pool that last configured it, for labels
 
 	active atomic.Int64
 	idle   atomic.Int64
-	up     atomic.Bool
+
+	// Health (state.go). group is shared by every backend of the current Pool.
+	state  atomic.Int32 // a State
+	group  atomic.Pointer[group]
+	checks atomic.Bool // the pool runs active checks (check is not none)
+
+	// Passive failures (passive.go).
+	maxFails     atomic.Int64
+	failTimeout  atomic.Int64 // nanoseconds
+	ejectedUntil atomic.Int64 // a stamp; 0 = not ejected, forever = until the next pass
+	failMu       sync.Mutex
+	fails        []int64 // stamps of recent failed dials, oldest first, at most maxFails
+
+	// Slow start (slowstart.go).
+	slowStart atomic.Int64  // nanoseconds; 0 = off
+	rampFrom  atomic.Int64  // stamp at which the current ramp started; 0 = none
+	rampTurns atomic.Uint64 // round_robin landings on this backend while it ramps
+
+	now   func() time.Time // the pool's clock; read-only after construction
+	epoch time.Time        // stamps count from here (monotonic, see stamp)
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 }
 
-func newBackend(c config.Backend, p config.Pool) *Backend {
+func newBackend(c config.Backend, p config.Pool, now func() time.Time) *Backend {
 	// The lifetime is not derived from any caller's ctx: a backend lives until a
 	// reload removes it, however long the pool that first built it is kept.
 	ctx, cancel := context.WithCancelCause(context.Background())
-	b := &Backend{addr: c.Addr, name: c.Addr.String(), ctx: ctx, cancel: cancel}
-	b.up.Store(true)
+	b := &Backend{addr: c.Addr, name: c.Addr.String(), ctx: ctx, cancel: cancel, now: now, epoch: now()}
+	b.group.Store(&group{})
+	// With checks on, a backend is unknown until its first check; without,
+	// configure below makes it up.
+	b.state.Store(int32(StateUnknown))
 	b.configure(c, p)
 	return b
 }
@@ -46,6 +76,21 @@ func (b *Backend) configure(c config.Backend, p config.Pool) {
 	b.weight.Store(int64(max(c.Weight, 1)))
 	b.maxConns.Store(int64(max(p.MaxConnectionsPerBackend, 0)))
 	b.idleMax.Store(int64(max(p.IdlePerWorker, 0)))
+	name := p.Name
+	b.pool.Store(&name)
+	b.maxFails.Store(int64(max(p.Passive.MaxFails, 0)))
+	b.failTimeout.Store(int64(max(p.Passive.FailTimeout, 0)))
+	b.slowStart.Store(int64(max(p.SlowStart, 0)))
+
+	checks := p.Health.Check != "" && p.Health.Check != config.CheckNone
+	b.checks.Store(checks)
+	if !checks {
+		// No checker will ever report on this backend, so it is up, and an
+		// ejection waiting for "the next pass" (checks were on before this
+		// reload) must end now rather than never.
+		b.state.Store(int32(StateUp))
+		b.ejectedUntil.CompareAndSwap(forever, 0)
+	}
 }
 
 // Addr is the backend's resolved address.
@@ -53,6 +98,11 @@ func (b *Backend) Addr() netip.AddrPort { return b.addr }
 
 // String returns "ip:port", the value of the backend metrics label.
 func (b *Backend) String() string { return b.name }
+
+// PoolName is the name of the pool the backend belongs to, for the labels and
+// log lines of callbacks that receive only the backend (failed dials reported
+// by l4 and l7).
+func (b *Backend) PoolName() string { return *b.pool.Load() }
 
 // Weight is the backend's share relative to the others in its pool (at least 1).
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
@@ -71,20 +121,16 @@ func (b *Backend) Active() int64 { return b.active.Load() }
 // Idle is the number of idle conns to this backend held in all workers' IdleCaches.
 func (b *Backend) Idle() int64 { return b.idle.Load() }
 
-// Up reports the health state last set by SetUp; backends start up.
-func (b *Backend) Up() bool { return b.up.Load() }
-
-// SetUp records the health verdict; a down backend is skipped by Pick.
-func (b *Backend) SetUp(up bool) { b.up.Store(up) }
-
 // Context is cancelled, with cause ErrRemoved, when Reconcile drops the backend,
 // so conns to it can be closed with context.AfterFunc.
 func (b *Backend) Context() context.Context { return b.ctx }
 
-// Available reports whether Pick may choose the backend: up, not removed and not
+// Available reports whether Pick may choose the backend now: Healthy and not
 // full. It is derived on every call, so there is no flag to keep in step.
-func (b *Backend) Available() bool {
-	if !b.Up() || b.removed() {
+func (b *Backend) Available() bool { return b.availableAt(b.now()) }
+
+func (b *Backend) availableAt(now time.Time) bool {
+	if !b.healthy(b.stamp(now)) {
 		return false
 	}
 	m := b.maxConns.Load()
@@ -101,11 +147,11 @@ func (b *Backend) Release() {
 	}
 }
 
-// reserve takes one reservation if the backend is available. Checking "not full"
-// and incrementing happen in one compare-and-swap, so concurrent picks from
-// every worker never push active past maxConns.
-func (b *Backend) reserve() bool {
-	if !b.Up() || b.removed() {
+// reserve takes one reservation if the backend is healthy at now and not
+// full. Checking "not full" and incrementing happen in one compare-and-swap,
+// so concurrent picks from every worker never push active past maxConns.
+func (b *Backend) reserve(now time.Time) bool {
+	if !b.healthy(b.stamp(now)) {
 		return false
 	}
 	for {
@@ -125,3 +171,9 @@ func (b *Backend) reserve() bool {
 }
 
 func (b *Backend) removed() bool { return b.ctx.Err() != nil }
+
+// stamp turns now into the int64 the time-valued atomics hold: nanoseconds
+// since the backend was built, plus one so that 0 can mean "never". Sub uses
+// the monotonic clock, so a wall-clock step neither stretches an ejection nor
+// freezes a ramp.
+func (b *Backend) stamp(now time.Time) int64 { return int64(now.Sub(b.epoch)) + 1 }

@@ -3,12 +3,14 @@ package pool
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 )
 
 // leastConn picks the available backend with the fewest reservations relative
-// to its weight. Ties are broken by rotation, not randomness: each pick starts
-// its scan one slot further on, so equal backends fill evenly and short-lived
-// picks that are released at once still spread over all backends.
+// to its effective weight (its weight as slow start ramps it). Ties are broken
+// by rotation, not randomness: each pick starts its scan one slot further on,
+// so equal backends fill evenly and short-lived picks that are released at
+// once still spread over all backends.
 type leastConn struct {
 	backends []*Backend
 	cursor   atomic.Uint64
@@ -18,7 +20,7 @@ func newLeastConn(backends []*Backend) *leastConn {
 	return &leastConn{backends: backends}
 }
 
-func (l *leastConn) Pick(_ netip.Addr, exclude *Backend) *Backend {
+func (l *leastConn) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backend {
 	n := len(l.backends)
 	if n == 0 {
 		return nil
@@ -34,12 +36,13 @@ func (l *leastConn) Pick(_ netip.Addr, exclude *Backend) *Backend {
 		for k := range n {
 			i := (start + k) % n
 			b := l.backends[i]
-			if b == exclude || (tried != nil && tried[i]) || !b.Available() {
+			if b == exclude || (tried != nil && tried[i]) || !b.availableAt(now) {
 				continue
 			}
-			a, w := b.active.Load(), b.weight.Load()
-			// a/w < bestActive/bestWeight without floats; strict, so the
-			// first of equals in rotation order wins.
+			a, w := b.active.Load(), b.effWeight(now)
+			// a/w < bestActive/bestWeight without floats (w is in thousandths,
+			// at most 10^6, so the products stay far from overflow); strict, so
+			// the first of equals in rotation order wins.
 			if best < 0 || a*bestWeight < bestActive*w {
 				best, bestActive, bestWeight = i, a, w
 			}
@@ -47,7 +50,7 @@ func (l *leastConn) Pick(_ netip.Addr, exclude *Backend) *Backend {
 		if best < 0 {
 			return nil
 		}
-		if b := l.backends[best]; b.reserve() {
+		if b := l.backends[best]; b.reserve(now) {
 			return b
 		}
 		if tried == nil {

@@ -3,6 +3,7 @@ package pool
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -63,12 +64,12 @@ func TestLeastConnPrefersLeastLoaded(t *testing.T) {
 	bs := p.Backends()
 	// Loads 2/1, 3/2, 1/1: backend 2 (1.0) beats 1 (1.5) and 0 (2.0).
 	for range 2 {
-		bs[0].reserve()
+		bs[0].reserve(time.Now())
 	}
 	for range 3 {
-		bs[1].reserve()
+		bs[1].reserve(time.Now())
 	}
-	bs[2].reserve()
+	bs[2].reserve(time.Now())
 	for i := range 3 { // the cursor must not matter when there is no tie
 		b, err := p.Pick(clientIP(1), nil)
 		if err != nil {

@@ -3,12 +3,14 @@
 // backend conns per worker.
 //
 // Start with pool.go (New, Reconcile, Pick), then backend.go for the reservation
-// rule; leastconn.go, roundrobin.go and sourcehash.go are the policies, idle.go the cache.
+// rule and state.go, passive.go, slowstart.go for health; leastconn.go,
+// roundrobin.go and sourcehash.go are the policies, idle.go the cache.
 package pool
 
 import (
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -28,10 +30,11 @@ func (removedError) Reason() string { return "removed" }
 
 // Policy chooses a backend for one conn or request. Pick must return a backend
 // it has already reserved (so the caller owns one Release), skipping exclude and
-// any backend that cannot be reserved, or nil when none can be. Implementations
-// hold their Pool's backend slice and must be safe for concurrent use.
+// any backend that cannot be reserved at now, or nil when none can be.
+// Implementations hold their Pool's backend slice and must be safe for
+// concurrent use.
 type Policy interface {
-	Pick(client netip.Addr, exclude *Backend) *Backend
+	Pick(client netip.Addr, exclude *Backend, now time.Time) *Backend
 }
 
 // Pool is a named set of backends and the policy that picks among them. It is
@@ -41,12 +44,21 @@ type Pool struct {
 	name     string
 	backends []*Backend
 	policy   Policy
+	now      func() time.Time
 }
 
-// New builds a pool from its configuration; every backend starts up with no
-// reservations.
+// New builds a pool from its configuration. Every backend starts with no
+// reservations, up when health.check is none (or empty, as in a config built
+// by hand), unknown otherwise.
 func New(c config.Pool) *Pool {
-	return Reconcile(nil, c)
+	return NewWithClock(c, time.Now)
+}
+
+// NewWithClock is New with a clock other than time.Now, read for passive
+// ejection and slow start; tests use it to step through both. Reconcile hands
+// the clock on to the pools built from this one.
+func NewWithClock(c config.Pool, now func() time.Time) *Pool {
+	return reconcile(nil, c, now)
 }
 
 // Reconcile builds the pool for configuration c from the running pool old (which
@@ -56,6 +68,14 @@ func New(c config.Pool) *Pool {
 // cancelled with cause ErrRemoved. old keeps its slice and policy, so conns that
 // hold it keep working, but its removed backends are no longer available.
 func Reconcile(old *Pool, c config.Pool) *Pool {
+	now := time.Now
+	if old != nil {
+		now = old.now
+	}
+	return reconcile(old, c, now)
+}
+
+func reconcile(old *Pool, c config.Pool, now func() time.Time) *Pool {
 	kept := make(map[netip.AddrPort]*Backend)
 	if old != nil {
 		for _, b := range old.backends {
@@ -71,14 +91,26 @@ func Reconcile(old *Pool, c config.Pool) *Pool {
 			delete(kept, cb.Addr)
 			b.configure(cb, c)
 		} else {
-			b = newBackend(cb, c)
+			b = newBackend(cb, c, now)
 		}
 		backends = append(backends, b)
 	}
 	for _, b := range kept {
 		b.cancel(ErrRemoved)
 	}
-	return &Pool{name: c.Name, backends: backends, policy: newPolicy(c.Balance, backends)}
+	// The new group's flag comes from the states of its own backends, set
+	// after every backend points at it: see SetState for the other half.
+	g := &group{}
+	for _, b := range backends {
+		b.group.Store(g)
+	}
+	for _, b := range backends {
+		if b.State() == StateUp {
+			g.passed.Store(true)
+			break
+		}
+	}
+	return &Pool{name: c.Name, backends: backends, policy: newPolicy(c.Balance, backends), now: now}
 }
 
 // newPolicy is the one place that maps a balance name to its policy.
@@ -96,16 +128,22 @@ func newPolicy(balance string, backends []*Backend) Policy {
 // Name is the pool's configured name.
 func (p *Pool) Name() string { return p.name }
 
+// Clock is the pool's clock (time.Now unless built with NewWithClock). Health
+// checkers stamp their verdicts with it, so tests can drive slow start.
+func (p *Pool) Clock() func() time.Time { return p.now }
+
 // Backends returns the pool's backends in configuration order. The slice is
 // shared: do not modify it.
 func (p *Pool) Backends() []*Backend { return p.backends }
 
 // Pick chooses a backend for a conn from client and reserves it: on success the
 // caller must call Release exactly once. exclude (may be nil) is skipped; it is
-// the backend whose dial just failed, for the one retry. Down and full backends
-// are skipped, and ErrNoBackend is returned when nothing is eligible.
+// the backend whose dial just failed, for the one retry. Backends that are not
+// Healthy (down, ejected, removed, or unknown once a peer has passed) or are
+// full are skipped, and ErrNoBackend is returned at once when nothing is
+// eligible: health is already known, so no dial is spent finding out.
 func (p *Pool) Pick(client netip.Addr, exclude *Backend) (*Backend, error) {
-	if b := p.policy.Pick(client, exclude); b != nil {
+	if b := p.policy.Pick(client, exclude, p.now()); b != nil {
 		return b, nil
 	}
 	return nil, ErrNoBackend

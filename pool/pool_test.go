@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -111,8 +112,8 @@ func TestPickSkips(t *testing.T) {
 		{
 			name: "full",
 			setup: func(bs []*Backend) *Backend {
-				bs[2].reserve()
-				bs[2].reserve()
+				bs[2].reserve(time.Now())
+				bs[2].reserve(time.Now())
 				return nil
 			},
 			never: 2,
@@ -132,8 +133,8 @@ func TestPickSkips(t *testing.T) {
 			name: "all full",
 			setup: func(bs []*Backend) *Backend {
 				for _, b := range bs {
-					b.reserve()
-					b.reserve()
+					b.reserve(time.Now())
+					b.reserve(time.Now())
 				}
 				return nil
 			},
@@ -235,14 +236,17 @@ func TestReconcile(t *testing.T) {
 	oldCfg := testConfig(config.BalanceLeastConn, 1, 1, 1) // .1 .2 .3
 	old := New(oldCfg)
 	a, b, removed := old.Backends()[0], old.Backends()[1], old.Backends()[2]
-	a.reserve()
-	a.reserve()
+	a.reserve(time.Now())
+	a.reserve(time.Now())
 	b.SetUp(false)
 
 	newCfg := testConfig(config.BalanceRoundRobin)
 	newCfg.Name = "renamed"
 	newCfg.MaxConnectionsPerBackend = 9
 	newCfg.IdlePerWorker = 5
+	// With checks on, health survives the reload and the new backend waits for
+	// its first check (state_test.go covers a reload to check none).
+	newCfg.Health.Check = config.CheckTCP
 	newCfg.Backends = []config.Backend{testBackend(4, 1), testBackend(2, 1), testBackend(1, 3)}
 	p := Reconcile(old, newCfg)
 
@@ -265,7 +269,7 @@ func TestReconcile(t *testing.T) {
 	}{
 		{name: "kept with reservations", got: bs[2], want: a, active: 2, up: true, weight: 3},
 		{name: "kept down", got: bs[1], want: b, active: 0, up: false, weight: 1},
-		{name: "added", got: added, active: 0, up: true, weight: 1},
+		{name: "added", got: added, active: 0, up: false, weight: 1},
 		{name: "removed", got: removed, want: removed, active: 0, up: true, weight: 1, canceled: true},
 	}
 	for _, tt := range tests {

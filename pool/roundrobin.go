@@ -3,6 +3,7 @@ package pool
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 )
 
 // maxSchedule bounds the precomputed cycle. Weights whose reduced sum is larger
@@ -13,7 +14,9 @@ const maxSchedule = 1 << 16
 // roundRobin is nginx's smooth weighted round robin (weights 5,1,1 give
 // a a b a c a a). The schedule depends only on the weights, so it is computed
 // once when the pool is built and each pick is one atomic increment that
-// indexes it: no mutex, unlike a per-pick "current weight" update.
+// indexes it: no mutex, unlike a per-pick "current weight" update. A backend
+// in slow start takes only its ramped share of the slots that land on it; the
+// rest go to the next backend in the schedule.
 type roundRobin struct {
 	backends []*Backend
 	schedule []int32 // indexes into backends, one full cycle
@@ -28,7 +31,7 @@ func newRoundRobin(backends []*Backend) *roundRobin {
 	return &roundRobin{backends: backends, schedule: smoothSchedule(weights)}
 }
 
-func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend) *Backend {
+func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backend {
 	n := uint64(len(r.schedule))
 	if n == 0 {
 		return nil
@@ -38,28 +41,43 @@ func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend) *Backend {
 	// backends already tried so the walk ends once every one has failed.
 	var failed []bool
 	nfailed := 0
+	// A slow-starting backend passes up most of its slots (rampTurn), but it is
+	// still better than nothing: deferred is the first one passed up, taken
+	// when no other backend can be.
+	deferred := -1
 	for k := range n {
 		i := r.schedule[(start+k)%n]
 		if failed != nil && failed[i] {
 			continue
 		}
 		b := r.backends[i]
-		if b != exclude && b.reserve() {
-			// Advance the shared counter past the skipped slots too. Otherwise the
-			// backend after a down one would also win every pick that lands on
-			// the down one's slots, and the others would no longer share in
-			// proportion to their weights.
-			if k > 0 {
-				r.next.Add(k)
+		if b != exclude {
+			if !b.rampTurn(now) {
+				if deferred < 0 {
+					deferred = int(i)
+				}
+			} else if b.reserve(now) {
+				// Advance the shared counter past the skipped slots too. Otherwise
+				// the backend after a down one would also win every pick that lands
+				// on the down one's slots, and the others would no longer share in
+				// proportion to their weights.
+				if k > 0 {
+					r.next.Add(k)
+				}
+				return b
 			}
-			return b
 		}
 		if failed == nil {
 			failed = make([]bool, len(r.backends))
 		}
 		failed[i] = true
 		if nfailed++; nfailed == len(r.backends) {
-			return nil
+			break
+		}
+	}
+	if deferred >= 0 {
+		if b := r.backends[deferred]; b.reserve(now) {
+			return b
 		}
 	}
 	return nil

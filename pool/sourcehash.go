@@ -3,6 +3,7 @@ package pool
 import (
 	"math"
 	"net/netip"
+	"time"
 )
 
 // sourceHash sends each client IP to the same backend with weighted rendezvous
@@ -12,6 +13,12 @@ import (
 // adding a backend to N moves only the clients it now outscores, about 1/(N+1);
 // and when a client's backend is down, full or excluded, the next-highest score
 // is that client's own fallback order.
+//
+// Slow start is deliberately ignored here: the point of source_hash is that a
+// client keeps its backend, and skipping a ramping backend for some of its own
+// clients would move them back and forth between it and their second choice on
+// every reconnect. The herd is also smaller than with least_conn: a recovered
+// backend only gets back the clients that hash to it, about 1/N of new conns.
 type sourceHash struct {
 	backends []*Backend
 }
@@ -20,7 +27,7 @@ func newSourceHash(backends []*Backend) *sourceHash {
 	return &sourceHash{backends: backends}
 }
 
-func (s *sourceHash) Pick(client netip.Addr, exclude *Backend) *Backend {
+func (s *sourceHash) Pick(client netip.Addr, exclude *Backend, now time.Time) *Backend {
 	var buf [16]float64 // pools this small keep the scores on the stack
 	scores := buf[:0]
 	if len(s.backends) > len(buf) {
@@ -41,7 +48,7 @@ func (s *sourceHash) Pick(client netip.Addr, exclude *Backend) *Backend {
 		if best < 0 {
 			return nil
 		}
-		if b := s.backends[best]; b != exclude && b.reserve() {
+		if b := s.backends[best]; b != exclude && b.reserve(now) {
 			return b
 		}
 		scores[best] = 0 // tried; real scores are always > 0

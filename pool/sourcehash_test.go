@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -155,7 +156,7 @@ func TestSourceHashFallback(t *testing.T) {
 			return nil, func() { b.SetUp(true) }
 		}},
 		{name: "full", take: func(b *Backend) (*Backend, func()) {
-			b.reserve()
+			b.reserve(time.Now())
 			return nil, b.Release
 		}},
 		{name: "excluded", take: func(b *Backend) (*Backend, func()) {

@@ -167,3 +167,107 @@ func get(t *testing.T, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestHealthWiring runs serve with active checks over one live and one dead
+// backend: the dead one is reported down in /metrics and /readyz stays ready,
+// conns only reach the live one, and the checks are counted.
+func TestHealthWiring(t *testing.T) {
+	live, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	go func() {
+		for {
+			c, err := live.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	cfg, err := config.Parse(fmt.Appendf(nil, `
+shutdown: {drain_timeout: 0s, close_spread: 0s}
+admin: {listen: 127.0.0.1:0}
+listeners:
+  - {name: t, listen: 127.0.0.1:0, mode: l4, pool: p}
+pools:
+  - name: p
+    backends: [{address: %s}, {address: %s}]
+    health: {check: tcp, interval: 50ms, timeout: 40ms, rise: 1, fall: 1}
+`, live.Addr(), deadAddr), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *instance, 1)
+	exit := make(chan int, 1)
+	go func() {
+		exit <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(in *instance) { started <- in })
+	}()
+	defer func() { cancel(); <-exit }()
+	in := <-started
+	metricsURL := "http://" + in.adminLn.Addr().String() + "/metrics"
+	want := fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 0`, deadAddr)
+	var body string
+	for range 200 {
+		body = getBody(t, metricsURL)
+		if strings.Contains(body, want) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(body, want) {
+		t.Fatalf("dead backend never reported down; metrics:\n%s", grepLines(body, "wslb_backend_up"))
+	}
+	if !strings.Contains(body, fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 1`, live.Addr())) {
+		t.Fatalf("live backend not up:\n%s", grepLines(body, "wslb_backend_up"))
+	}
+	if !strings.Contains(body, fmt.Sprintf(`wslb_health_checks_total{backend=%q,pool="p",result="fail"}`, deadAddr)) {
+		t.Fatal("failed checks not counted")
+	}
+	if code := get(t, "http://"+in.adminLn.Addr().String()+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d with one backend up", code)
+	}
+	for i := range 10 {
+		c, err := net.Dial("tcp", in.listeners[0].BoundAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("conn %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if got := getBody(t, metricsURL); !strings.Contains(got, `wslb_errors_total{listener="t",reason="dial"} 0`) {
+		t.Fatalf("a dial to the dead backend was attempted:\n%s", grepLines(got, "wslb_errors_total"))
+	}
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

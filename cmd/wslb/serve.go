@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wslb/wslb/admin"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/l4"
 	"github.com/wslb/wslb/l7"
 	"github.com/wslb/wslb/metrics"
@@ -36,6 +38,7 @@ type instance struct {
 	admin     *http.Server
 	adminLn   net.Listener
 	draining  atomic.Bool
+	passive   *health.Passive
 }
 
 // newInstance builds everything cfg describes and binds every socket, so that
@@ -43,17 +46,16 @@ type instance struct {
 func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*instance, error) {
 	in := &instance{cfg: cfg, log: log, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{}}
 	in.metrics = metrics.New(in.reg)
+	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
 	for _, pc := range cfg.Pools {
 		p := pool.New(pc)
 		in.pools[pc.Name] = p
 		for _, b := range p.Backends() {
-			up := 0.0
-			if b.Up() {
-				up = 1
-			}
-			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(up)
+			in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
+			in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
 		}
 	}
+	in.refreshGauges()
 	for _, lc := range cfg.Listeners {
 		fl := &frontend.Listener{
 			Name:     lc.Name,
@@ -65,6 +67,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 		switch lc.Mode {
 		case config.ModeL4:
 			px := l4.New(lc, in.pools[lc.Pool], in.metrics, log)
+			px.OnDialError = in.passive.DialFailed
 			fl.NewHandler = func() frontend.Handler { return px }
 			fl.OnLimit = px.OnLimit
 		case config.ModeL7:
@@ -73,6 +76,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 				in.close()
 				return nil, err
 			}
+			px.OnDialError = in.passive.DialFailed
 			fl.NewHandler = px.NewWorker
 			fl.OnLimit = px.OnLimit
 			fl.Refuse = px.Refuse
@@ -90,7 +94,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 			return nil, fmt.Errorf("admin: bind %s: %w", cfg.Admin.Listen, err)
 		}
 		in.adminLn = ln
-		in.admin = &http.Server{Handler: admin.Handler(in.reg, in.ready), ReadHeaderTimeout: 10 * time.Second}
+		in.admin = &http.Server{Handler: admin.Handler(in.gatherer(), in.ready), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return in, nil
 }
@@ -114,7 +118,9 @@ func (in *instance) ready() (bool, string) {
 	for name, p := range in.pools {
 		up := false
 		for _, b := range p.Backends() {
-			up = up || b.Available()
+			// Healthy, not Available: a pool whose backends are all busy
+			// (max_connections_per_backend) is still ready.
+			up = up || b.Healthy()
 		}
 		if !up {
 			return false, "pool " + name + " has no backend up"
@@ -136,6 +142,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	checksCtx, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopChecks()
+	var checks []func()
+	for _, pc := range cfg.Pools {
+		checks = append(checks, health.Start(checksCtx, in.pools[pc.Name], pc.Health, log, in.healthHooks()))
+	}
+	defer func() {
+		for _, stop := range checks {
+			stop()
+		}
+	}()
 	acceptCtx, stopAccepting := context.WithCancel(ctx)
 	defer stopAccepting()
 	var accepting, adminServing sync.WaitGroup
@@ -212,4 +229,46 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 		in.admin.Shutdown(shutdownCtx)
 		cancel()
 	}
+}
+
+// healthHooks feed the health checks' results into the metrics.
+func (in *instance) healthHooks() health.Hooks {
+	return health.Hooks{
+		OnResult: func(poolName string, b *pool.Backend, ok bool) {
+			result := "fail"
+			if ok {
+				result = "ok"
+			}
+			in.metrics.HealthChecks.WithLabelValues(poolName, b.String(), result).Inc()
+		},
+		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, _ error) {
+			in.metrics.BackendUp.WithLabelValues(poolName, b.String()).Set(boolFloat(b.Healthy()))
+		},
+	}
+}
+
+// gatherer refreshes the gauges that are derived from pool state before every
+// scrape: a passive ejection ends when fail_timeout passes, with no event to
+// hook, and idle caches change in every worker.
+func (in *instance) gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		in.refreshGauges()
+		return in.reg.Gather()
+	})
+}
+
+func (in *instance) refreshGauges() {
+	for _, p := range in.pools {
+		for _, b := range p.Backends() {
+			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
+			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
+		}
+	}
+}
+
+func boolFloat(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
