@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/wslb/wslb/config"
 )
 
@@ -270,4 +272,61 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestAllDownFast503: a backend that was up dies; once its checks take it out,
+// an l7 request gets a 503 at once, with no dial attempted.
+func TestAllDownFast503(t *testing.T) {
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
+	go srv.Serve(be)
+	cfg, err := config.Parse(fmt.Appendf(nil, `
+shutdown: {drain_timeout: 0s, close_spread: 0s}
+admin: {listen: ""}
+listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
+pools:
+  - name: p
+    backends: [{address: %s}]
+    health: {check: http, interval: 50ms, timeout: 40ms, rise: 1, fall: 2}
+`, be.Addr()), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *instance, 1)
+	exit := make(chan int, 1)
+	go func() {
+		exit <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(in *instance) { started <- in })
+	}()
+	defer func() { cancel(); <-exit }()
+	in := <-started
+	url := "http://" + in.listeners[0].BoundAddr().String() + "/"
+	b := in.pools["p"].Backends()[0]
+	for i := 0; i < 200 && !b.Up(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := get(t, url); code != 200 {
+		t.Fatalf("status %d with the backend up", code)
+	}
+	srv.Close() // the backend dies
+	for i := 0; i < 200 && b.Healthy(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b.Healthy() {
+		t.Fatal("dead backend never taken out")
+	}
+	start := time.Now()
+	if code := get(t, url); code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d with every backend down, want 503", code)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("503 took %v", d)
+	}
+	if got := testutil.ToFloat64(in.metrics.Errors.WithLabelValues("web", "dial")); got != 0 {
+		t.Fatalf("%v dials attempted to a known-dead backend", got)
+	}
 }
