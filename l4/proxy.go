@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
@@ -45,12 +43,7 @@ type Proxy struct {
 type state struct {
 	l    config.Listener
 	pool *pool.Pool
-	errs errorCounters
-}
-
-// errorCounters are the listener's wslb_errors_total children, fetched once.
-type errorCounters struct {
-	noBackend, dial, timeout, limit, proxyProtocol prometheus.Counter
+	errs metrics.Errors
 }
 
 // New returns a Proxy serving listener l from p.
@@ -64,14 +57,7 @@ func New(l config.Listener, p *pool.Pool, m *metrics.Metrics, log *slog.Logger) 
 // per-backend series at their current values so dashboards see every backend
 // before it serves.
 func (px *Proxy) Update(l config.Listener, p *pool.Pool) {
-	e := px.Metrics.Errors
-	px.cur.Store(&state{l: l, pool: p, errs: errorCounters{
-		noBackend:     e.WithLabelValues(l.Name, "no_backend"),
-		dial:          e.WithLabelValues(l.Name, "dial"),
-		timeout:       e.WithLabelValues(l.Name, "timeout"),
-		limit:         e.WithLabelValues(l.Name, "limit"),
-		proxyProtocol: e.WithLabelValues(l.Name, "proxy_protocol"),
-	}})
+	px.cur.Store(&state{l: l, pool: p, errs: px.Metrics.ListenerErrors(l.Name)})
 	for _, b := range p.Backends() {
 		px.Metrics.ConnectionsActive.WithLabelValues(l.Name, p.Name(), b.String())
 	}
@@ -79,7 +65,7 @@ func (px *Proxy) Update(l config.Listener, p *pool.Pool) {
 
 // OnLimit counts a conn refused by max_connections or an accept that ran out
 // of file descriptors; wire it to frontend.Listener.OnLimit.
-func (px *Proxy) OnLimit() { px.cur.Load().errs.limit.Inc() }
+func (px *Proxy) OnLimit() { px.cur.Load().errs.Limit.Inc() }
 
 var _ frontend.Handler = (*Proxy)(nil)
 
@@ -98,9 +84,9 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		src, err := proxyheader.Read(c, br, st.l.Timeouts.Handshake)
 		if err != nil {
 			if errors.Is(err, proxyheader.ErrTimeout) {
-				st.errs.timeout.Inc()
+				st.errs.Timeout.Inc()
 			} else {
-				st.errs.proxyProtocol.Inc()
+				st.errs.ProxyProtocol.Inc()
 			}
 			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
 			return
@@ -134,7 +120,7 @@ func (px *Proxy) connect(ctx context.Context, st *state, client netip.Addr) (*po
 		b, err := st.pool.Pick(client, tried)
 		if err != nil {
 			if tried == nil {
-				st.errs.noBackend.Inc()
+				st.errs.NoBackend.Inc()
 				return nil, nil, err
 			}
 			// Only the backend that just failed was eligible.
@@ -145,7 +131,7 @@ func (px *Proxy) connect(ctx context.Context, st *state, client netip.Addr) (*po
 			return b, bc, nil
 		}
 		b.Release()
-		st.errs.dial.Inc()
+		st.errs.Dial.Inc()
 		if px.OnDialError != nil {
 			px.OnDialError(b, err)
 		}
@@ -168,23 +154,16 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 
 // relay runs the tunnel and keeps the metrics in step with it.
 func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn) {
-	m, ln, pn, bn := px.Metrics, st.l.Name, st.pool.Name(), b.String()
-	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
-	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
-	active.Inc()
-	defer active.Dec()
+	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
+	mc := px.Metrics.Conn(ln, pn, bn)
+	defer mc.Open()()
 
-	r := tunnel.Relay{
-		Idle: st.l.Timeouts.Idle,
-		Rx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx),
-		Tx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx),
-	}
+	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx}
 	start := time.Now()
 	s := r.Run(ctx, c, bc)
 	d := time.Since(start)
 	why := s.Reason()
-	m.TunnelDuration.WithLabelValues(ln, pn).Observe(d.Seconds())
-	m.TunnelsClosed.WithLabelValues(ln, pn, why).Inc()
+	px.Metrics.TunnelEnded(ln, pn, why, d)
 	px.Log.Debug("l4 conn closed", "listener", ln, "pool", pn, "backend", bn,
 		"remote", c.RemoteAddr().String(), "rx", s.Rx, "tx", s.Tx, "duration", d, "reason", why, "err", s.Err)
 }

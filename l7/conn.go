@@ -58,9 +58,9 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn) {
 		src, err := proxyheader.Read(c, cc.br, time.Until(deadline))
 		if err != nil {
 			if errors.Is(err, proxyheader.ErrTimeout) {
-				st.errs.timeout.Inc()
+				st.errs.Timeout.Inc()
 			} else {
-				st.errs.proxyProtocol.Inc()
+				st.errs.ProxyProtocol.Inc()
 			}
 			return
 		}
@@ -118,18 +118,18 @@ func (w *worker) badHead(cc *clientConn, err error) {
 	st := cc.st
 	switch {
 	case errors.Is(err, errHeadTooLarge):
-		st.errs.badRequest.Inc()
+		st.errs.BadRequest.Inc()
 		cc.respondError(nil, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		// A slow head is closed without an answer: answering would only
 		// tell a slowloris client that it has our attention.
-		st.errs.timeout.Inc()
+		st.errs.Timeout.Inc()
 	case errors.Is(err, io.EOF) && cc.br.Buffered() == 0, errors.Is(err, net.ErrClosed):
 		// The client closed between requests, or drain closed the conn.
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		// It closed in the middle of a head: nobody is left to answer.
 	default:
-		st.errs.badRequest.Inc()
+		st.errs.BadRequest.Inc()
 		cc.respondError(nil, http.StatusBadRequest, badRequestText(err))
 	}
 }
@@ -147,11 +147,11 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 	st := cc.st
 	h := st.l.HTTP
 	if msg := checkRequest(req); msg != "" {
-		st.errs.badRequest.Inc()
+		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusBadRequest, msg)
 	}
 	if req.ContentLength > h.MaxBodyBytes {
-		st.errs.badRequest.Inc()
+		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusRequestEntityTooLarge, "request body too large")
 	}
 	if h.RedirectHTTPS {
@@ -160,7 +160,7 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 	res := st.routes.Match(req.URL)
 	switch res.Kind {
 	case route.BadPath:
-		st.errs.badRequest.Inc()
+		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusBadRequest, "invalid path")
 	case route.NotFound:
 		return cc.respondError(req, http.StatusNotFound, "no route for this path")

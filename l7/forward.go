@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/header"
-	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
@@ -50,7 +49,7 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 		b, err := p.Pick(clientIP, tried)
 		if err != nil {
 			if tried == nil {
-				st.errs.noBackend.Inc()
+				st.errs.NoBackend.Inc()
 				return nil, errNoBackend
 			}
 			return nil, errDialFailed
@@ -68,7 +67,7 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 			return bc, nil
 		}
 		b.Release()
-		st.errs.dial.Inc()
+		st.errs.Dial.Inc()
 		if w.px.OnDialError != nil {
 			w.px.OnDialError(b, err)
 		}
@@ -155,16 +154,13 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
-	m, ln, pn, bn := w.px.Metrics, st.l.Name, p.Name(), bc.b.String()
-	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
-	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
-	active.Inc()
-	defer active.Dec()
+	mc := w.px.Metrics.Conn(st.l.Name, p.Name(), bc.b.String())
+	defer mc.Open()()
 	// Body bytes count as they stream, as a tunnel's bytes do.
 	if lb, ok := out.Body.(*limitedBody); ok {
-		lb.count = m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx)
+		lb.count = mc.Rx
 	}
-	cc.txBytes = m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx)
+	cc.txBytes = mc.Tx
 
 	// Drain closes the client conn; the backend conn is closed with it, so
 	// that a slow answer or a quiet stream does not hold this handler, and
@@ -182,7 +178,7 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		unwatch()
 		nbc, derr := w.dial(ctx, cc, p, bc.b)
 		if derr != nil {
-			st.errs.dial.Inc()
+			st.errs.Dial.Inc()
 			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
 		}
 		bc = nbc
@@ -375,10 +371,10 @@ func (cc *clientConn) respondConnectError(req *http.Request, poolName string, er
 func (cc *clientConn) respondBackendError(req *http.Request, poolName string, err, werr error) bool {
 	switch {
 	case errors.Is(werr, errBodyTooLarge):
-		cc.st.errs.badRequest.Inc()
+		cc.st.errs.BadRequest.Inc()
 		return cc.respondPool(req, poolName, http.StatusRequestEntityTooLarge, "request body too large")
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		cc.st.errs.timeout.Inc()
+		cc.st.errs.Timeout.Inc()
 		return cc.respondPool(req, poolName, http.StatusGatewayTimeout, "backend did not answer in time")
 	default:
 		return cc.respondPool(req, poolName, http.StatusBadGateway, "invalid or no answer from backend")

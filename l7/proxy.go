@@ -18,8 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
@@ -50,13 +48,7 @@ type state struct {
 	static map[string]*static.Handler // by folder
 	tls    *tls.Config
 	m      *metrics.Metrics
-	errs   errorCounters
-}
-
-// errorCounters are the listener's wslb_errors_total children, fetched once.
-type errorCounters struct {
-	noBackend, dial, timeout, badRequest, badHandshake, badUpgradeResponse,
-	tls, limit, proxyProtocol prometheus.Counter
+	errs   metrics.Errors
 }
 
 // New returns the Proxy of l7 listener l, whose routes use pools.
@@ -90,18 +82,7 @@ func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
 		}
 		st.static[r.Static] = h
 	}
-	e := px.Metrics.Errors
-	st.errs = errorCounters{
-		noBackend:          e.WithLabelValues(l.Name, "no_backend"),
-		dial:               e.WithLabelValues(l.Name, "dial"),
-		timeout:            e.WithLabelValues(l.Name, "timeout"),
-		badRequest:         e.WithLabelValues(l.Name, "bad_request"),
-		badHandshake:       e.WithLabelValues(l.Name, "bad_handshake"),
-		badUpgradeResponse: e.WithLabelValues(l.Name, "bad_upgrade_response"),
-		tls:                e.WithLabelValues(l.Name, "tls"),
-		limit:              e.WithLabelValues(l.Name, "limit"),
-		proxyProtocol:      e.WithLabelValues(l.Name, "proxy_protocol"),
-	}
+	st.errs = px.Metrics.ListenerErrors(l.Name)
 	for _, name := range poolsOf(l) {
 		if p := pools[name]; p != nil {
 			for _, b := range p.Backends() {
@@ -136,7 +117,7 @@ func (px *Proxy) idleGauge(p *pool.Pool, b *pool.Backend) {
 
 // OnLimit counts a conn refused by max_connections or an accept that ran out
 // of file descriptors; wire it to frontend.Listener.OnLimit.
-func (px *Proxy) OnLimit() { px.cur.Load().errs.limit.Inc() }
+func (px *Proxy) OnLimit() { px.cur.Load().errs.Limit.Inc() }
 
 // NewWorker returns the handler for one worker of the listener, with an idle
 // backend conn cache of its own; wire it to frontend.Listener.NewHandler.

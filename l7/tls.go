@@ -47,12 +47,12 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 	first, err := cc.br.Peek(1)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			st.errs.timeout.Inc()
+			st.errs.Timeout.Inc()
 		}
 		return false
 	}
 	if first[0] != recordTypeHandshake {
-		st.errs.tls.Inc()
+		st.errs.TLS.Inc()
 		if !st.l.TLS.RedirectHTTP {
 			return false
 		}
@@ -62,7 +62,7 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 		}
 		if msg := checkRequest(req); msg != "" {
 			// An invalid Host must not end up in the Location header.
-			st.errs.badRequest.Inc()
+			st.errs.BadRequest.Inc()
 			cc.respondError(req, http.StatusBadRequest, msg)
 			return false
 		}
@@ -72,9 +72,9 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 	tc := tls.Server(&bufferedConn{Conn: cc.conn, r: cc.br}, st.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			st.errs.timeout.Inc()
+			st.errs.Timeout.Inc()
 		} else {
-			st.errs.tls.Inc()
+			st.errs.TLS.Inc()
 		}
 		return false
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/header"
-	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/tunnel"
@@ -21,13 +20,13 @@ import (
 func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request, res route.Result, token string) bool {
 	st := cc.st
 	if req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) {
-		st.errs.badHandshake.Inc()
+		st.errs.BadHandshake.Inc()
 		return cc.respondError(req, http.StatusBadRequest, "an upgrade must be a GET over HTTP/1.1")
 	}
 	if req.ContentLength != 0 {
 		// Bytes after the head belong to the new protocol; a body would be
 		// read as that protocol's first bytes by one side and not the other.
-		st.errs.badHandshake.Inc()
+		st.errs.BadHandshake.Inc()
 		return cc.respondError(req, http.StatusBadRequest, "an upgrade request cannot have a body")
 	}
 	var key string
@@ -35,11 +34,11 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		k, err := header.CheckWebSocketRequest(req.Header)
 		switch {
 		case errors.Is(err, header.ErrBadVersion):
-			st.errs.badHandshake.Inc()
+			st.errs.BadHandshake.Inc()
 			h := http.Header{"Sec-Websocket-Version": {"13"}}
 			return cc.respond(req, "", http.StatusUpgradeRequired, h, "426 Upgrade Required: only WebSocket version 13 is supported\n", true)
 		case err != nil:
-			st.errs.badHandshake.Inc()
+			st.errs.BadHandshake.Inc()
 			return cc.respondError(req, http.StatusBadRequest, "invalid WebSocket handshake")
 		}
 		key = k
@@ -88,7 +87,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	}
 	if err := header.CheckSwitch(resp.Header, token, key); err != nil {
 		bc.conn.Close()
-		st.errs.badUpgradeResponse.Inc()
+		st.errs.BadUpgradeResponse.Inc()
 		w.px.Log.Warn("backend sent an invalid 101; no tunnel opened", "listener", st.l.Name,
 			"pool", p.Name(), "backend", bc.b.String(), "err", err)
 		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
@@ -123,15 +122,13 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 		return
 	}
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
-	m.ConnectionsTotal.WithLabelValues(ln, pn, bn).Inc()
-	active := m.ConnectionsActive.WithLabelValues(ln, pn, bn)
-	active.Inc()
-	defer active.Dec()
+	mc := m.Conn(ln, pn, bn)
+	defer mc.Open()()
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
-		Rx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Rx),
-		Tx:   m.Bytes.WithLabelValues(ln, pn, bn, metrics.Tx),
+		Rx:   mc.Rx,
+		Tx:   mc.Tx,
 		// WebSocket has no half-close (DESIGN: a backend that closes
 		// mid-tunnel closes the client side too); other protocols may.
 		FullClose: token == "websocket",
@@ -142,6 +139,5 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	cc.br, cc.bw, bc.br = nil, nil, nil
 	start := time.Now()
 	s := r.Run(ctx, conn, bc.conn)
-	m.TunnelDuration.WithLabelValues(ln, pn).Observe(time.Since(start).Seconds())
-	m.TunnelsClosed.WithLabelValues(ln, pn, s.Reason()).Inc()
+	m.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
 }
