@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,8 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/wslb/wslb/config"
 )
 
 func TestVersion(t *testing.T) {
@@ -89,43 +85,15 @@ func TestBadArgs(t *testing.T) {
 // flows, /readyz says ready, and cancelling (as SIGTERM does) drains: the
 // open conn is closed once drain_timeout is over and serve returns 0.
 func TestServeAndDrain(t *testing.T) {
-	be, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
-	go func() {
-		for {
-			c, err := be.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	r := startServe(t, fmt.Sprintf(`
 shutdown: {drain_timeout: 200ms, close_spread: 0s}
 admin: {listen: 127.0.0.1:0}
 listeners:
   - {name: t, listen: 127.0.0.1:0, mode: l4, pool: p}
 pools:
   - {name: p, backends: [{address: %s}]}
-`, be.Addr()), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	started := make(chan *instance, 1)
-	exit := make(chan int, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { exit <- serve(ctx, cfg, log, func(in *instance) { started <- in }) }()
-	var in *instance
-	select {
-	case in = <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not start")
-	}
+`, echoBackend(t)))
+	in := r.in
 	adminURL := "http://" + in.adminLn.Addr().String()
 	if code := get(t, adminURL+"/readyz"); code != 200 {
 		t.Fatalf("/readyz %d before drain", code)
@@ -142,7 +110,7 @@ pools:
 	}
 
 	begin := time.Now()
-	cancel()
+	r.cancel()
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("conn survived the drain")
 	}
@@ -150,9 +118,9 @@ pools:
 		t.Fatalf("conn closed after %v, before drain_timeout", d)
 	}
 	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit %d after drain", code)
+	case <-r.done:
+		if r.code != 0 {
+			t.Fatalf("exit %d after drain", r.code)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not return after drain")
@@ -174,25 +142,12 @@ func get(t *testing.T, url string) int {
 // backend: the dead one is reported down in /metrics and /readyz stays ready,
 // conns only reach the live one, and the checks are counted.
 func TestHealthWiring(t *testing.T) {
-	live, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	go func() {
-		for {
-			c, err := live.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	live := echoBackend(t)
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	in := startServe(t, fmt.Sprintf(`
 shutdown: {drain_timeout: 0s, close_spread: 0s}
 admin: {listen: 127.0.0.1:0}
 listeners:
@@ -201,18 +156,7 @@ pools:
   - name: p
     backends: [{address: %s}, {address: %s}]
     health: {check: tcp, interval: 50ms, timeout: 40ms, rise: 1, fall: 1}
-`, live.Addr(), deadAddr), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *instance, 1)
-	exit := make(chan int, 1)
-	go func() {
-		exit <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(in *instance) { started <- in })
-	}()
-	defer func() { cancel(); <-exit }()
-	in := <-started
+`, live, deadAddr)).in
 	metricsURL := "http://" + in.adminLn.Addr().String() + "/metrics"
 	want := fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 0`, deadAddr)
 	var body string
@@ -226,7 +170,7 @@ pools:
 	if !strings.Contains(body, want) {
 		t.Fatalf("dead backend never reported down; metrics:\n%s", grepLines(body, "wslb_backend_up"))
 	}
-	if !strings.Contains(body, fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 1`, live.Addr())) {
+	if !strings.Contains(body, fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 1`, live)) {
 		t.Fatalf("live backend not up:\n%s", grepLines(body, "wslb_backend_up"))
 	}
 	if !strings.Contains(body, fmt.Sprintf(`wslb_health_checks_total{backend=%q,pool="p",result="fail"}`, deadAddr)) {
@@ -283,7 +227,7 @@ func TestAllDownFast503(t *testing.T) {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
 	go srv.Serve(be)
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	in := startServe(t, fmt.Sprintf(`
 shutdown: {drain_timeout: 0s, close_spread: 0s}
 admin: {listen: ""}
 listeners:
@@ -292,18 +236,7 @@ pools:
   - name: p
     backends: [{address: %s}]
     health: {check: http, interval: 50ms, timeout: 40ms, rise: 1, fall: 2}
-`, be.Addr()), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *instance, 1)
-	exit := make(chan int, 1)
-	go func() {
-		exit <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(in *instance) { started <- in })
-	}()
-	defer func() { cancel(); <-exit }()
-	in := <-started
+`, be.Addr())).in
 	url := "http://" + in.listeners[0].BoundAddr().String() + "/"
 	b := in.pools["p"].Backends()[0]
 	for i := 0; i < 200 && !b.Up(); i++ {

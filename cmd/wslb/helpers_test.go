@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/wslb/wslb/config"
+)
+
+// echoBackend is a TCP echo server on loopback, closed when the test ends.
+func echoBackend(t *testing.T) net.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr()
+}
+
+// running is serve running a test config in the background.
+type running struct {
+	in     *instance
+	cancel context.CancelFunc // as SIGTERM does: starts the drain
+	done   <-chan struct{}    // closed when serve has returned
+	code   int                // serve's exit code, once done is closed
+}
+
+// startServe runs serve on the config text until the test ends, and returns
+// once every socket is bound.
+func startServe(t *testing.T, yaml string) *running {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *instance, 1)
+	done := make(chan struct{})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := &running{cancel: cancel, done: done}
+	go func() {
+		defer close(done)
+		r.code = serve(ctx, cfg, log, func(in *instance) { started <- in })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not return")
+		}
+	})
+	select {
+	case r.in = <-started:
+	case <-done:
+		t.Fatalf("serve exited with %d before starting", r.code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	return r
+}
