@@ -1,29 +1,67 @@
-// Package admin serves the admin listener: /metrics, /healthz and /readyz.
+// Package admin serves the admin listener: /metrics, /healthz, /readyz,
+// /status.json and the /status page.
 package admin
 
 import (
+	_ "embed"
+	"encoding/json"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wslb/wslb/status"
 )
 
-// Handler returns the admin routes. ready reports whether the process should
-// receive traffic; it is called on every /readyz request.
-func Handler(g prometheus.Gatherer, ready func() (bool, string)) http.Handler {
+// statusPage is the /status page: one self-contained file (inline CSS and
+// script, no external assets) that redraws itself from /status.json.
+//
+//go:embed status.html
+var statusPage []byte
+
+// Options are what the admin routes read.
+type Options struct {
+	// Gatherer is scraped on every /metrics request.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the process should receive traffic, and why
+	// not; it is called on every /readyz request.
+	Ready func() (bool, string)
+	// Status builds /status.json; it is called on every request.
+	Status func() status.Snapshot
+}
+
+// Handler returns the admin routes.
+func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		ok, why := ready()
+		ok, why := o.Ready()
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		w.Write([]byte(why + "\n"))
 	})
+	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(o.Status())
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		// The page may only talk to this listener: a status page that can
+		// load remote code is one more way in.
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:")
+		w.Write(statusPage)
+	})
+	mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
 	return mux
 }

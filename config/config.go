@@ -7,6 +7,7 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -164,4 +165,20 @@ func (c *Config) PoolByName(name string) *Pool {
 		}
 	}
 	return nil
+}
+
+// PoolNames lists the pools l sends to (its own pool, then its routes'),
+// each once, in configuration order.
+func (l Listener) PoolNames() []string {
+	out := []string{}
+	add := func(name string) {
+		if name != "" && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	add(l.Pool)
+	for _, r := range l.Routes {
+		add(r.Pool)
+	}
+	return out
 }

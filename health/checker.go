@@ -99,7 +99,7 @@ func (c *Checker) check(ctx context.Context) {
 func (c *Checker) report(err error) {
 	ok := err == nil
 	if c.Hooks.OnResult != nil {
-		c.Hooks.OnResult(c.Pool, c.Backend, ok)
+		c.Hooks.OnResult(c.Pool, c.Backend, err)
 	}
 	if !ok {
 		c.lastErr = err

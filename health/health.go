@@ -28,9 +28,10 @@ const (
 // may be nil. They are called from checker goroutines and from the conn
 // goroutines that report failed dials, so they must be safe for concurrent use.
 type Hooks struct {
-	// OnResult is called after every completed check: the source of
-	// wslb_health_checks_total{pool, backend, result="ok"|"fail"}.
-	OnResult func(poolName string, b *pool.Backend, ok bool)
+	// OnResult is called after every completed check with its error, nil
+	// for a pass: the source of wslb_health_checks_total{pool, backend,
+	// result="ok"|"fail"} and of the status page's last error.
+	OnResult func(poolName string, b *pool.Backend, err error)
 	// OnChange is called once per state change, after it took effect: up is
 	// the new state, reason a Reason word, lastErr the last failed check's (or
 	// dial's) error, nil when there was none. It feeds wslb_backend_up.

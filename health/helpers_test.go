@@ -123,8 +123,8 @@ type recorder struct {
 
 func (r *recorder) hooks() Hooks {
 	return Hooks{
-		OnResult: func(poolName string, b *pool.Backend, ok bool) {
-			if ok {
+		OnResult: func(poolName string, b *pool.Backend, err error) {
+			if err == nil {
 				r.ok.Add(1)
 			} else {
 				r.bad.Add(1)

@@ -83,7 +83,7 @@ func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
 		st.static[r.Static] = h
 	}
 	st.errs = px.Metrics.ListenerErrors(l.Name)
-	for _, name := range poolsOf(l) {
+	for _, name := range l.PoolNames() {
 		if p := pools[name]; p != nil {
 			for _, b := range p.Backends() {
 				px.Metrics.ConnectionsActive.WithLabelValues(l.Name, p.Name(), b.String())
@@ -94,20 +94,6 @@ func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
 	// with it may still be serving files. They hold one folder fd each.
 	px.cur.Store(st)
 	return nil
-}
-
-// poolsOf lists the pools listener l can send to.
-func poolsOf(l config.Listener) []string {
-	names := []string{}
-	if l.Pool != "" {
-		names = append(names, l.Pool)
-	}
-	for _, r := range l.Routes {
-		if r.Pool != "" {
-			names = append(names, r.Pool)
-		}
-	}
-	return names
 }
 
 // idleGauge publishes b's idle conn count, all workers together.

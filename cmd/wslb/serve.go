@@ -25,6 +25,7 @@ import (
 	"github.com/wslb/wslb/l7"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/status"
 )
 
 // instance is one running configuration: its pools, listeners and admin server.
@@ -39,12 +40,21 @@ type instance struct {
 	adminLn   net.Listener
 	draining  atomic.Bool
 	passive   *health.Passive
+	board     *status.Board
+	started   time.Time
 }
+
+// statusInterval is how often the status board samples every backend's
+// active count, the resolution of the /status page's sparklines.
+const statusInterval = time.Second
 
 // newInstance builds everything cfg describes and binds every socket, so that
 // a port in use is reported before anything serves.
 func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*instance, error) {
-	in := &instance{cfg: cfg, log: log, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{}}
+	in := &instance{
+		cfg: cfg, log: log, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{},
+		board: status.NewBoard(statusInterval), started: time.Now(),
+	}
 	in.metrics = metrics.New(in.reg)
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
 	for _, pc := range cfg.Pools {
@@ -94,7 +104,10 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 			return nil, fmt.Errorf("admin: bind %s: %w", cfg.Admin.Listen, err)
 		}
 		in.adminLn = ln
-		in.admin = &http.Server{Handler: admin.Handler(in.gatherer(), in.ready), ReadHeaderTimeout: 10 * time.Second}
+		in.admin = &http.Server{
+			Handler:           admin.Handler(admin.Options{Gatherer: in.gatherer(), Ready: in.ready, Status: in.status}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
 	}
 	return in, nil
 }
@@ -168,6 +181,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 		})
 		log.Info("admin listening", "addr", in.adminLn.Addr().String())
 	}
+	// The status board's sampler runs until the instance has drained, so the
+	// page keeps showing conns go away during a drain.
+	var sampling sync.WaitGroup
+	samplerCtx, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stopSampling()
+		sampling.Wait()
+	}()
+	sampling.Go(func() { in.sample(samplerCtx) })
 	if started != nil {
 		started(in)
 	}
@@ -234,15 +256,20 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 // healthHooks feed the health checks' results into the metrics.
 func (in *instance) healthHooks() health.Hooks {
 	return health.Hooks{
-		OnResult: func(poolName string, b *pool.Backend, ok bool) {
-			result := "fail"
-			if ok {
-				result = "ok"
+		OnResult: func(poolName string, b *pool.Backend, err error) {
+			result := "ok"
+			if err != nil {
+				result = "fail"
 			}
 			in.metrics.HealthChecks.WithLabelValues(poolName, b.String(), result).Inc()
+			in.board.CheckDone(poolName, b.String(), err, time.Now())
 		},
-		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, _ error) {
+		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, lastErr error) {
 			in.metrics.BackendUp.WithLabelValues(poolName, b.String()).Set(boolFloat(b.Healthy()))
+			if !up {
+				// A passive ejection's dial error, which no check reported.
+				in.board.Failed(poolName, b.String(), lastErr, time.Now())
+			}
 		},
 	}
 }
@@ -262,6 +289,29 @@ func (in *instance) refreshGauges() {
 		for _, b := range p.Backends() {
 			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
 			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
+		}
+	}
+}
+
+// status is /status.json, read from the running instance.
+func (in *instance) status() status.Snapshot {
+	return in.board.Snapshot(status.Sources{
+		Version: buildVersion(), Started: in.started, Config: in.cfg, Pools: in.pools,
+		Listeners: in.listeners, Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
+	}, time.Now())
+}
+
+// sample feeds the status board's history once per statusInterval.
+func (in *instance) sample(ctx context.Context) {
+	t := time.NewTicker(statusInterval)
+	defer t.Stop()
+	in.board.Sample(in.pools)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			in.board.Sample(in.pools)
 		}
 	}
 }
