@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
@@ -35,6 +36,8 @@ type Proxy struct {
 	// OnDialError, when set, is told of every failed backend dial (passive
 	// health checks count them).
 	OnDialError func(b *pool.Backend, err error)
+	// Access gets one line per conn when it ends; nil is off.
+	Access *access.Logger
 
 	cur atomic.Pointer[state]
 }
@@ -74,6 +77,12 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	st := px.cur.Load()
 	client := proxyheader.AddrPort(c.RemoteAddr())
+	e := access.Entry{Kind: access.KindConn, Listener: st.l.Name, Pool: st.pool.Name(), Reason: "error"}
+	start := time.Now()
+	defer func() {
+		e.Client, e.Duration = client, time.Since(start)
+		px.Access.Log(&e)
+	}()
 
 	// Bytes read past a PROXY header belong to the client's stream; they are
 	// written to the backend before the raw conns are relayed, so splice
@@ -85,8 +94,10 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		if err != nil {
 			if errors.Is(err, proxyheader.ErrTimeout) {
 				st.errs.Timeout.Inc()
+				e.Reason = "timeout"
 			} else {
 				st.errs.ProxyProtocol.Inc()
+				e.Reason = "proxy_protocol"
 			}
 			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
 			return
@@ -99,17 +110,23 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 
 	b, bc, err := px.connect(ctx, st, client.Addr())
 	if err != nil {
+		e.Reason = "dial"
+		if errors.Is(err, pool.ErrNoBackend) {
+			e.Reason = "no_backend"
+		}
 		px.Log.Debug("no backend for conn", "listener", st.l.Name, "remote", client.String(), "err", err)
 		return
 	}
 	defer b.Release()
+	e.Backend = b.String()
 
 	if err := writePreamble(bc, st.l.ProxyProtocol, client, c.LocalAddr(), early); err != nil {
 		bc.Close()
 		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
 		return
 	}
-	px.relay(ctx, st, b, c, bc)
+	s := px.relay(ctx, st, b, c, bc)
+	e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
 }
 
 // connect reserves a backend and dials it; when the dial fails, one other
@@ -124,7 +141,7 @@ func (px *Proxy) connect(ctx context.Context, st *state, client netip.Addr) (*po
 				return nil, nil, err
 			}
 			// Only the backend that just failed was eligible.
-			return nil, nil, fmt.Errorf("retry after failed dial: %w", err)
+			return nil, nil, fmt.Errorf("no other backend after a failed dial: %v", err)
 		}
 		bc, err := px.dial(ctx, st, b)
 		if err == nil {
@@ -153,7 +170,7 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 }
 
 // relay runs the tunnel and keeps the metrics in step with it.
-func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn) {
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn) tunnel.Stats {
 	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
 	mc := px.Metrics.Conn(ln, pn, bn)
 	defer mc.Open()()
@@ -164,8 +181,10 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	d := time.Since(start)
 	why := s.Reason()
 	px.Metrics.TunnelEnded(ln, pn, why, d)
-	px.Log.Debug("l4 conn closed", "listener", ln, "pool", pn, "backend", bn,
-		"remote", c.RemoteAddr().String(), "rx", s.Rx, "tx", s.Tx, "duration", d, "reason", why, "err", s.Err)
+	if s.End == tunnel.EndError {
+		px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", bn, "remote", c.RemoteAddr().String(), "err", s.Err)
+	}
+	return s
 }
 
 // writePreamble sends the PROXY header (version "v1", "v2" or none) and the

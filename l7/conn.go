@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
@@ -13,9 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
+	"github.com/wslb/wslb/tunnel"
 )
 
 // clientConn is one client conn and what every request on it shares.
@@ -32,6 +35,9 @@ type clientConn struct {
 	// txBytes counts the next relayed response body, for the request being
 	// forwarded; nil for answers not served by a pool.
 	txBytes prometheus.Counter
+	// e is the access line of the request being served; whatever serves
+	// it fills in what it learns (status, backend, bytes, how it ended).
+	e access.Entry
 }
 
 // ServeConn serves one client conn until it closes, errs, idles out or
@@ -91,6 +97,7 @@ func readerSize(st *state) int {
 func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 	st := cc.st
 	for n := 0; ; n++ {
+		begin := cc.accepted
 		if n > 0 {
 			// Between requests the client may idle for timeouts.keepalive;
 			// once its next request starts, timeouts.handshake bounds the head.
@@ -98,18 +105,54 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 			if _, err := cc.br.Peek(1); err != nil {
 				return
 			}
+			begin = time.Now()
 			_ = cc.conn.SetReadDeadline(time.Now().Add(st.l.Timeouts.Handshake))
 		}
+		cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer}
 		req, err := readRequest(cc.br, st.l.HTTP.MaxHeaderBytes)
 		if err != nil {
 			w.badHead(cc, err)
+			if cc.e.Status != 0 {
+				// Only heads that got an answer: a line per silent
+				// slowloris conn would let it fill the disk as well.
+				w.logRequest(ctx, cc, begin)
+			}
 			return
 		}
 		_ = cc.conn.SetReadDeadline(time.Time{})
-		if !w.serveRequest(ctx, cc, req) {
+		cc.e.Method, cc.e.Path = req.Method, req.URL.Path
+		more := w.serveRequest(ctx, cc, req)
+		w.logRequest(ctx, cc, begin)
+		if !more {
 			return
 		}
 	}
+}
+
+// logRequest writes the access line of the request that began at begin.
+func (w *worker) logRequest(ctx context.Context, cc *clientConn, begin time.Time) {
+	if w.px.Access == nil {
+		return
+	}
+	e := &cc.e
+	e.Duration = time.Since(begin)
+	if e.Reason == "" {
+		e.Reason = "done"
+	}
+	w.px.Access.Log(e)
+}
+
+// endReason names what ended a request or tunnel that failed: drain or
+// removal when ctx was cancelled (they close the conns, so the I/O error
+// alone would blame the client), else fallback.
+func endReason(ctx context.Context, fallback string) string {
+	if ctx.Err() == nil {
+		return fallback
+	}
+	if r, ok := errors.AsType[tunnel.Reasoner](context.Cause(ctx)); ok {
+		return r.Reason()
+	}
+	return fallback
 }
 
 // badHead answers a head that could not be read, or just closes the conn
@@ -158,6 +201,7 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 		return cc.redirect(req, httpsURL(req, h.HTTPSPort))
 	}
 	res := st.routes.Match(req.URL)
+	cc.e.Route = res.Prefix
 	switch res.Kind {
 	case route.BadPath:
 		st.errs.BadRequest.Inc()

@@ -97,6 +97,14 @@ func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool
 	return &backendConn{b: b, conn: c, br: bufio.NewReader(c)}, nil
 }
 
+// noteClient puts the client address the forwarding headers gave in the
+// access line, when it is not the peer's own.
+func (cc *clientConn) noteClient(client netip.Addr) {
+	if client != cc.peer.Addr() {
+		cc.e.RealIP = client
+	}
+}
+
 // outgoing builds the request for the backend from the client's: the URL the
 // route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
 // headers set. It shares nothing mutable with req except the body.
@@ -146,11 +154,13 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	st := cc.st
 	p := st.pools[res.Pool]
 	out, client := outgoing(cc, req, res)
+	cc.noteClient(client)
 	bc, err := w.connect(ctx, cc, p, client, true)
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
 	defer bc.b.Release()
+	cc.e.Backend = bc.b.String()
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
@@ -191,6 +201,9 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		return cc.respondBackendError(req, res.Pool, err, werr)
 	}
 	keep, reusable, rerr := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
+	if rerr != nil {
+		cc.e.Reason = endReason(ctx, cc.e.Reason)
+	}
 
 	// A backend may answer before it has read the whole request body (an
 	// early 413, a stream); then the rest of the body is still on the client
@@ -208,6 +221,9 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		bc.conn.Close()
 		cc.abortWriter(written)
 		werr, keep = errors.New("request body not fully sent"), false
+	}
+	if lb, ok := out.Body.(*limitedBody); ok {
+		cc.e.Rx = lb.n.Load() // the writer has reported: it reads no more
 	}
 	live := unwatch() // false: drain closed the conn
 	if live && rerr == nil && werr == nil && reusable && st.l.ProxyProtocol == "" {
@@ -344,7 +360,18 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	if err == nil {
 		err = cc.bw.Flush()
 	}
+	cc.e.Tx += body.n
 	if err != nil {
+		// The body's own read error means the backend failed the stream;
+		// any other error is the client's side.
+		switch {
+		case errors.Is(body.err, os.ErrDeadlineExceeded):
+			cc.e.Reason = "idle"
+		case body.err != nil:
+			cc.e.Reason = "backend"
+		default:
+			cc.e.Reason = "client"
+		}
 		return false, false, err
 	}
 	done := body.eof || !bodyAllowed(req, resp)
@@ -360,8 +387,10 @@ func bodyAllowed(req *http.Request, resp *http.Response) bool {
 // respondConnectError answers when no backend conn could be had.
 func (cc *clientConn) respondConnectError(req *http.Request, poolName string, err error) bool {
 	if errors.Is(err, errNoBackend) {
+		cc.e.Reason = "no_backend"
 		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "no healthy backend")
 	}
+	cc.e.Reason = "dial"
 	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
 }
 
@@ -375,8 +404,10 @@ func (cc *clientConn) respondBackendError(req *http.Request, poolName string, er
 		return cc.respondPool(req, poolName, http.StatusRequestEntityTooLarge, "request body too large")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		cc.st.errs.Timeout.Inc()
+		cc.e.Reason = "idle"
 		return cc.respondPool(req, poolName, http.StatusGatewayTimeout, "backend did not answer in time")
 	default:
+		cc.e.Reason = "backend"
 		return cc.respondPool(req, poolName, http.StatusBadGateway, "invalid or no answer from backend")
 	}
 }
@@ -406,6 +437,7 @@ type limitedBody struct {
 	r     io.Reader
 	left  int64
 	eof   atomic.Bool
+	n     atomic.Int64       // bytes read, for the access log
 	count prometheus.Counter // wslb_bytes_total{direction="rx"}; set before the body is read
 }
 
@@ -415,6 +447,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
+	b.n.Add(int64(n))
 	if b.count != nil && n > 0 {
 		b.count.Add(float64(n))
 	}
@@ -473,6 +506,8 @@ type backendBody struct {
 	idle  time.Duration
 	bw    *bufio.Writer
 	eof   bool
+	n     int64              // bytes read, for the access log
+	err   error              // the first read error other than EOF
 	count prometheus.Counter // wslb_bytes_total{direction="tx"}, or nil
 }
 
@@ -484,11 +519,15 @@ func (b *backendBody) Read(p []byte) (int, error) {
 	}
 	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
+	b.n += int64(n)
 	if b.count != nil && n > 0 {
 		b.count.Add(float64(n))
 	}
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		b.eof = true
+	case err != nil && b.err == nil:
+		b.err = err
 	}
 	return n, err
 }

@@ -18,11 +18,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/static"
 )
@@ -36,6 +38,8 @@ type Proxy struct {
 	Log *slog.Logger
 	// OnDialError, when set, is told of every failed backend dial.
 	OnDialError func(b *pool.Backend, err error)
+	// Access gets one line per request and per tunnel; nil is off.
+	Access *access.Logger
 
 	cur atomic.Pointer[state]
 }
@@ -143,4 +147,8 @@ func (px *Proxy) Refuse(c net.Conn) {
 		_, _ = io.WriteString(c, b.String())
 	}
 	lingerClose(c)
+	px.Access.Log(&access.Entry{
+		Kind: access.KindRequest, Listener: st.l.Name, Client: proxyheader.AddrPort(c.RemoteAddr()),
+		Status: http.StatusServiceUnavailable, Reason: "limit",
+	})
 }

@@ -53,6 +53,9 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 		err = cc.bw.Flush()
 	}
 	_ = cc.conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		cc.e.Reason = "client"
+	}
 	if closeConn || err != nil {
 		lingerClose(cc.conn)
 		return false
@@ -97,9 +100,14 @@ func (cc *clientConn) firstByte() {
 	cc.st.m.Handshake.WithLabelValues(cc.st.l.Name).Observe(time.Since(cc.accepted).Seconds())
 }
 
-// count adds one to wslb_http_requests_total.
+// count adds one to wslb_http_requests_total, and notes the answer in the
+// access line.
 func (cc *clientConn) count(req *http.Request, pool string, status int) {
 	cc.st.m.HTTPRequests.WithLabelValues(cc.st.l.Name, pool, strconv.Itoa(status)).Inc()
+	cc.e.Status = status
+	if pool != "" {
+		cc.e.Pool = pool
+	}
 }
 
 // serveStatic answers from a static route's folder.
@@ -178,6 +186,9 @@ func (w *staticWriter) finish() bool {
 		w.err = cc.bw.Flush()
 	}
 	_ = cc.conn.SetWriteDeadline(time.Time{})
+	if w.err != nil {
+		cc.e.Reason = "client"
+	}
 	if w.err != nil || w.header.Get("Connection") == "close" {
 		lingerClose(cc.conn)
 		return false

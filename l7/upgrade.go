@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
@@ -46,6 +47,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 
 	p := st.pools[res.Pool]
 	out, client := outgoing(cc, req, res)
+	cc.noteClient(client)
 	// Upgrade and Connection are hop-by-hop and were removed with the rest;
 	// adding them back is the whole point of nginx's `map $http_upgrade`.
 	out.Header.Set("Upgrade", token) // only the protocol that may be tunnelled
@@ -57,6 +59,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		return cc.respondConnectError(req, res.Pool, err)
 	}
 	defer bc.b.Release()
+	cc.e.Backend = bc.b.String()
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
@@ -88,6 +91,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if err := header.CheckSwitch(resp.Header, token, key); err != nil {
 		bc.conn.Close()
 		st.errs.BadUpgradeResponse.Inc()
+		cc.e.Reason = "bad_upgrade_response"
 		w.px.Log.Warn("backend sent an invalid 101; no tunnel opened", "listener", st.l.Name,
 			"pool", p.Name(), "backend", bc.b.String(), "err", err)
 		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
@@ -105,25 +109,31 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
+	cc.e.Kind, cc.e.Upgrade = access.KindTunnel, true
 	err := resp.Write(cc.bw)
+	var earlyTx, earlyRx int
 	if n := bc.br.Buffered(); err == nil && n > 0 {
 		early, _ := bc.br.Peek(n)
-		_, err = cc.bw.Write(early)
+		earlyTx, err = cc.bw.Write(early)
 	}
 	if err == nil {
 		err = cc.bw.Flush()
 	}
 	if n := cc.br.Buffered(); err == nil && n > 0 {
 		early, _ := cc.br.Peek(n)
-		_, err = bc.conn.Write(early)
+		earlyRx, err = bc.conn.Write(early)
 	}
 	if err != nil {
 		bc.conn.Close()
+		cc.e.Reason = endReason(ctx, "client")
 		return
 	}
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
 	mc := m.Conn(ln, pn, bn)
 	defer mc.Open()()
+	// Frames that came with the heads are the tunnel's first bytes.
+	mc.Rx.Add(float64(earlyRx))
+	mc.Tx.Add(float64(earlyTx))
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
@@ -140,4 +150,5 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	start := time.Now()
 	s := r.Run(ctx, conn, bc.conn)
 	m.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
+	cc.e.Rx, cc.e.Tx, cc.e.Reason = s.Rx+int64(earlyRx), s.Tx+int64(earlyTx), s.Reason()
 }

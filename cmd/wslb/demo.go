@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/demo"
 )
@@ -13,7 +14,7 @@ import (
 // runDemo starts one demo echo backend on every backend address of cfg's
 // pools, so the shipped config.yaml and the demo cannot drift apart, then
 // serves cfg and prints what to open.
-func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) int {
+func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger, stdout io.Writer) int {
 	seen := map[string]bool{}
 	var backends []*demo.Backend
 	defer func() {
@@ -36,7 +37,7 @@ func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout i
 			backends = append(backends, b)
 		}
 	}
-	return serve(ctx, cfg, log, func(in *instance) {
+	return serve(ctx, cfg, log, acc, func(in *instance) {
 		fmt.Fprintf(stdout, "wslb demo: %d echo backends (%s) behind:\n", len(backends), addrs(backends))
 		var page string
 		for i, l := range in.listeners {
@@ -52,6 +53,7 @@ func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout i
 			}
 		}
 		if in.adminLn != nil {
+			fmt.Fprintf(stdout, "  status       http://%s/status\n", in.adminLn.Addr())
 			fmt.Fprintf(stdout, "  metrics      http://%s/metrics\n", in.adminLn.Addr())
 		}
 		if page != "" {

@@ -54,7 +54,7 @@ func startServe(t *testing.T, yaml string) *running {
 	r := &running{cancel: cancel, done: done}
 	go func() {
 		defer close(done)
-		r.code = serve(ctx, cfg, log, func(in *instance) { started <- in })
+		r.code = serve(ctx, cfg, log, nil, func(in *instance) { started <- in })
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 )
 
@@ -33,6 +34,7 @@ type options struct {
 	check      bool
 	logFormat  string
 	logLevel   string
+	accessLog  string
 	command    string // "", "demo" or "version"
 }
 
@@ -63,10 +65,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, err)
 		return 1
 	}
-	if o.command == "demo" {
-		return runDemo(ctx, cfg, log, stdout)
+	acc, err := access.Open(o.accessLog, o.logFormat, stdout)
+	if err != nil {
+		log.Error("cannot open the access log", "err", err)
+		return 1
 	}
-	return serve(ctx, cfg, log, nil)
+	defer acc.Close()
+	if o.command == "demo" {
+		return runDemo(ctx, cfg, log, acc, stdout)
+	}
+	return serve(ctx, cfg, log, acc, nil)
 }
 
 // parseArgs accepts flags before or after the subcommand: both
@@ -79,6 +87,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.check, "check", false, "validate the configuration, print every problem with its line, exit 1 if any")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.accessLog, "access-log", "stdout", "access log: off, stdout or a `file` path (appended to; SIGUSR1 reopens it)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage:
   wslb [-config config.yaml]      run the load balancer

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/admin"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
@@ -32,6 +33,7 @@ import (
 type instance struct {
 	cfg       *config.Config
 	log       *slog.Logger
+	access    *access.Logger
 	reg       *prometheus.Registry
 	metrics   *metrics.Metrics
 	pools     map[string]*pool.Pool
@@ -50,9 +52,9 @@ const statusInterval = time.Second
 
 // newInstance builds everything cfg describes and binds every socket, so that
 // a port in use is reported before anything serves.
-func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*instance, error) {
+func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger) (*instance, error) {
 	in := &instance{
-		cfg: cfg, log: log, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{},
+		cfg: cfg, log: log, access: acc, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{},
 		board: status.NewBoard(statusInterval), started: time.Now(),
 	}
 	in.metrics = metrics.New(in.reg)
@@ -78,6 +80,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 		case config.ModeL4:
 			px := l4.New(lc, in.pools[lc.Pool], in.metrics, log)
 			px.OnDialError = in.passive.DialFailed
+			px.Access = acc
 			fl.NewHandler = func() frontend.Handler { return px }
 			fl.OnLimit = px.OnLimit
 		case config.ModeL7:
@@ -87,6 +90,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger) (*in
 				return nil, err
 			}
 			px.OnDialError = in.passive.DialFailed
+			px.Access = acc
 			fl.NewHandler = px.NewWorker
 			fl.OnLimit = px.OnLimit
 			fl.Refuse = px.Refuse
@@ -143,14 +147,15 @@ func (in *instance) ready() (bool, string) {
 }
 
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A
-// second SIGTERM/SIGINT during the drain closes every conn at once. started,
+// second SIGTERM/SIGINT during the drain closes every conn at once. SIGUSR1
+// reopens the access log file. acc is the access log (nil: off). started,
 // when set, is called once every socket is bound.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started func(*instance)) int {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger, started func(*instance)) int {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	in, err := newInstance(ctx, cfg, log)
+	in, err := newInstance(ctx, cfg, log, acc)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -198,8 +203,12 @@ wait:
 	for {
 		select {
 		case s := <-sigs:
-			if s == syscall.SIGHUP {
+			switch s {
+			case syscall.SIGHUP:
 				log.Warn("SIGHUP ignored: configuration reload is not available in this build yet; restart to apply changes")
+				continue
+			case syscall.SIGUSR1:
+				in.reopenAccessLog()
 				continue
 			}
 			log.Info("draining", "signal", s.String(), "drain_timeout", cfg.Shutdown.DrainTimeout, "close_spread", cfg.Shutdown.CloseSpread)
@@ -230,7 +239,11 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 		for {
 			select {
 			case s := <-sigs:
-				if s != syscall.SIGHUP {
+				switch s {
+				case syscall.SIGHUP:
+				case syscall.SIGUSR1:
+					in.reopenAccessLog()
+				default:
 					in.log.Warn("second signal: closing every conn now", "signal", s.String())
 					cutShort()
 					return
@@ -251,6 +264,15 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 		in.admin.Shutdown(shutdownCtx)
 		cancel()
 	}
+}
+
+// reopenAccessLog is SIGUSR1: logrotate moved the file away.
+func (in *instance) reopenAccessLog() {
+	if err := in.access.Reopen(); err != nil {
+		in.log.Error("cannot reopen the access log; still writing to the old file", "err", err)
+		return
+	}
+	in.log.Info("access log reopened")
 }
 
 // healthHooks feed the health checks' results into the metrics.
