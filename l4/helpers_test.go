@@ -95,6 +95,12 @@ type lb struct {
 // listener) and serves it until the test ends.
 func startLB(t *testing.T, extra string, backends ...string) *lb {
 	t.Helper()
+	return startLBWith(t, nil, extra, backends...)
+}
+
+// startLBWith is startLB with setup run on the Proxy before it takes conns.
+func startLBWith(t *testing.T, setup func(*Proxy), extra string, backends ...string) *lb {
+	t.Helper()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "workers: 2\nlisteners:\n  - name: l4test\n    listen: 127.0.0.1:0\n    mode: l4\n    pool: p\n")
 	for _, line := range strings.Split(strings.TrimSpace(extra), "\n") {
@@ -115,6 +121,9 @@ func startLB(t *testing.T, extra string, backends ...string) *lb {
 	p := pool.New(cfg.Pools[0])
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	px := New(cfg.Listeners[0], p, m, log)
+	if setup != nil {
+		setup(px)
+	}
 	fl := &frontend.Listener{
 		Name: "l4test", Addr: cfg.Listeners[0].Listen, Workers: cfg.Workers,
 		MaxConns:   cfg.Listeners[0].MaxConnections,

@@ -45,7 +45,8 @@ type lb struct {
 
 // startLB serves a config whose text is given whole (the listener must be
 // the first one); "ADDR" placeholders are not used: callers format addresses in.
-func startLB(t *testing.T, yaml string) *lb {
+// setup, if any, runs on the Proxy before it takes conns.
+func startLB(t *testing.T, yaml string, setup ...func(*Proxy)) *lb {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
@@ -62,6 +63,9 @@ func startLB(t *testing.T, yaml string) *lb {
 	px, err := New(lc, pools, m, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(px)
 	}
 	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
 		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}

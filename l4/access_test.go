@@ -1,0 +1,81 @@
+package l4
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/wslb/wslb/access"
+)
+
+// lockedBuffer is a bytes.Buffer the proxies may write to concurrently.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := strings.TrimSpace(l.b.String())
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+func TestAccessLogConns(t *testing.T) {
+	var buf lockedBuffer
+	setup := func(px *Proxy) { px.Access = access.New(slog.New(slog.NewJSONHandler(&buf, nil))) }
+	be := startBackend(t, echo)
+	l := startLBWith(t, setup, "", be.addr())
+
+	c := dial(t, l.addr)
+	roundTrip(t, c, "hello")
+	roundTrip(t, c, "world!")
+	if n := len(buf.lines()); n != 0 {
+		t.Fatalf("%d lines while the conn is open; a conn is logged when it ends", n)
+	}
+	c.Close()
+	eventually(t, "one access line", func() bool { return len(buf.lines()) == 1 })
+
+	dead := startLBWith(t, setup, "", deadAddr(t))
+	dc := dial(t, dead.addr)
+	dc.Read(make([]byte, 1)) // closed once both dials failed
+	eventually(t, "two access lines", func() bool { return len(buf.lines()) == 2 })
+
+	var lines []map[string]any
+	for _, s := range buf.lines() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, m)
+	}
+	want := []map[string]any{
+		{"msg": "conn", "listener": "l4test", "pool": "p", "backend": be.addr(), "rx": 11.0, "tx": 11.0, "reason": "client", "status": 0.0, "upgrade": false},
+		{"msg": "conn", "listener": "l4test", "pool": "p", "rx": 0.0, "tx": 0.0, "reason": "dial"},
+	}
+	for i, w := range want {
+		for k, v := range w {
+			if lines[i][k] != v {
+				t.Errorf("line %d: %s = %v, want %v; %v", i, k, lines[i][k], v, lines[i])
+			}
+		}
+	}
+	if _, ok := lines[1]["backend"]; ok {
+		t.Errorf("a conn that reached no backend names one: %v", lines[1])
+	}
+	if c, _ := lines[0]["client"].(string); !strings.HasPrefix(c, "127.0.0.1:") {
+		t.Errorf("client = %q, want the peer's 127.0.0.1:port", c)
+	}
+}

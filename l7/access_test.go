@@ -1,0 +1,171 @@
+package l7
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/wslb/wslb/access"
+)
+
+// accessLines collects JSON access lines written by proxies under test.
+type accessLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (a *accessLines) Write(p []byte) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.buf.Write(p)
+}
+
+// setup installs a JSON access logger writing to a on a Proxy.
+func (a *accessLines) setup(px *Proxy) {
+	px.Access = access.New(slog.New(slog.NewJSONHandler(a, nil)))
+}
+
+func (a *accessLines) all(t *testing.T) []map[string]any {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(a.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("access line is not JSON: %v: %s", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitLines waits until n lines were written and returns them.
+func (a *accessLines) waitLines(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d access lines", n), func() bool { return len(a.all(t)) >= n })
+	got := a.all(t)
+	if len(got) != n {
+		t.Fatalf("%d access lines, want %d: %v", len(got), n, got)
+	}
+	return got
+}
+
+func checkFields(t *testing.T, line map[string]any, want map[string]any) {
+	t.Helper()
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("%s = %v (%T), want %v; line %v", k, line[k], line[k], v, line)
+		}
+	}
+}
+
+func TestAccessLogPlainRequests(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "hello, world") // 12 bytes
+	}))
+	var lines accessLines
+	l := startLB(t, fmt.Sprintf(`
+listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    http: {trusted_proxies: [127.0.0.1/32]}
+    routes:
+      - {path: /api/, pool: p}
+pools:
+  - {name: p, backends: [{address: %s}]}
+`, be.addr()), lines.setup)
+
+	// The query is left out: WebSocket and API clients put tokens there.
+	resp, _ := exchange(t, l.addr, "POST /api/items?token=secret HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: 5\r\n\r\nabcde")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	exchange(t, l.addr, "GET /nowhere HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	exchange(t, l.addr, "GET /bad\x01path HTTP/1.1\r\nHost: a.test\r\n\r\n")
+
+	got := lines.waitLines(t, 3)
+	checkFields(t, got[0], map[string]any{
+		"msg": "request", "listener": "web", "pool": "p", "backend": be.addr(), "route": "/api/",
+		"method": "POST", "path": "/api/items", "status": 200.0, "upgrade": false,
+		"rx": 5.0, "tx": 12.0, "reason": "done", "real_ip": "203.0.113.7",
+	})
+	if c, _ := got[0]["client"].(string); !strings.HasPrefix(c, "127.0.0.1:") {
+		t.Errorf("client = %v, want the peer's 127.0.0.1:port", got[0]["client"])
+	}
+	if d, _ := got[0]["duration"].(float64); d <= 0 || d > 10 {
+		t.Errorf("duration = %v s", got[0]["duration"])
+	}
+	checkFields(t, got[1], map[string]any{"path": "/nowhere", "status": 404.0, "reason": "done"})
+	if _, ok := got[1]["backend"]; ok {
+		t.Errorf("a 404 names a backend: %v", got[1])
+	}
+	checkFields(t, got[2], map[string]any{"status": 400.0})
+	if strings.Contains(lines.buf.String(), "secret") {
+		t.Errorf("a query string reached the access log:\n%s", lines.buf.String())
+	}
+}
+
+func TestAccessLogTunnel(t *testing.T) {
+	be := newBackend(t, &wsEcho{})
+	var lines accessLines
+	l := startLB(t, fmt.Sprintf(`
+listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
+pools:
+  - {name: p, backends: [{address: %s}]}
+`, be.addr()), lines.setup)
+	c := dialWS(t, "ws://"+l.addr+"/chat?room=1", nil)
+	msg := bytes.Repeat([]byte("x"), 1000)
+	echoOnce(t, c, websocket.MessageBinary, msg)
+	if len(lines.all(t)) != 0 {
+		t.Fatal("a tunnel was logged before it closed")
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+
+	got := lines.waitLines(t, 1)[0]
+	checkFields(t, got, map[string]any{
+		"msg": "tunnel", "listener": "web", "pool": "p", "backend": be.addr(), "method": "GET",
+		"path": "/chat", "status": 101.0, "upgrade": true,
+	})
+	// The client's frames are masked and a few bytes longer; the close
+	// handshake adds a few more each way.
+	for _, dir := range []string{"rx", "tx"} {
+		if n, _ := got[dir].(float64); n < 1000 || n > 1100 {
+			t.Errorf("%s = %v, want 1000 bytes of payload plus framing", dir, got[dir])
+		}
+	}
+	if r := got["reason"]; r != "client" && r != "backend" {
+		// coder/websocket's close handshake lets either side close the TCP
+		// conn first.
+		t.Errorf("reason = %v, want client or backend", r)
+	}
+}
+
+func TestAccessLogNoBackend(t *testing.T) {
+	var lines accessLines
+	l := startLB(t, fmt.Sprintf(`
+listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
+pools:
+  - {name: p, backends: [{address: %s}]}
+`, deadAddr(t)), lines.setup)
+	resp, _ := exchange(t, l.addr, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	if resp.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	checkFields(t, lines.waitLines(t, 1)[0], map[string]any{"status": 502.0, "reason": "dial", "pool": "p"})
+}
