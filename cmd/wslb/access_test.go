@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestAccessLogUnwritable(t *testing.T) {
+	var errOut bytes.Buffer
+	path := filepath.Join(t.TempDir(), "no-such-dir", "access.log")
+	if code := run(t.Context(), []string{"-config", "../../config.yaml", "-access-log", path}, io.Discard, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.Contains(errOut.String(), "access log") {
+		t.Fatalf("stderr does not say what failed: %s", errOut.String())
+	}
+}
+
+// TestAccessLogFileAndSIGUSR1 runs the whole binary path with -access-log
+// FILE: a finished conn is logged to the file, and after the file is moved
+// away (as logrotate does) SIGUSR1 makes wslb write to a new one.
+func TestAccessLogFileAndSIGUSR1(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	listen := freeAddr(t)
+	cfgPath := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfgPath, fmt.Appendf(nil, `
+listeners:
+  - {name: t, listen: %s, mode: l4, pool: p}
+pools:
+  - {name: p, backends: [{address: %s}]}
+`, listen, echoBackend(t)), 0o644)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-config", cfgPath, "-access-log", logPath, "-log-format", "json"}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("wslb did not stop")
+		}
+	}()
+
+	oneConn := func() {
+		t.Helper()
+		var c net.Conn
+		var err error
+		for range 200 { // the listener binds in the background
+			if c, err = net.DialTimeout("tcp", listen, time.Second); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ping"))
+		io.ReadFull(c, make([]byte, 4))
+		c.Close()
+	}
+	waitLines := func(path string, n int) {
+		t.Helper()
+		for range 500 {
+			b, _ := os.ReadFile(path)
+			if strings.Count(string(b), `"msg":"conn"`) == n {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b, _ := os.ReadFile(path)
+		t.Fatalf("%s: want %d conn lines, have:\n%s", path, n, b)
+	}
+
+	oneConn()
+	waitLines(logPath, 1)
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	// The reopen happens on the signal loop; poll for the new file.
+	for range 500 {
+		if _, err := os.Stat(logPath); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	oneConn()
+	waitLines(logPath, 1)
+	waitLines(logPath+".1", 1)
+}
+
+// freeAddr returns a loopback address that was free a moment ago, for the
+// tests that go through run and so cannot learn a port-0 listener's port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
