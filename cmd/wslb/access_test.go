@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ func TestAccessLogFileAndSIGUSR1(t *testing.T) {
 	listen := freeAddr(t)
 	cfgPath := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfgPath, fmt.Appendf(nil, `
+admin: {listen: ""}
 listeners:
   - {name: t, listen: %s, mode: l4, pool: p}
 pools:
@@ -42,8 +44,9 @@ pools:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
+	var stderr lockedBuffer
 	go func() {
-		done <- run(ctx, []string{"-config", cfgPath, "-access-log", logPath, "-log-format", "json"}, io.Discard, io.Discard)
+		done <- run(ctx, []string{"-config", cfgPath, "-access-log", logPath, "-log-format", "json"}, io.Discard, &stderr)
 	}()
 	defer func() {
 		cancel()
@@ -58,14 +61,19 @@ pools:
 		t.Helper()
 		var c net.Conn
 		var err error
-		for range 200 { // the listener binds in the background
+		for range 500 { // the listener binds in the background
 			if c, err = net.DialTimeout("tcp", listen, time.Second); err == nil {
 				break
 			}
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case code := <-done:
+				done <- code // for the deferred wait
+				t.Fatalf("wslb exited with %d: %s", code, stderr.String())
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v; stderr: %s", err, stderr.String())
 		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		c.Write([]byte("ping"))
@@ -103,6 +111,25 @@ pools:
 	oneConn()
 	waitLines(logPath, 1)
 	waitLines(logPath+".1", 1)
+}
+
+// lockedBuffer is a bytes.Buffer written by serve's goroutines and read by
+// the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // freeAddr returns a loopback address that was free a moment ago, for the
