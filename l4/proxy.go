@@ -125,8 +125,8 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
 		return
 	}
-	s := px.relay(ctx, st, b, c, bc)
-	e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
+	s := px.relay(ctx, st, b, c, bc, len(early))
+	e.Rx, e.Tx, e.Reason = s.Rx+int64(len(early)), s.Tx, s.Reason()
 }
 
 // connect reserves a backend and dials it; when the dial fails, one other
@@ -169,11 +169,13 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 	return c, nil
 }
 
-// relay runs the tunnel and keeps the metrics in step with it.
-func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn) tunnel.Stats {
+// relay runs the tunnel and keeps the metrics in step with it. early client
+// bytes were already written to the backend, behind a PROXY header.
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early int) tunnel.Stats {
 	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
 	mc := px.Metrics.Conn(ln, pn, bn)
 	defer mc.Open()()
+	mc.Rx.Add(float64(early))
 
 	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx}
 	start := time.Now()

@@ -99,6 +99,18 @@ type Relay struct {
 // idle clock advance. It is large so that bulk streams stay in splice.
 const chunk = 1 << 20
 
+// A CopyN call returns only when its chunk is full, or when the read
+// deadline wakes it, so a trickle (chat messages, pings) would reach the byte
+// counters only at those wake-ups. A direction that moved bytes since its
+// last wake-up is woken again after liveWake, so dashboards see its bytes
+// within about a second; a quiet one backs off, doubling up to maxWake (or a
+// quarter of the idle timeout, if shorter), so tens of thousands of idle
+// tunnels cost no timer churn.
+const (
+	liveWake = time.Second
+	maxWake  = time.Minute
+)
+
 // Run copies between client and backend until the tunnel ends, then closes both
 // conns: Run owns them from the moment it is called. Cancelling ctx closes them
 // early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
@@ -170,13 +182,15 @@ func (t *tunnel) idleFor() time.Duration {
 // it closes both conns, which also ends the other direction.
 func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
 	// Read deadlines are only wake-ups: the tunnel is idle when neither
-	// direction has moved, which one direction alone cannot see. Waking four
-	// times per idle period makes a close at most 25% late, never early.
-	tick := t.r.Idle / 4
+	// direction has moved, which one direction alone cannot see. Waking at
+	// least four times per idle period makes a close at most 25% late.
+	longest := maxWake
+	if q := t.r.Idle / 4; q > 0 && q < longest {
+		longest = q
+	}
+	wake := min(liveWake, longest)
 	for {
-		if tick > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(tick))
-		}
+		_ = src.SetReadDeadline(time.Now().Add(wake))
 		n, err := io.CopyN(dst, src, chunk)
 		if n > 0 {
 			count.Add(n)
@@ -184,6 +198,9 @@ func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd
 				live.Add(float64(n))
 			}
 			t.touch()
+			wake = min(liveWake, longest)
+		} else {
+			wake = min(2*wake, longest)
 		}
 		switch {
 		case err == nil:
@@ -195,7 +212,7 @@ func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd
 				return
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-			if n > 0 || t.idleFor() < t.r.Idle {
+			if n > 0 || t.r.Idle == 0 || t.idleFor() < t.r.Idle {
 				continue
 			}
 			t.record(EndIdle, nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -195,5 +196,42 @@ func TestReasonFromCause(t *testing.T) {
 	}
 	if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
 		t.Fatalf("reason %q for an unnamed cause, want error", got)
+	}
+}
+
+// atomicAdder is an Adder tests can read while the relay writes.
+type atomicAdder struct{ n atomic.Int64 }
+
+func (a *atomicAdder) Add(v float64) { a.n.Add(int64(v)) }
+
+// TestTrickleCountedWhileOpen: a few bytes now and then never fill a CopyN
+// chunk, yet they must reach the counters while the tunnel is open (the
+// status page and wslb_bytes_total), not only when it closes. Idle is an
+// hour, as by default, so only the live wake-up can report them.
+func TestTrickleCountedWhileOpen(t *testing.T) {
+	var rx, tx atomicAdder
+	c, b, done := relay(t, t.Context(), &Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
+	c.Write([]byte("ping"))
+	if _, err := io.ReadFull(b, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	b.Write([]byte("pong!"))
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rx.n.Load() != 4 || tx.n.Load() != 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("counted rx=%d tx=%d while open, want 4 and 5", rx.n.Load(), tx.n.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Close()
+	b.Close()
+	if s := wait(t, done); s.Rx != 4 || s.Tx != 5 {
+		t.Fatalf("stats rx=%d tx=%d", s.Rx, s.Tx)
+	}
+	if rx.n.Load() != 4 || tx.n.Load() != 5 {
+		t.Fatalf("counted twice: rx=%d tx=%d", rx.n.Load(), tx.n.Load())
 	}
 }
