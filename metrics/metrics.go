@@ -42,7 +42,7 @@ var tunnelBuckets = []float64{1, 10, 60, 300, 1800, 3600, 4 * 3600, 12 * 3600, 8
 func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := promauto.With(reg)
-	return &Metrics{
+	m := &Metrics{
 		ConnectionsActive: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wslb_connections_active",
 			Help: "Connections a backend is serving for clients right now: l4 conns, WebSocket tunnels and in-flight plain requests.",
@@ -103,4 +103,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Configuration reloads, by result (ok, rejected).",
 		}, []string{"result"}),
 	}
+	// A vec with no series is missing from the exposition; alerts on
+	// rejected reloads need the series at 0 from the start.
+	m.ConfigReloads.WithLabelValues("ok")
+	m.ConfigReloads.WithLabelValues("rejected")
+	return m
 }
