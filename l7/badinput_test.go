@@ -103,6 +103,7 @@ func TestMalformedRequestsRefused(t *testing.T) {
 			if got := l.errs(tc.reason); got != 1 {
 				t.Errorf("errors_total{%s} = %v, want 1", tc.reason, got)
 			}
+			mExpectErrs(t, l, nil, map[string]float64{tc.reason: 1})
 			if n := be.conns.Load(); n != 0 {
 				t.Errorf("backend got %d conns; want nothing sent to it", n)
 			}
@@ -167,6 +168,8 @@ func TestHeadSizeLimit(t *testing.T) {
 			if got := be.reqs.Load() - before; got != 4 {
 				t.Errorf("backend got %d requests, want only the 4 that fit", got)
 			}
+			// Two oversized heads and the endless one: 431s are bad requests.
+			mExpectErrs(t, l, nil, map[string]float64{"bad_request": 3})
 		})
 	}
 }
@@ -185,6 +188,7 @@ func TestSlowHeadTimesOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := l.errs("timeout")
+			all := mErrCounts(l)
 			c := rawConn(t, l.addr)
 			br := bufio.NewReader(c)
 			if tc.first != "" {
@@ -204,6 +208,7 @@ func TestSlowHeadTimesOut(t *testing.T) {
 			if got := l.errs("timeout") - before; got != 1 {
 				t.Errorf("errors_total{timeout} went up by %v, want 1", got)
 			}
+			mExpectErrs(t, l, all, map[string]float64{"timeout": 1})
 			if be.reqs.Load() != reqs {
 				t.Errorf("a partial head reached the backend")
 			}
@@ -251,6 +256,7 @@ func TestBodyTooLarge(t *testing.T) {
 		if resp.StatusCode != 200 || len(body) != limit {
 			t.Errorf("body at the limit: %d, %d bytes", resp.StatusCode, len(body))
 		}
+		mExpectErrs(t, l, nil, map[string]float64{"bad_request": 1})
 	})
 	t.Run("chunked", func(t *testing.T) {
 		got := make(chan string, 4)
@@ -299,6 +305,7 @@ func TestBodyTooLarge(t *testing.T) {
 			t.Errorf("backend request not aborted")
 		}
 		eventually(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
+		mExpectErrs(t, l, nil, map[string]float64{"bad_request": 1})
 	})
 }
 
@@ -322,6 +329,7 @@ func TestNoBackendAvailable(t *testing.T) {
 		if got := l.requests("p", "503"); got != 1 {
 			t.Errorf("http_requests_total{pool=p,code=503} = %v", got)
 		}
+		mExpectErrs(t, l, nil, map[string]float64{"no_backend": 1})
 	})
 	t.Run("full", func(t *testing.T) {
 		echo := &wsEcho{}
@@ -343,6 +351,7 @@ func TestNoBackendAvailable(t *testing.T) {
 		if n := be.reqs.Load(); n != 1 {
 			t.Errorf("backend got %d requests, want only the tunnel's", n)
 		}
+		mExpectErrs(t, l, nil, map[string]float64{"no_backend": 2})
 		// The tunnel ends: the backend takes traffic again.
 		ws.Close()
 		b := l.pools["p"].Backends()[0]
@@ -370,6 +379,7 @@ func TestDialFailure(t *testing.T) {
 	l := simpleLB(t, "    timeouts:\n      connect: 1s\n", deadAddr(t), deadAddr(t))
 	for _, raw := range []string{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgradeHead("/")} {
 		before := l.errs("dial")
+		all := mErrCounts(l)
 		c, br, resp, body := sendRaw(t, l.addr, raw, "GET")
 		checkOwnAnswer(t, resp, body, http.StatusBadGateway)
 		expectClosed(t, br, c)
@@ -377,6 +387,7 @@ func TestDialFailure(t *testing.T) {
 		if got := l.errs("dial") - before; got != 2 {
 			t.Errorf("errors_total{dial} went up by %v, want 2", got)
 		}
+		mExpectErrs(t, l, all, map[string]float64{"dial": 2})
 	}
 	for _, b := range l.pools["p"].Backends() {
 		if b.Active() != 0 {
@@ -440,6 +451,11 @@ func TestBackendFaults(t *testing.T) {
 					t.Errorf("errors_total{%s} = %v", tc.reason, got)
 				}
 			}
+			wantErrs := map[string]float64{}
+			if tc.reason != "" {
+				wantErrs[tc.reason] = 1
+			}
+			mExpectErrs(t, l, nil, wantErrs)
 			if accepted.Load() < 1 {
 				t.Errorf("backend was never dialed")
 			}
@@ -491,6 +507,7 @@ func TestBackendClosesMidTunnel(t *testing.T) {
 	if got := testutil.ToFloat64(l.metrics.TunnelsClosed.WithLabelValues("web", "p", "backend")); got != 1 {
 		t.Errorf("tunnels_closed_total{backend} = %v", got)
 	}
+	mExpectErrs(t, l, nil, nil)
 	if got := l.fl.Active(); got != 0 {
 		eventually(t, "client conn ended", func() bool { return l.fl.Active() == 0 })
 	}
@@ -532,6 +549,7 @@ func TestBadWebSocketHandshakes(t *testing.T) {
 			if got := l.errs("bad_handshake"); got != 1 {
 				t.Errorf("errors_total{bad_handshake} = %v", got)
 			}
+			mExpectErrs(t, l, nil, map[string]float64{"bad_handshake": 1})
 			if n := be.conns.Load(); n != 0 {
 				t.Errorf("backend got %d conns", n)
 			}
@@ -551,12 +569,14 @@ func TestTLSHandshakeGarbage(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	io.ReadAll(br) // a TLS alert, then close
 	eventually(t, "tls error counted", func() bool { return l.errs("tls") == 1 })
+	mExpectErrs(t, l, nil, map[string]float64{"tls": 1})
 
 	// Plain HTTP with redirect_http off: closed, counted, nothing forwarded.
 	c2 := rawConn(t, l.addr)
 	io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	expectClosed(t, bufio.NewReader(c2), c2)
 	eventually(t, "tls error counted", func() bool { return l.errs("tls") == 2 })
+	mExpectErrs(t, l, nil, map[string]float64{"tls": 2})
 	if be.conns.Load() != 0 {
 		t.Errorf("backend got a conn")
 	}

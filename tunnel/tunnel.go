@@ -132,7 +132,10 @@ func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
 	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
 	first := t.first.Load()
 	switch {
-	case t.canceled.Load():
+	// The caller may close a conn itself when ctx ends (l7 ties its client
+	// conn to ctx), and the copies can fail on that close before the
+	// AfterFunc above has run: an I/O error once ctx is done is the cancel.
+	case t.canceled.Load(), ctx.Err() != nil && (first == nil || first.end == EndError):
 		st.End, st.Cause = EndCanceled, context.Cause(ctx)
 	case first != nil:
 		st.End, st.Err = first.end, first.err
