@@ -1,7 +1,6 @@
 package health
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/syncbuf"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -151,22 +151,9 @@ func (r *recorder) changes(backend string) []event {
 }
 
 // logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuffer struct{ syncbuf.Buffer }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), substr)
-}
+func (l *logBuffer) count(substr string) int { return strings.Count(l.String(), substr) }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 

@@ -1,40 +1,18 @@
 package l4
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/syncbuf"
 )
 
-// lockedBuffer is a bytes.Buffer the proxies may write to concurrently.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.b.String())
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
 func TestAccessLogConns(t *testing.T) {
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	setup := func(px *Proxy) { px.Access = access.New(slog.New(slog.NewJSONHandler(&buf, nil))) }
 	be := startBackend(t, echo)
 	l := startLBWith(t, setup, "", be.addr())
@@ -42,19 +20,19 @@ func TestAccessLogConns(t *testing.T) {
 	c := dial(t, l.addr)
 	roundTrip(t, c, "hello")
 	roundTrip(t, c, "world!")
-	if n := len(buf.lines()); n != 0 {
+	if n := len(buf.Lines()); n != 0 {
 		t.Fatalf("%d lines while the conn is open; a conn is logged when it ends", n)
 	}
 	c.Close()
-	eventually(t, "one access line", func() bool { return len(buf.lines()) == 1 })
+	eventually(t, "one access line", func() bool { return len(buf.Lines()) == 1 })
 
-	dead := startLBWith(t, setup, "", deadAddr(t))
+	dead := startLBWith(t, setup, "", loopback.DeadAddr(t))
 	dc := dial(t, dead.addr)
 	dc.Read(make([]byte, 1)) // closed once both dials failed
-	eventually(t, "two access lines", func() bool { return len(buf.lines()) == 2 })
+	eventually(t, "two access lines", func() bool { return len(buf.Lines()) == 2 })
 
 	var lines []map[string]any
-	for _, s := range buf.lines() {
+	for _, s := range buf.Lines() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(s), &m); err != nil {
 			t.Fatal(err)

@@ -69,18 +69,6 @@ func (b *backend) accepted() int {
 
 func echo(c net.Conn) { io.Copy(c, c) }
 
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 // lb is a running l4 listener in front of some backends.
 type lb struct {
 	addr    string

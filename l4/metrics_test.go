@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
+
+	"github.com/wslb/wslb/internal/loopback"
 )
 
 // DESIGN.md's metrics for l4: each way a conn can fail moves its own
@@ -25,34 +25,8 @@ import (
 // wslb_bytes_total must equal the bytes each side sent, exactly.
 
 // mErrCounts reads every wslb_errors_total series of the test listener,
-// whatever its reason word.
-func mErrCounts(l *lb) map[string]float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() {
-		l.metrics.Errors.Collect(ch)
-		close(ch)
-	}()
-	out := map[string]float64{}
-	for m := range ch {
-		var d dto.Metric
-		if m.Write(&d) != nil {
-			continue
-		}
-		var listener, reason string
-		for _, p := range d.GetLabel() {
-			switch p.GetName() {
-			case "listener":
-				listener = p.GetValue()
-			case "reason":
-				reason = p.GetValue()
-			}
-		}
-		if listener == "l4test" {
-			out[reason] = d.GetCounter().GetValue()
-		}
-	}
-	return out
-}
+// whatever its reason word, so that a reason outside DESIGN.md's list shows up too.
+func mErrCounts(l *lb) map[string]float64 { return l.metrics.ErrorCounts("l4test") }
 
 // mExpectErrs asserts that wslb_errors_total moved from zero by exactly want
 // and no other reason moved; counts may land just after the client sees
@@ -111,7 +85,7 @@ func TestMetricsErrorReasons(t *testing.T) {
 		}, map[string]float64{"no_backend": 1}, 0},
 
 		{"dial fails on both tries", func(t *testing.T) (*lb, *backend) {
-			return startLB(t, "timeouts: {connect: 1s}", deadAddr(t), deadAddr(t)), nil
+			return startLB(t, "timeouts: {connect: 1s}", loopback.DeadAddr(t), loopback.DeadAddr(t)), nil
 		}, func(t *testing.T, l *lb) {
 			mExpectClosed(t, dial(t, l.addr))
 		}, map[string]float64{"dial": 2}, 0},

@@ -14,6 +14,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wslb/wslb/internal/loopback"
 )
 
 func TestBulkBothWays(t *testing.T) {
@@ -133,7 +135,7 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestDeadBackendNextTried(t *testing.T) {
 	be := startBackend(t, echo)
-	lb := startLB(t, "", deadAddr(t), be.addr())
+	lb := startLB(t, "", loopback.DeadAddr(t), be.addr())
 	for i := range 6 {
 		c := dial(t, lb.addr)
 		if got := roundTrip(t, c, "x"); got != "x" {
@@ -150,7 +152,7 @@ func TestDeadBackendNextTried(t *testing.T) {
 }
 
 func TestAllBackendsDeadCloses(t *testing.T) {
-	lb := startLB(t, "timeouts: {connect: 1s}", deadAddr(t), deadAddr(t))
+	lb := startLB(t, "timeouts: {connect: 1s}", loopback.DeadAddr(t), loopback.DeadAddr(t))
 	c := dial(t, lb.addr)
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read succeeded with every backend dead")

@@ -8,40 +8,27 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/syncbuf"
 )
 
 // accessLines collects JSON access lines written by proxies under test.
-type accessLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (a *accessLines) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(p)
-}
+type accessLines struct{ buf syncbuf.Buffer }
 
 // setup installs a JSON access logger writing to a on a Proxy.
 func (a *accessLines) setup(px *Proxy) {
-	px.Access = access.New(slog.New(slog.NewJSONHandler(a, nil)))
+	px.Access = access.New(slog.New(slog.NewJSONHandler(&a.buf, nil)))
 }
 
 func (a *accessLines) all(t *testing.T) []map[string]any {
 	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(a.buf.String()), "\n") {
-		if line == "" {
-			continue
-		}
+	for _, line := range a.buf.Lines() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("access line is not JSON: %v: %s", err, line)
@@ -162,7 +149,7 @@ listeners:
   - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}
 pools:
   - {name: p, backends: [{address: %s}]}
-`, deadAddr(t)), lines.setup)
+`, loopback.DeadAddr(t)), lines.setup)
 	resp, _ := exchange(t, l.addr, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
 	if resp.StatusCode != 502 {
 		t.Fatalf("status %d, want 502", resp.StatusCode)

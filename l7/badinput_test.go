@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/loopback"
 )
 
 // DESIGN.md "Bad input and faults", the rows that concern l7. Every answer
@@ -376,7 +377,7 @@ func simpleLBWithPool(t *testing.T, poolExtra string, backends ...string) *lb {
 }
 
 func TestDialFailure(t *testing.T) {
-	l := simpleLB(t, "    timeouts:\n      connect: 1s\n", deadAddr(t), deadAddr(t))
+	l := simpleLB(t, "    timeouts:\n      connect: 1s\n", loopback.DeadAddr(t), loopback.DeadAddr(t))
 	for _, raw := range []string{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", upgradeHead("/")} {
 		before := l.errs("dial")
 		all := mErrCounts(l)
@@ -401,7 +402,7 @@ func TestDialFailure(t *testing.T) {
 
 func TestDialFailureThenRetrySucceeds(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alive") }))
-	l := simpleLBWithPool(t, "    balance: round_robin\n", deadAddr(t), be.addr())
+	l := simpleLBWithPool(t, "    balance: round_robin\n", loopback.DeadAddr(t), be.addr())
 	for i := range 4 {
 		_, _, resp, body := sendRaw(t, l.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET")
 		if resp.StatusCode != 200 || body != "alive" {

@@ -165,18 +165,6 @@ func rawBackend(t *testing.T, serve func(c net.Conn)) (addr string, accepted *at
 	return ln.Addr().String(), &n
 }
 
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 // rawConn dials addr with a deadline on everything.
 func rawConn(t *testing.T, addr string) net.Conn {
 	t.Helper()

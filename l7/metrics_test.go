@@ -14,9 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wslb/wslb/header"
 )
@@ -25,35 +23,9 @@ import (
 // moves its own reason word by the expected amount and no other reason at
 // all, so that an alert on one reason never fires for another's cause.
 
-// mErrCounts reads every wslb_errors_total series of listener "web", whatever
-// its reason word, so that a reason outside DESIGN.md's list shows up too.
-func mErrCounts(l *lb) map[string]float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() {
-		l.metrics.Errors.Collect(ch)
-		close(ch)
-	}()
-	out := map[string]float64{}
-	for m := range ch {
-		var d dto.Metric
-		if m.Write(&d) != nil {
-			continue
-		}
-		var listener, reason string
-		for _, p := range d.GetLabel() {
-			switch p.GetName() {
-			case "listener":
-				listener = p.GetValue()
-			case "reason":
-				reason = p.GetValue()
-			}
-		}
-		if listener == "web" {
-			out[reason] = d.GetCounter().GetValue()
-		}
-	}
-	return out
-}
+// mErrCounts reads every wslb_errors_total series of the test listener,
+// whatever its reason word, so that a reason outside DESIGN.md's list shows up too.
+func mErrCounts(l *lb) map[string]float64 { return l.metrics.ErrorCounts("web") }
 
 // mErrMoves is what moved between two readings, zero moves left out.
 func mErrMoves(before, after map[string]float64) map[string]float64 {

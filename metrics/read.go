@@ -59,3 +59,15 @@ func each(c prometheus.Collector, f func(labels map[string]string, v float64)) {
 		f(l, d.Counter.GetValue())
 	}
 }
+
+// ErrorCounts reads every wslb_errors_total series of listener, by reason
+// word: for the status page, and for tests that check no other reason moved.
+func (m *Metrics) ErrorCounts(listener string) map[string]float64 {
+	out := map[string]float64{}
+	each(m.Errors, func(l map[string]string, v float64) {
+		if l["listener"] == listener {
+			out[l["reason"]] = v
+		}
+	})
+	return out
+}

@@ -132,7 +132,10 @@ func (bd *Board) Snapshot(src Sources, now time.Time) Snapshot {
 	for i, lc := range src.Config.Listeners {
 		l := Listener{
 			Name: lc.Name, Mode: lc.Mode, Addr: lc.Listen, TLS: lc.TLS != nil,
-			Pools: lc.PoolNames(), MaxConnections: lc.MaxConnections,
+			Pools: lc.PoolNames(), MaxConnections: lc.MaxConnections, Errors: map[string]uint64{},
+		}
+		for reason, v := range src.Metrics.ErrorCounts(lc.Name) {
+			l.Errors[reason] = uint64(v)
 		}
 		if i < len(src.Listeners) && src.Listeners[i] != nil {
 			l.Addr = src.Listeners[i].BoundAddr().String()

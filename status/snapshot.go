@@ -43,6 +43,8 @@ type Listener struct {
 	Pools          []string `json:"pools"`
 	Active         int64    `json:"active"` // client conns open on it right now
 	MaxConnections int      `json:"max_connections"`
+	// Errors is wslb_errors_total of the listener, every reason word.
+	Errors map[string]uint64 `json:"errors"`
 }
 
 // Pool is one pool and its backends, in configuration order.

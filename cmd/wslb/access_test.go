@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/syncbuf"
 )
 
 func TestAccessLogUnwritable(t *testing.T) {
@@ -32,7 +34,7 @@ func TestAccessLogUnwritable(t *testing.T) {
 func TestAccessLogFileAndSIGUSR1(t *testing.T) {
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "access.log")
-	listen := freeAddr(t)
+	listen := loopback.FreeAddr(t)
 	cfgPath := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfgPath, fmt.Appendf(nil, `
 admin: {listen: ""}
@@ -44,7 +46,7 @@ pools:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	go func() {
 		done <- run(ctx, []string{"-config", cfgPath, "-access-log", logPath, "-log-format", "json"}, io.Discard, &stderr)
 	}()
@@ -111,35 +113,4 @@ pools:
 	oneConn()
 	waitLines(logPath, 1)
 	waitLines(logPath+".1", 1)
-}
-
-// lockedBuffer is a bytes.Buffer written by serve's goroutines and read by
-// the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// freeAddr returns a loopback address that was free a moment ago, for the
-// tests that go through run and so cannot learn a port-0 listener's port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

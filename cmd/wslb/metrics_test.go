@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -22,6 +21,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/wslb/wslb/internal/loopback"
 )
 
 // DESIGN.md "Metrics" end to end: serve runs real listeners in front of real
@@ -227,18 +228,6 @@ func mHTTPBackend(t *testing.T) string {
 	return srv.Listener.Addr().String()
 }
 
-// mDeadAddr is a loopback address nothing listens on.
-func mDeadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 func mDialWS(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -283,7 +272,7 @@ type mRig struct {
 
 func mStartRig(t *testing.T) *mRig {
 	t.Helper()
-	g := &mRig{ws: mWSBackend(t), plain: mHTTPBackend(t), down: mDeadAddr(t)}
+	g := &mRig{ws: mWSBackend(t), plain: mHTTPBackend(t), down: loopback.DeadAddr(t)}
 	// drain_timeout 0: a conn a failed test leaves open must not hold the
 	// cleanup. The down pool's checks are fast so that it is known down soon.
 	g.r = startServe(t, fmt.Sprintf(`

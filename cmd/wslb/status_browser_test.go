@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -19,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/demo"
+	"github.com/wslb/wslb/internal/syncbuf"
 )
 
 // TestStatusPageInBrowser opens the admin /status page in headless Chromium
@@ -54,6 +57,7 @@ pools:
 		toA = append(toA, browserDial(ctx, t, "ws://"+lb+"/a/"))
 	}
 	browserDial(ctx, t, "ws://"+lb+"/b/")
+	browserBadRequest(t, lb)
 
 	bctx, console := browserStart(ctx, t, exe)
 	if err := chromedp.Do(bctx, chromedp.Navigate(adminURL+"/status")); err != nil {
@@ -71,6 +75,7 @@ pools:
 		field(listener, "active"): "4",
 		field(rowA, "state"):      "up",
 		field(rowB, "state"):      "up",
+		field(listener, "errors"): "bad_request 1",
 	})
 	t.Logf("page shows %v", shown)
 	before := browserUpdates(bctx, t)
@@ -113,6 +118,22 @@ func browserFind(t *testing.T) string {
 	return ""
 }
 
+// browserBadRequest sends a request head wslb must refuse with a 400, so
+// the listener row has an error reason to show.
+func browserBadRequest(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "NOT HTTP\r\n\r\n")
+	if b, _ := io.ReadAll(c); !bytes.HasPrefix(b, []byte("HTTP/1.1 400 ")) {
+		t.Fatalf("malformed head answered %q, want a 400", b)
+	}
+}
+
 // browserWSBackend starts a WebSocket echo server (the demo's) on loopback.
 func browserWSBackend(t *testing.T) string {
 	t.Helper()
@@ -149,7 +170,7 @@ func browserDial(ctx context.Context, t *testing.T, url string) *websocket.Conn 
 // console.
 func browserStart(ctx context.Context, t *testing.T, exe string) (context.Context, *browserConsole) {
 	t.Helper()
-	out := &browserOutput{}
+	out := &syncbuf.Buffer{}
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(exe),
 		chromedp.Headless,
@@ -281,22 +302,4 @@ func (c *browserConsole) check(t *testing.T) {
 			t.Errorf("page console: %s (%s:%d)", m, m.URL, m.Line)
 		}
 	}
-}
-
-// browserOutput keeps Chromium's stdout and stderr for a failure message.
-type browserOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *browserOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *browserOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
