@@ -46,7 +46,7 @@ type lb struct {
 // startLB serves a config whose text is given whole (the listener must be
 // the first one); "ADDR" placeholders are not used: callers format addresses in.
 // setup, if any, runs on the Proxy before it takes conns.
-func startLB(t *testing.T, yaml string, setup ...func(*Proxy)) *lb {
+func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
@@ -110,7 +110,7 @@ type countingServer struct {
 	reqs  atomic.Int32
 }
 
-func newBackend(t *testing.T, h http.Handler) *countingServer {
+func newBackend(t testing.TB, h http.Handler) *countingServer {
 	t.Helper()
 	cs := &countingServer{}
 	cs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

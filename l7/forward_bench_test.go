@@ -1,0 +1,58 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wslb/wslb/access"
+)
+
+// BenchmarkPlainRequest is one keep-alive GET through an l7 listener to a
+// backend and back, with the access log off and writing to a file: what the
+// log costs a request, write(2) included.
+func BenchmarkPlainRequest(b *testing.B) {
+	be := newBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	for _, mode := range []string{"off", "file"} {
+		b.Run("access="+mode, func(b *testing.B) {
+			setup := func(*Proxy) {}
+			if mode == "file" {
+				f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				setup = func(px *Proxy) { px.Access = access.New(slog.New(slog.NewTextHandler(f, nil))) }
+			}
+			l := startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+be.addr()+"}]}\n", setup)
+			c, err := net.Dial("tcp", l.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			br := bufio.NewReader(c)
+			req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
