@@ -115,14 +115,14 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 			if cc.e.Status != 0 {
 				// Only heads that got an answer: a line per silent
 				// slowloris conn would let it fill the disk as well.
-				w.logRequest(ctx, cc, begin)
+				w.logRequest(cc, begin)
 			}
 			return
 		}
 		_ = cc.conn.SetReadDeadline(time.Time{})
 		cc.e.Method, cc.e.Path = req.Method, req.URL.Path
 		more := w.serveRequest(ctx, cc, req)
-		w.logRequest(ctx, cc, begin)
+		w.logRequest(cc, begin)
 		if !more {
 			return
 		}
@@ -130,7 +130,7 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 }
 
 // logRequest writes the access line of the request that began at begin.
-func (w *worker) logRequest(ctx context.Context, cc *clientConn, begin time.Time) {
+func (w *worker) logRequest(cc *clientConn, begin time.Time) {
 	if w.px.Access == nil {
 		return
 	}
