@@ -81,7 +81,11 @@ pools:
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+	// A line is written once its answer has gone out, so the client may
+	// see the answer first: wait for each line before the next request.
+	lines.waitLines(t, 1)
 	exchange(t, l.addr, "GET /nowhere HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	lines.waitLines(t, 2)
 	exchange(t, l.addr, "GET /bad\x01path HTTP/1.1\r\nHost: a.test\r\n\r\n")
 
 	got := lines.waitLines(t, 3)
