@@ -70,6 +70,7 @@ type Listener struct {
 	lns      []net.Listener
 	handlers []Handler
 	active   atomic.Int64
+	maxConns atomic.Int64 // MaxConns from Listen on; a reload may change it
 
 	mu    sync.Mutex
 	conns map[*liveConn]struct{}
@@ -105,8 +106,13 @@ func (l *Listener) Listen(ctx context.Context) error {
 	}
 	l.conns = make(map[*liveConn]struct{})
 	l.idle = make(chan struct{}, 1)
+	l.maxConns.Store(int64(l.MaxConns))
 	return nil
 }
+
+// SetMaxConns changes max_connections of a serving listener; conns already
+// over a lowered limit keep running.
+func (l *Listener) SetMaxConns(n int) { l.maxConns.Store(int64(n)) }
 
 // BoundAddr returns the first worker's bound address, valid after Listen.
 func (l *Listener) BoundAddr() net.Addr { return l.lns[0].Addr() }
@@ -166,7 +172,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 			continue
 		}
 		backoff = 0
-		if l.MaxConns > 0 && l.active.Load() >= int64(l.MaxConns) {
+		if m := l.maxConns.Load(); m > 0 && l.active.Load() >= m {
 			l.limit()
 			if l.Refuse != nil {
 				l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn) { l.Refuse(c) }))
@@ -252,6 +258,20 @@ wait:
 			c.Close()
 		}
 	}
+}
+
+// WaitIdle waits until no conn is left, or ctx ends, and reports whether no
+// conn is left. Call it after Serve has returned; Drain still has to be
+// called to release the workers.
+func (l *Listener) WaitIdle(ctx context.Context) bool {
+	for l.active.Load() > 0 {
+		select {
+		case <-l.idle:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // closeSpread cancels the live conns one by one, the i-th of n at i*spread/n.

@@ -177,6 +177,12 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	defer mc.Open()()
 	mc.Rx.Add(float64(early))
 
+	// A reload that removes b ends this conn in its turn of the retirement
+	// spread; nothing else a reload does may cut it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer b.OnRemoved(func() { cancel(pool.ErrRemoved) })()
+
 	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx}
 	start := time.Now()
 	s := r.Run(ctx, c, bc)

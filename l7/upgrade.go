@@ -147,6 +147,11 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	// that everything buffered was flushed, and keep only the raw conns.
 	conn := cc.conn
 	cc.br, cc.bw, bc.br = nil, nil, nil
+	// A reload that removes the backend ends this tunnel in its turn of the
+	// retirement spread; nothing else a reload does may cut it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer bc.b.OnRemoved(func() { cancel(pool.ErrRemoved) })()
 	start := time.Now()
 	s := r.Run(ctx, conn, bc.conn)
 	m.TunnelEnded(ln, pn, s.Reason(), time.Since(start))

@@ -58,7 +58,7 @@ func New(c config.Pool) *Pool {
 // ejection and slow start; tests use it to step through both. Reconcile hands
 // the clock on to the pools built from this one.
 func NewWithClock(c config.Pool, now func() time.Time) *Pool {
-	return reconcile(nil, c, now)
+	return reconcile(nil, c, now, Retire{})
 }
 
 // Reconcile builds the pool for configuration c from the running pool old (which
@@ -68,14 +68,21 @@ func NewWithClock(c config.Pool, now func() time.Time) *Pool {
 // cancelled with cause ErrRemoved. old keeps its slice and policy, so conns that
 // hold it keep working, but its removed backends are no longer available.
 func Reconcile(old *Pool, c config.Pool) *Pool {
+	return ReconcileRetiring(old, c, Retire{})
+}
+
+// ReconcileRetiring is Reconcile with the conns of removed backends ended as r
+// says (see Backend.OnRemoved), and added backends ramped up by slow start:
+// joining a loaded pool at full weight would send one backend every new conn.
+func ReconcileRetiring(old *Pool, c config.Pool, r Retire) *Pool {
 	now := time.Now
 	if old != nil {
 		now = old.now
 	}
-	return reconcile(old, c, now)
+	return reconcile(old, c, now, r)
 }
 
-func reconcile(old *Pool, c config.Pool, now func() time.Time) *Pool {
+func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire) *Pool {
 	kept := make(map[netip.AddrPort]*Backend)
 	if old != nil {
 		for _, b := range old.backends {
@@ -92,11 +99,14 @@ func reconcile(old *Pool, c config.Pool, now func() time.Time) *Pool {
 			b.configure(cb, c)
 		} else {
 			b = newBackend(cb, c, now)
+			if old != nil {
+				b.rampFrom.Store(b.stamp(now()))
+			}
 		}
 		backends = append(backends, b)
 	}
 	for _, b := range kept {
-		b.cancel(ErrRemoved)
+		b.remove(r)
 	}
 	// The new group's flag comes from the states of its own backends, set
 	// after every backend points at it: see SetState for the other half.
@@ -147,4 +157,14 @@ func (p *Pool) Pick(client netip.Addr, exclude *Backend) (*Backend, error) {
 		return b, nil
 	}
 	return nil, ErrNoBackend
+}
+
+// Has reports whether b is one of p's backends.
+func (p *Pool) Has(b *Backend) bool {
+	for _, x := range p.backends {
+		if x == b {
+			return true
+		}
+	}
+	return false
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/demo"
 )
@@ -14,7 +13,7 @@ import (
 // runDemo starts one demo echo backend on every backend address of cfg's
 // pools, so the shipped config.yaml and the demo cannot drift apart, then
 // serves cfg and prints what to open.
-func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger, stdout io.Writer) int {
+func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, so serveOptions, stdout io.Writer) int {
 	seen := map[string]bool{}
 	var backends []*demo.Backend
 	defer func() {
@@ -37,19 +36,19 @@ func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *acc
 			backends = append(backends, b)
 		}
 	}
-	return serve(ctx, cfg, log, acc, func(in *instance) {
+	return serve(ctx, cfg, log, so, func(in *instance) {
 		fmt.Fprintf(stdout, "wslb demo: %d echo backends (%s) behind:\n", len(backends), addrs(backends))
 		var page string
-		for i, l := range in.listeners {
-			a := l.BoundAddr().String()
+		for i, l := range in.gen.Load().listeners {
+			a := l.fl.BoundAddr().String()
 			switch cfg.Listeners[i].Mode {
 			case config.ModeL7:
-				fmt.Fprintf(stdout, "  %-8s l7  http://%s/  (page, routes as in the config)\n", l.Name, a)
+				fmt.Fprintf(stdout, "  %-8s l7  http://%s/  (page, routes as in the config)\n", l.cfg.Name, a)
 				if page == "" {
 					page = a
 				}
 			default:
-				fmt.Fprintf(stdout, "  %-8s l4  ws://%s/  (raw TCP passthrough to the echo backends)\n", l.Name, a)
+				fmt.Fprintf(stdout, "  %-8s l4  ws://%s/  (raw TCP passthrough to the echo backends)\n", l.cfg.Name, a)
 			}
 		}
 		if in.adminLn != nil {

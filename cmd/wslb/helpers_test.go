@@ -47,6 +47,21 @@ func startServe(t *testing.T, yaml string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServeConfig(t, cfg, serveOptions{})
+}
+
+// startServeFile is startServe on a config file, which reloads read again.
+func startServeFile(t *testing.T, path string) *running {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServeConfig(t, cfg, serveOptions{path: path})
+}
+
+func startServeConfig(t *testing.T, cfg *config.Config, so serveOptions) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *instance, 1)
 	done := make(chan struct{})
@@ -54,7 +69,7 @@ func startServe(t *testing.T, yaml string) *running {
 	r := &running{cancel: cancel, done: done}
 	go func() {
 		defer close(done)
-		r.code = serve(ctx, cfg, log, nil, func(in *instance) { started <- in })
+		r.code = serve(ctx, cfg, log, so, func(in *instance) { started <- in })
 	}()
 	t.Cleanup(func() {
 		cancel()

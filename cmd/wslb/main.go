@@ -35,6 +35,7 @@ type options struct {
 	logFormat  string
 	logLevel   string
 	accessLog  string
+	watch      bool
 	command    string // "", "demo" or "version"
 }
 
@@ -71,10 +72,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer acc.Close()
+	so := serveOptions{path: o.configPath, watch: o.watch, access: acc}
 	if o.command == "demo" {
-		return runDemo(ctx, cfg, log, acc, stdout)
+		return runDemo(ctx, cfg, log, so, stdout)
 	}
-	return serve(ctx, cfg, log, acc, nil)
+	return serve(ctx, cfg, log, so, nil)
 }
 
 // parseArgs accepts flags before or after the subcommand: both
@@ -87,6 +89,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.check, "check", false, "validate the configuration, print every problem with its line, exit 1 if any")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.watch, "watch", false, "reload the configuration when its file changes (checked every second), as SIGHUP does")
 	fs.StringVar(&o.accessLog, "access-log", "stdout", "access log: off, stdout or a `file` path (appended to; SIGUSR1 reopens it)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage:

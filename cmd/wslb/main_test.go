@@ -98,7 +98,7 @@ pools:
 	if code := get(t, adminURL+"/readyz"); code != 200 {
 		t.Fatalf("/readyz %d before drain", code)
 	}
-	c, err := net.Dial("tcp", in.listeners[0].BoundAddr().String())
+	c, err := net.Dial("tcp", in.addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ pools:
 		t.Fatalf("/readyz %d with one backend up", code)
 	}
 	for i := range 10 {
-		c, err := net.Dial("tcp", in.listeners[0].BoundAddr().String())
+		c, err := net.Dial("tcp", in.addr(0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,8 +237,8 @@ pools:
     backends: [{address: %s}]
     health: {check: http, interval: 50ms, timeout: 40ms, rise: 1, fall: 2}
 `, be.Addr())).in
-	url := "http://" + in.listeners[0].BoundAddr().String() + "/"
-	b := in.pools["p"].Backends()[0]
+	url := "http://" + in.addr(0) + "/"
+	b := in.gen.Load().pools["p"].Backends()[0]
 	for i := 0; i < 200 && !b.Up(); i++ {
 		time.Sleep(10 * time.Millisecond)
 	}

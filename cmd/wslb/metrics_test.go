@@ -296,8 +296,8 @@ pools:
     health: {check: tcp, interval: 50ms, timeout: 40ms, rise: 1, fall: 1}
 `, g.ws, g.plain, g.down))
 	g.admin = g.r.in.adminLn.Addr().String()
-	g.web = g.r.in.listeners[0].BoundAddr().String()
-	g.tcp = g.r.in.listeners[1].BoundAddr().String()
+	g.web = g.r.in.addr(0)
+	g.tcp = g.r.in.addr(1)
 	g.wsURL = "ws://" + g.web + "/ws/"
 	g.tcpWSURL = "ws://" + g.tcp + "/"
 	g.webURL = "http://" + g.web
@@ -763,7 +763,7 @@ pools:
   - {name: ws, backends: [{address: %s}], health: {check: none}}
 `, ws))
 	admin := r.in.adminLn.Addr().String()
-	url := "ws://" + r.in.listeners[0].BoundAddr().String() + "/"
+	url := "ws://" + r.in.addr(0) + "/"
 	if code := mReadyz(t, admin); code != 200 {
 		t.Fatalf("/readyz %d while serving", code)
 	}
@@ -858,8 +858,8 @@ pools:
   - {name: ws, backends: [{address: %s}], health: {check: none}}
 `, ws))
 	for range n {
-		for _, l := range r.in.listeners {
-			mExchange(t, mDialWS(t, "ws://"+l.BoundAddr().String()+"/"), []byte("x"))
+		for i := range r.in.gen.Load().listeners {
+			mExchange(t, mDialWS(t, "ws://"+r.in.addr(i)+"/"), []byte("x"))
 		}
 	}
 	r.cancel()

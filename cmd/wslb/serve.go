@@ -29,21 +29,58 @@ import (
 	"github.com/wslb/wslb/status"
 )
 
-// instance is one running configuration: its pools, listeners and admin server.
+// instance is the running process: the generation of configuration that new
+// conns use, the listeners earlier generations left to run out, and the
+// admin server. Reloads (reload.go) replace the generation.
 type instance struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	access    *access.Logger
-	reg       *prometheus.Registry
-	metrics   *metrics.Metrics
-	pools     map[string]*pool.Pool
-	listeners []*frontend.Listener
-	admin     *http.Server
-	adminLn   net.Listener
-	draining  atomic.Bool
-	passive   *health.Passive
-	board     *status.Board
-	started   time.Time
+	path     string // the config file reloads read; "" when there is none
+	log      *slog.Logger
+	access   *access.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	passive  *health.Passive
+	board    *status.Board
+	started  time.Time
+	draining atomic.Bool
+
+	// gen is read by the admin routes at any time; mu serialises the
+	// reloads and the drain that replace or end it.
+	gen atomic.Pointer[generation]
+	mu  sync.Mutex
+	// reloadNow asks serve's loop for a reload, as SIGHUP does; -watch
+	// sends on it when the file changes.
+	reloadNow chan struct{}
+
+	// Listeners a reload removed or rebound stop accepting at once; their
+	// conns run out in these goroutines, which a second signal cuts short.
+	retiring    sync.WaitGroup
+	retireCtx   context.Context
+	cutRetiring context.CancelFunc
+	// shutdown ends when the drain starts: listeners a reload rebound stop
+	// waiting for their conns to end by themselves and drain with the rest.
+	shutdown   context.Context
+	beginDrain context.CancelFunc
+
+	admin   *http.Server
+	adminLn net.Listener
+}
+
+// generation is one applied configuration.
+type generation struct {
+	cfg        *config.Config
+	pools      map[string]*pool.Pool
+	listeners  []*listener // in cfg.Listeners order
+	stopChecks []func()    // one per pool; nil until the checks start
+}
+
+// listener is one configured listener while it serves.
+type listener struct {
+	cfg    config.Listener
+	fl     *frontend.Listener
+	l4     *l4.Proxy // exactly one of l4 and l7 is set
+	l7     *l7.Proxy
+	stop   context.CancelFunc // stops accepting; nil before serving
+	served chan struct{}      // closed once Serve has returned
 }
 
 // statusInterval is how often the status board samples every backend's
@@ -54,57 +91,35 @@ const statusInterval = time.Second
 // a port in use is reported before anything serves.
 func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger) (*instance, error) {
 	in := &instance{
-		cfg: cfg, log: log, access: acc, reg: prometheus.NewRegistry(), pools: map[string]*pool.Pool{},
-		board: status.NewBoard(statusInterval), started: time.Now(),
+		log: log, access: acc, reg: prometheus.NewRegistry(),
+		board: status.NewBoard(statusInterval), started: time.Now(), reloadNow: make(chan struct{}, 1),
 	}
+	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
+	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
 	in.metrics = metrics.New(in.reg)
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
+	g := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
 	for _, pc := range cfg.Pools {
-		p := pool.New(pc)
-		in.pools[pc.Name] = p
-		for _, b := range p.Backends() {
-			in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
-			in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
-		}
+		g.pools[pc.Name] = pool.New(pc)
+		in.newSeries(g.pools[pc.Name])
 	}
-	in.refreshGauges()
 	for _, lc := range cfg.Listeners {
-		fl := &frontend.Listener{
-			Name:     lc.Name,
-			Addr:     lc.Listen,
-			Workers:  cfg.Workers,
-			MaxConns: lc.MaxConnections,
-			Log:      log,
+		l, err := in.bind(ctx, cfg, lc)
+		if err == nil {
+			err = in.attach(l, g.pools)
 		}
-		switch lc.Mode {
-		case config.ModeL4:
-			px := l4.New(lc, in.pools[lc.Pool], in.metrics, log)
-			px.OnDialError = in.passive.DialFailed
-			px.Access = acc
-			fl.NewHandler = func() frontend.Handler { return px }
-			fl.OnLimit = px.OnLimit
-		case config.ModeL7:
-			px, err := l7.New(lc, in.pools, in.metrics, log)
-			if err != nil {
-				in.close()
-				return nil, err
-			}
-			px.OnDialError = in.passive.DialFailed
-			px.Access = acc
-			fl.NewHandler = px.NewWorker
-			fl.OnLimit = px.OnLimit
-			fl.Refuse = px.Refuse
-		}
-		if err := fl.Listen(ctx); err != nil {
-			in.close()
+		if err != nil {
+			in.close(g)
 			return nil, err
 		}
-		in.listeners = append(in.listeners, fl)
+		g.listeners = append(g.listeners, l)
 	}
+	in.gen.Store(g)
+	in.refreshGauges()
 	if cfg.Admin.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {
-			in.close()
+			in.close(g)
 			return nil, fmt.Errorf("admin: bind %s: %w", cfg.Admin.Listen, err)
 		}
 		in.adminLn = ln
@@ -116,15 +131,79 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 	return in, nil
 }
 
-// close releases the sockets of an instance that never served.
-func (in *instance) close() {
-	for _, l := range in.listeners {
-		l.Close()
+// newSeries creates p's per-backend series that have no other source before
+// the first event: dashboards see every backend from the start.
+func (in *instance) newSeries(p *pool.Pool) {
+	for _, b := range p.Backends() {
+		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
+		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
+	}
+}
+
+// bind binds the sockets of listener lc; attach gives it a proxy.
+func (in *instance) bind(ctx context.Context, cfg *config.Config, lc config.Listener) (*listener, error) {
+	fl := &frontend.Listener{
+		Name:     lc.Name,
+		Addr:     lc.Listen,
+		Workers:  cfg.Workers,
+		MaxConns: lc.MaxConnections,
+		Log:      in.log,
+	}
+	if err := fl.Listen(ctx); err != nil {
+		return nil, err
+	}
+	return &listener{cfg: lc, fl: fl, served: make(chan struct{})}, nil
+}
+
+// attach builds l's proxy over pools and wires it to l's sockets.
+func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
+	lc, fl := l.cfg, l.fl
+	switch lc.Mode {
+	case config.ModeL4:
+		px := l4.New(lc, pools[lc.Pool], in.metrics, in.log)
+		px.OnDialError = in.passive.DialFailed
+		px.Access = in.access
+		fl.NewHandler = func() frontend.Handler { return px }
+		fl.OnLimit = px.OnLimit
+		l.l4 = px
+	case config.ModeL7:
+		px, err := l7.New(lc, pools, in.metrics, in.log)
+		if err != nil {
+			return err
+		}
+		px.OnDialError = in.passive.DialFailed
+		px.Access = in.access
+		fl.NewHandler = px.NewWorker
+		fl.OnLimit = px.OnLimit
+		fl.Refuse = px.Refuse
+		l.l7 = px
+	}
+	return nil
+}
+
+// start runs l's accept loops until l.stop is called.
+func (in *instance) start(ctx context.Context, l *listener) {
+	actx, stop := context.WithCancel(ctx)
+	l.stop = stop
+	go func() {
+		defer close(l.served)
+		l.fl.Serve(actx)
+	}()
+	in.log.Info("listening", "listener", l.cfg.Name, "mode", l.cfg.Mode, "addr", l.fl.BoundAddr().String())
+}
+
+// close releases the sockets of a generation that never served.
+func (in *instance) close(g *generation) {
+	for _, l := range g.listeners {
+		l.fl.Close()
 	}
 	if in.adminLn != nil {
 		in.adminLn.Close()
 	}
 }
+
+// addr is the bound address of the i-th listener, for tests and the demo.
+func (in *instance) addr(i int) string { return in.gen.Load().listeners[i].fl.BoundAddr().String() }
 
 // ready is /readyz: every listener is bound (true once newInstance returned)
 // and every pool has a backend that may take conns; never while draining.
@@ -132,7 +211,7 @@ func (in *instance) ready() (bool, string) {
 	if in.draining.Load() {
 		return false, "draining"
 	}
-	for name, p := range in.pools {
+	for name, p := range in.gen.Load().pools {
 		up := false
 		for _, b := range p.Backends() {
 			// Healthy, not Available: a pool whose backends are all busy
@@ -146,38 +225,47 @@ func (in *instance) ready() (bool, string) {
 	return true, "ready"
 }
 
+// serveOptions are what the command line adds to a configuration.
+type serveOptions struct {
+	// path is the configuration file that SIGHUP (and watch) reload; ""
+	// means there is none and reloads are refused.
+	path string
+	// watch reloads path when it changes, checked once a second.
+	watch bool
+	// access is the access log; nil is off.
+	access *access.Logger
+}
+
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A
-// second SIGTERM/SIGINT during the drain closes every conn at once. SIGUSR1
-// reopens the access log file. acc is the access log (nil: off). started,
-// when set, is called once every socket is bound.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger, started func(*instance)) int {
+// second SIGTERM/SIGINT during the drain closes every conn at once. SIGHUP
+// reloads the configuration file; SIGUSR1 reopens the access log file.
+// started, when set, is called once every socket is bound.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions, started func(*instance)) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	in, err := newInstance(ctx, cfg, log, acc)
+	in, err := newInstance(ctx, cfg, log, o.access)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	checksCtx, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopChecks()
-	var checks []func()
-	for _, pc := range cfg.Pools {
-		checks = append(checks, health.Start(checksCtx, in.pools[pc.Name], pc.Health, log, in.healthHooks()))
-	}
+	in.path = o.path
+	// Conns outlive the accept loops: they are detached from ctx and ended
+	// only by the drain. Checks and the status sampler run until serve
+	// returns, so the page shows the conns go away during a drain.
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var background sync.WaitGroup
 	defer func() {
-		for _, stop := range checks {
-			stop()
-		}
+		stopBackground()
+		background.Wait()
 	}()
-	acceptCtx, stopAccepting := context.WithCancel(ctx)
-	defer stopAccepting()
-	var accepting, adminServing sync.WaitGroup
-	for _, l := range in.listeners {
-		accepting.Go(func() { l.Serve(acceptCtx) })
-		log.Info("listening", "listener", l.Name, "addr", l.BoundAddr().String())
+	g := in.gen.Load()
+	g.stopChecks = in.startChecks(bg, g)
+	for _, l := range g.listeners {
+		in.start(ctx, l)
 	}
+	var adminServing sync.WaitGroup
 	if in.admin != nil {
 		adminServing.Go(func() {
 			if err := in.admin.Serve(in.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -186,15 +274,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *acces
 		})
 		log.Info("admin listening", "addr", in.adminLn.Addr().String())
 	}
-	// The status board's sampler runs until the instance has drained, so the
-	// page keeps showing conns go away during a drain.
-	var sampling sync.WaitGroup
-	samplerCtx, stopSampling := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() {
-		stopSampling()
-		sampling.Wait()
-	}()
-	sampling.Go(func() { in.sample(samplerCtx) })
+	background.Go(func() { in.sample(bg) })
+	if o.watch && in.path != "" {
+		watch := watchFile(in.path, time.Second, in.reloadNow, log)
+		background.Go(func() { watch(bg) })
+	}
 	if started != nil {
 		started(in)
 	}
@@ -205,33 +289,45 @@ wait:
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGHUP:
-				log.Warn("SIGHUP ignored: configuration reload is not available in this build yet; restart to apply changes")
+				in.reload(ctx, bg, "SIGHUP")
 				continue
 			case syscall.SIGUSR1:
 				in.reopenAccessLog()
 				continue
 			}
-			log.Info("draining", "signal", s.String(), "drain_timeout", cfg.Shutdown.DrainTimeout, "close_spread", cfg.Shutdown.CloseSpread)
+			log.Info("draining", "signal", s.String(), "drain_timeout", in.gen.Load().cfg.Shutdown.DrainTimeout,
+				"close_spread", in.gen.Load().cfg.Shutdown.CloseSpread)
 			break wait
+		case <-in.reloadNow:
+			in.reload(ctx, bg, "file changed")
 		case <-ctx.Done():
-			log.Info("draining", "drain_timeout", cfg.Shutdown.DrainTimeout, "close_spread", cfg.Shutdown.CloseSpread)
+			log.Info("draining", "drain_timeout", in.gen.Load().cfg.Shutdown.DrainTimeout,
+				"close_spread", in.gen.Load().cfg.Shutdown.CloseSpread)
 			break wait
 		}
 	}
-	// Listening sockets close at once: new conns are refused, not left
-	// queued, while the established ones drain.
-	in.draining.Store(true)
-	stopAccepting()
-	accepting.Wait()
 	in.drain(sigs)
 	adminServing.Wait()
 	log.Info("stopped")
 	return 0
 }
 
-// drain lets conns run for drain_timeout, then closes the rest spread over
-// close_spread, then stops the admin server. Another SIGTERM/SIGINT cuts it short.
+// drain stops every listener accepting at once (new conns are refused, not
+// left queued), lets the conns run for drain_timeout, then closes the rest
+// spread over close_spread, waits for listeners retired by reloads, and stops
+// the admin server. Another SIGTERM/SIGINT cuts it short.
 func (in *instance) drain(sigs <-chan os.Signal) {
+	in.mu.Lock() // no reload from here on
+	defer in.mu.Unlock()
+	in.draining.Store(true)
+	in.beginDrain()
+	g := in.gen.Load()
+	for _, l := range g.listeners {
+		l.stop()
+	}
+	for _, l := range g.listeners {
+		<-l.served
+	}
 	ctx, cutShort := context.WithCancel(context.Background())
 	defer cutShort()
 	done := make(chan struct{})
@@ -241,11 +337,13 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 			case s := <-sigs:
 				switch s {
 				case syscall.SIGHUP:
+					in.log.Warn("SIGHUP ignored: draining")
 				case syscall.SIGUSR1:
 					in.reopenAccessLog()
 				default:
 					in.log.Warn("second signal: closing every conn now", "signal", s.String())
 					cutShort()
+					in.cutRetiring()
 					return
 				}
 			case <-done:
@@ -254,10 +352,11 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 		}
 	}()
 	var wg sync.WaitGroup
-	for _, l := range in.listeners {
-		wg.Go(func() { l.Drain(ctx, in.cfg.Shutdown.DrainTimeout, in.cfg.Shutdown.CloseSpread) })
+	for _, l := range g.listeners {
+		wg.Go(func() { l.fl.Drain(ctx, g.cfg.Shutdown.DrainTimeout, g.cfg.Shutdown.CloseSpread) })
 	}
 	wg.Wait()
+	in.retiring.Wait()
 	close(done)
 	if in.admin != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -273,6 +372,16 @@ func (in *instance) reopenAccessLog() {
 		return
 	}
 	in.log.Info("access log reopened")
+}
+
+// startChecks starts the active health checks of every pool of g and
+// returns their stop funcs.
+func (in *instance) startChecks(ctx context.Context, g *generation) []func() {
+	var stops []func()
+	for _, pc := range g.cfg.Pools {
+		stops = append(stops, health.Start(ctx, g.pools[pc.Name], pc.Health, in.log, in.healthHooks()))
+	}
+	return stops
 }
 
 // healthHooks feed the health checks' results into the metrics.
@@ -307,7 +416,7 @@ func (in *instance) gatherer() prometheus.Gatherer {
 }
 
 func (in *instance) refreshGauges() {
-	for _, p := range in.pools {
+	for _, p := range in.gen.Load().pools {
 		for _, b := range p.Backends() {
 			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
 			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
@@ -317,9 +426,14 @@ func (in *instance) refreshGauges() {
 
 // status is /status.json, read from the running instance.
 func (in *instance) status() status.Snapshot {
+	g := in.gen.Load()
+	fls := make([]*frontend.Listener, len(g.listeners))
+	for i, l := range g.listeners {
+		fls[i] = l.fl
+	}
 	return in.board.Snapshot(status.Sources{
-		Version: buildVersion(), Started: in.started, Config: in.cfg, Pools: in.pools,
-		Listeners: in.listeners, Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
+		Version: buildVersion(), Started: in.started, Config: g.cfg, Pools: g.pools,
+		Listeners: fls, Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
 	}, time.Now())
 }
 
@@ -327,13 +441,13 @@ func (in *instance) status() status.Snapshot {
 func (in *instance) sample(ctx context.Context) {
 	t := time.NewTicker(statusInterval)
 	defer t.Stop()
-	in.board.Sample(in.pools)
+	in.board.Sample(in.gen.Load().pools)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			in.board.Sample(in.pools)
+			in.board.Sample(in.gen.Load().pools)
 		}
 	}
 }

@@ -49,7 +49,7 @@ pools:
   - {name: pa, backends: [{address: %s}], health: {check: none}}
   - {name: pb, backends: [{address: %s}], health: {check: none}}
 `, beA, beB)).in
-	lb := in.listeners[0].BoundAddr().String()
+	lb := in.addr(0)
 	adminURL := "http://" + in.adminLn.Addr().String()
 
 	var toA []*websocket.Conn

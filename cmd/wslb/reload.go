@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/pool"
+)
+
+// reload reads the configuration file again and applies what changed. An
+// invalid file, or one whose new sockets cannot be bound, is rejected as a
+// whole: every problem is logged and the running configuration is left
+// exactly as it was. acceptCtx is what new listeners accept under; bg is what
+// health checks run under.
+func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.draining.Load() {
+		return
+	}
+	if in.path == "" {
+		in.log.Warn("reload ignored: wslb was not started from a configuration file", "trigger", trigger)
+		return
+	}
+	cfg, err := config.Load(in.path)
+	if err == nil {
+		err = in.apply(acceptCtx, bg, cfg)
+	}
+	if err != nil {
+		in.metrics.ConfigReloads.WithLabelValues("rejected").Inc()
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				in.log.Error("reload: "+p.String(), "trigger", trigger)
+			}
+		} else {
+			in.log.Error("reload: "+err.Error(), "trigger", trigger)
+		}
+		in.log.Error("configuration reload rejected; the running configuration keeps serving", "trigger", trigger, "file", in.path)
+		return
+	}
+	in.metrics.ConfigReloads.WithLabelValues("ok").Inc()
+}
+
+// apply moves the running instance to cfg. Sockets are bound first, since
+// that is the one step that may fail; after it nothing is undone.
+//
+//   - Listeners are matched by name. A new one is bound; a removed one stops
+//     accepting and its conns run out (drain_timeout, then close_spread); one
+//     whose address, mode or worker count changed is bound anew and the old
+//     sockets retire the same way; any other change applies in place, to
+//     conns accepted from now on.
+//   - Pools are reconciled by address: backends that stay keep their conns,
+//     their counts and their health; added ones ramp up by slow start; the
+//     conns of removed ones end after drain_timeout, spread over close_spread.
+//   - Nothing else ends an established conn.
+func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) error {
+	old := in.gen.Load()
+	oldByName := map[string]*listener{}
+	for _, l := range old.listeners {
+		oldByName[l.cfg.Name] = l
+	}
+	next := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
+
+	// 1. Sockets, and proxies for them. A proxy is built over the running
+	// pools (and the new ones), so a failure here has changed nothing.
+	var bound []*listener
+	fail := func(err error) error {
+		for _, b := range bound {
+			b.fl.Close()
+		}
+		return err
+	}
+	for _, pc := range cfg.Pools {
+		next.pools[pc.Name] = old.pools[pc.Name]
+		if next.pools[pc.Name] == nil {
+			next.pools[pc.Name] = pool.New(pc)
+		}
+	}
+	for _, lc := range cfg.Listeners {
+		if ol := oldByName[lc.Name]; ol != nil && !mustRebind(old.cfg, ol.cfg, cfg, lc) {
+			kept := *ol // shares the running sockets, proxy and stop
+			kept.cfg = lc
+			next.listeners = append(next.listeners, &kept)
+			delete(oldByName, lc.Name)
+			continue
+		}
+		// SO_REUSEPORT lets a rebound listener bind its address while the
+		// old sockets still accept, so no conn is refused in between.
+		l, err := in.bind(acceptCtx, cfg, lc)
+		if err != nil {
+			return fail(err)
+		}
+		bound = append(bound, l)
+		if err := in.attach(l, next.pools); err != nil {
+			return fail(err)
+		}
+		next.listeners = append(next.listeners, l)
+	}
+	if cfg.Admin.Listen != old.cfg.Admin.Listen {
+		in.log.Warn("admin.listen changed; the admin listener stays where it is until a restart",
+			"running", old.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
+	}
+
+	// 2. Pools. From here on nothing fails.
+	retire := pool.Retire{Grace: cfg.Shutdown.DrainTimeout, Spread: cfg.Shutdown.CloseSpread}
+	for _, pc := range cfg.Pools {
+		if op := old.pools[pc.Name]; op != nil {
+			next.pools[pc.Name] = pool.ReconcileRetiring(op, pc, retire)
+		}
+		in.newSeries(next.pools[pc.Name])
+	}
+	for name, op := range old.pools {
+		if next.pools[name] == nil {
+			op.Remove(retire)
+		}
+	}
+	in.forgetRemoved(old, next)
+
+	// 3. Every proxy takes the reconciled pools and its new settings, for
+	// conns accepted from now on; then the new sockets start accepting.
+	for _, l := range next.listeners {
+		switch {
+		case l.l4 != nil:
+			l.l4.Update(l.cfg, next.pools[l.cfg.Pool])
+		case l.l7 != nil:
+			if err := l.l7.Update(l.cfg, next.pools); err != nil {
+				in.log.Error("reload: listener keeps its previous settings", "listener", l.cfg.Name, "err", err)
+			}
+		}
+		l.fl.SetMaxConns(l.cfg.MaxConnections)
+	}
+	for _, l := range bound {
+		in.start(acceptCtx, l)
+	}
+
+	// 4. Retire the sockets no listener uses any more. The conns of a
+	// removed listener run for drain_timeout; those of a rebound one are
+	// not cut by the reload (DESIGN: they continue) but by the next drain.
+	stillConfigured := map[string]bool{}
+	for _, lc := range cfg.Listeners {
+		stillConfigured[lc.Name] = true
+	}
+	for _, ol := range oldByName {
+		in.retireListener(ol, stillConfigured[ol.cfg.Name], cfg.Shutdown.DrainTimeout, cfg.Shutdown.CloseSpread)
+	}
+
+	// 5. Health checks follow the new pools; kept backends keep their state.
+	for _, stop := range old.stopChecks {
+		stop()
+	}
+	next.stopChecks = in.startChecks(bg, next)
+	in.gen.Store(next)
+	in.refreshGauges()
+	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),
+		"listeners_bound", len(bound), "listeners_retired", len(oldByName), "pools", len(next.pools))
+	return nil
+}
+
+// mustRebind reports whether listener l (of configuration cfg) needs new
+// sockets rather than an update of the running ones ol (of old).
+func mustRebind(old *config.Config, ol config.Listener, cfg *config.Config, l config.Listener) bool {
+	return ol.Listen != l.Listen || ol.Mode != l.Mode || old.Workers != cfg.Workers
+}
+
+// retireListener stops l accepting and lets its conns run out in the
+// background: drain_timeout, then closed spread over close_spread. With
+// keep, they run until they end by themselves or the process drains.
+func (in *instance) retireListener(l *listener, keep bool, grace, spread time.Duration) {
+	l.stop()
+	in.log.Info("listener sockets retired; their conns run out", "listener", l.cfg.Name,
+		"addr", l.fl.BoundAddr().String(), "conns", l.fl.Active(), "until_drain", keep)
+	in.retiring.Go(func() {
+		<-l.served
+		if keep && l.fl.WaitIdle(in.shutdown) {
+			grace, spread = 0, 0 // nothing left to wait for
+		}
+		l.fl.Drain(in.retireCtx, grace, spread)
+	})
+}
+
+// forgetRemoved deletes the per-backend series of backends that left every
+// pool, so dashboards do not show them as down forever. Their connection
+// and byte series stay: their conns may still be running out.
+func (in *instance) forgetRemoved(old, next *generation) {
+	for name, op := range old.pools {
+		np := next.pools[name]
+		for _, b := range op.Backends() {
+			if np != nil && np.Has(b) {
+				continue
+			}
+			in.metrics.BackendUp.DeleteLabelValues(name, b.String())
+			in.metrics.IdleConnections.DeleteLabelValues(name, b.String())
+			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "ok")
+			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "fail")
+		}
+	}
+}
+
+// watchFile sends on changed when path's file changes: its size, its
+// modification time, or the file itself (an editor or a Kubernetes ConfigMap
+// replaces it by a rename). Polling works on every filesystem and through
+// symlinks; once a second is quick enough for a human edit.
+// It returns at once with the function to run: the first look at the file
+// is taken before, so a change made right after start-up is not missed.
+func watchFile(path string, every time.Duration, changed chan<- struct{}, log *slog.Logger) func(ctx context.Context) {
+	last, err := os.Stat(path)
+	if err != nil {
+		log.Warn("watch: cannot stat the configuration file", "file", path, "err", err)
+	}
+	return func(ctx context.Context) { watchLoop(ctx, path, every, last, changed) }
+}
+
+func watchLoop(ctx context.Context, path string, every time.Duration, last os.FileInfo, changed chan<- struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := os.Stat(path)
+		if err != nil {
+			continue // mid-replace; the next tick sees the new file
+		}
+		if last != nil && os.SameFile(last, cur) && cur.Size() == last.Size() && cur.ModTime().Equal(last.ModTime()) {
+			continue
+		}
+		last = cur
+		select {
+		case changed <- struct{}{}:
+		default: // a reload is already pending
+		}
+	}
+}
