@@ -9,6 +9,7 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestAccessLogConns(t *testing.T) {
@@ -24,12 +25,12 @@ func TestAccessLogConns(t *testing.T) {
 		t.Fatalf("%d lines while the conn is open; a conn is logged when it ends", n)
 	}
 	c.Close()
-	eventually(t, "one access line", func() bool { return len(buf.Lines()) == 1 })
+	wait.For(t, "one access line", func() bool { return len(buf.Lines()) == 1 })
 
 	dead := startLBWith(t, setup, "", loopback.DeadAddr(t))
 	dc := dial(t, dead.addr)
 	dc.Read(make([]byte, 1)) // closed once both dials failed
-	eventually(t, "two access lines", func() bool { return len(buf.Lines()) == 2 })
+	wait.For(t, "two access lines", func() bool { return len(buf.Lines()) == 2 })
 
 	var lines []map[string]any
 	for _, s := range buf.Lines() {

@@ -145,18 +145,6 @@ func dial(t *testing.T, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
-// eventually polls cond every 5 ms for at most 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // roundTrip writes msg and reads the same number of bytes back.
 func roundTrip(t *testing.T, c net.Conn, msg string) string {
 	t.Helper()

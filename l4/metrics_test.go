@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // DESIGN.md's metrics for l4: each way a conn can fail moves its own
@@ -155,7 +156,7 @@ func mBytes(l *lb, backend string) (rx, tx float64) {
 // the reason it was counted under.
 func mClosed(t *testing.T, l *lb) string {
 	t.Helper()
-	eventually(t, "tunnel closed", func() bool { return testutil.CollectAndCount(l.metrics.TunnelsClosed) == 1 })
+	wait.For(t, "tunnel closed", func() bool { return testutil.CollectAndCount(l.metrics.TunnelsClosed) == 1 })
 	for _, r := range []string{"client", "backend", "idle", "drain", "removed", "error"} {
 		if testutil.ToFloat64(l.metrics.TunnelsClosed.WithLabelValues("l4test", "p", r)) == 1 {
 			return r

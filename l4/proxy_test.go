@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestBulkBothWays(t *testing.T) {
@@ -50,7 +51,7 @@ func TestBulkBothWays(t *testing.T) {
 	if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
 		t.Fatalf("sha256 differs: got %x want %x", got, want)
 	}
-	eventually(t, "conn released", func() bool { return lb.pool.Backends()[0].Active() == 0 })
+	wait.For(t, "conn released", func() bool { return lb.pool.Backends()[0].Active() == 0 })
 	rx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.addr(), "rx"))
 	tx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.addr(), "tx"))
 	if rx != size || tx != size {
@@ -103,7 +104,7 @@ func TestIdleTimeout(t *testing.T) {
 		if took < idle-20*time.Millisecond || took > 3*idle {
 			t.Fatalf("closed after %v, want about %v", took, idle)
 		}
-		eventually(t, "idle reason counted", func() bool {
+		wait.For(t, "idle reason counted", func() bool {
 			return testutil.ToFloat64(lb.metrics.TunnelsClosed.WithLabelValues("l4test", "p", "idle")) == 1
 		})
 	})
@@ -219,15 +220,15 @@ func TestCountsReturnToZero(t *testing.T) {
 	}
 	// A backend reserves a conn at Pick, before the dial; the gauge counts it
 	// once it is relayed. Both settle at the 5 conns that stay open.
-	eventually(t, "backend-closed conns released, 5 open in the gauge", func() bool {
+	wait.For(t, "backend-closed conns released, 5 open in the gauge", func() bool {
 		return b.Active() == 5 && testutil.ToFloat64(gauge) == 5
 	})
 	for _, c := range byClient {
 		c.Close()
 	}
-	eventually(t, "client-closed conns released", func() bool { return b.Active() == 0 })
-	eventually(t, "gauge back to 0", func() bool { return testutil.ToFloat64(gauge) == 0 })
-	eventually(t, "listener count back to 0", func() bool { return lb.fl.Active() == 0 })
+	wait.For(t, "client-closed conns released", func() bool { return b.Active() == 0 })
+	wait.For(t, "gauge back to 0", func() bool { return testutil.ToFloat64(gauge) == 0 })
+	wait.For(t, "listener count back to 0", func() bool { return lb.fl.Active() == 0 })
 	if got := testutil.ToFloat64(lb.metrics.TunnelsClosed.WithLabelValues("l4test", "p", "backend")); got != 5 {
 		t.Fatalf("tunnels_closed{reason=backend} = %v, want 5", got)
 	}
@@ -253,7 +254,7 @@ func TestMaxConnections(t *testing.T) {
 	}
 	// A slot frees up when a conn ends.
 	a.Close()
-	eventually(t, "slot freed", func() bool { return lb.fl.Active() == 1 })
+	wait.For(t, "slot freed", func() bool { return lb.fl.Active() == 1 })
 	d := dial(t, lb.addr)
 	if got := roundTrip(t, d, "d"); got != "d" {
 		t.Fatalf("echo %q", got)

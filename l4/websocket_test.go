@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/demo"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // TestWebSocketPassesUntouched runs real WebSocket sessions (the demo echo
@@ -71,7 +72,7 @@ func TestWebSocketPassesUntouched(t *testing.T) {
 			t.Fatalf("close handshake: %v", err)
 		}
 	}
-	eventually(t, "all released", func() bool {
+	wait.For(t, "all released", func() bool {
 		for _, b := range lb.pool.Backends() {
 			if b.Active() != 0 {
 				return false

@@ -15,6 +15,7 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // accessLines collects JSON access lines written by proxies under test.
@@ -41,7 +42,7 @@ func (a *accessLines) all(t *testing.T) []map[string]any {
 // waitLines waits until n lines were written and returns them.
 func (a *accessLines) waitLines(t *testing.T, n int) []map[string]any {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d access lines", n), func() bool { return len(a.all(t)) >= n })
+	wait.For(t, fmt.Sprintf("%d access lines", n), func() bool { return len(a.all(t)) >= n })
 	got := a.all(t)
 	if len(got) != n {
 		t.Fatalf("%d access lines, want %d: %v", len(got), n, got)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // DESIGN.md "Bad input and faults", the rows that concern l7. Every answer
@@ -305,7 +306,7 @@ func TestBodyTooLarge(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Errorf("backend request not aborted")
 		}
-		eventually(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
+		wait.For(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
 		mExpectErrs(t, l, nil, map[string]float64{"bad_request": 1})
 	})
 }
@@ -356,7 +357,7 @@ func TestNoBackendAvailable(t *testing.T) {
 		// The tunnel ends: the backend takes traffic again.
 		ws.Close()
 		b := l.pools["p"].Backends()[0]
-		eventually(t, "tunnel released", func() bool { return b.Active() == 0 })
+		wait.For(t, "tunnel released", func() bool { return b.Active() == 0 })
 		if _, _, resp, _ := sendRaw(t, l.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "GET"); resp.StatusCode == 503 {
 			t.Errorf("still 503 after the tunnel ended")
 		}
@@ -461,7 +462,7 @@ func TestBackendFaults(t *testing.T) {
 				t.Errorf("backend was never dialed")
 			}
 			b := l.pools["p"].Backends()[0]
-			eventually(t, "backend released", func() bool { return b.Active() == 0 })
+			wait.For(t, "backend released", func() bool { return b.Active() == 0 })
 			if got := testutil.ToFloat64(l.metrics.ConnectionsActive.WithLabelValues("web", "p", addr)); got != 0 {
 				t.Errorf("connections_active = %v", got)
 			}
@@ -495,7 +496,7 @@ func TestBackendClosesMidTunnel(t *testing.T) {
 	if err != nil || resp.StatusCode != 101 {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
-	eventually(t, "tunnel counted", func() bool { return testutil.ToFloat64(active) == 1 && b.Active() == 1 })
+	wait.For(t, "tunnel counted", func() bool { return testutil.ToFloat64(active) == 1 && b.Active() == 1 })
 	io.WriteString(c, "ping")
 	rest, err := io.ReadAll(br)
 	if err != nil && !isReset(err) {
@@ -504,13 +505,13 @@ func TestBackendClosesMidTunnel(t *testing.T) {
 	if string(rest) != "from backend" {
 		t.Errorf("client got %q", rest)
 	}
-	eventually(t, "gauges back to 0", func() bool { return testutil.ToFloat64(active) == 0 && b.Active() == 0 })
+	wait.For(t, "gauges back to 0", func() bool { return testutil.ToFloat64(active) == 0 && b.Active() == 0 })
 	if got := testutil.ToFloat64(l.metrics.TunnelsClosed.WithLabelValues("web", "p", "backend")); got != 1 {
 		t.Errorf("tunnels_closed_total{backend} = %v", got)
 	}
 	mExpectErrs(t, l, nil, nil)
 	if got := l.fl.Active(); got != 0 {
-		eventually(t, "client conn ended", func() bool { return l.fl.Active() == 0 })
+		wait.For(t, "client conn ended", func() bool { return l.fl.Active() == 0 })
 	}
 }
 
@@ -569,14 +570,14 @@ func TestTLSHandshakeGarbage(t *testing.T) {
 	br := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	io.ReadAll(br) // a TLS alert, then close
-	eventually(t, "tls error counted", func() bool { return l.errs("tls") == 1 })
+	wait.For(t, "tls error counted", func() bool { return l.errs("tls") == 1 })
 	mExpectErrs(t, l, nil, map[string]float64{"tls": 1})
 
 	// Plain HTTP with redirect_http off: closed, counted, nothing forwarded.
 	c2 := rawConn(t, l.addr)
 	io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	expectClosed(t, bufio.NewReader(c2), c2)
-	eventually(t, "tls error counted", func() bool { return l.errs("tls") == 2 })
+	wait.For(t, "tls error counted", func() bool { return l.errs("tls") == 2 })
 	mExpectErrs(t, l, nil, map[string]float64{"tls": 2})
 	if be.conns.Load() != 0 {
 		t.Errorf("backend got a conn")

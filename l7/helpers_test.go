@@ -200,18 +200,6 @@ func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, st
 	return resp, string(body)
 }
 
-// eventually polls cond every 5 ms for at most 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // selfSigned writes a certificate for 127.0.0.1 and localhost into dir and
 // returns the paths and a pool trusting it.
 func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // Plain HTTP semantics of DESIGN.md "Precise behaviour", end to end over
@@ -140,7 +142,7 @@ func TestKeepAliveReusesBackendConns(t *testing.T) {
 		t.Errorf("backend saw %d requests, want %d", got, n)
 	}
 	b := l.pools["p"].Backends()[0]
-	eventually(t, "backend released", func() bool { return b.Active() == 0 })
+	wait.For(t, "backend released", func() bool { return b.Active() == 0 })
 	if got := testutil.ToFloat64(l.metrics.IdleConnections.WithLabelValues("p", be.addr())); got != 1 {
 		t.Errorf("wslb_idle_connections = %v, want 1", got)
 	}
@@ -258,7 +260,7 @@ func TestResponseBodiesRelayed(t *testing.T) {
 			if got := accepted.Load(); got != want {
 				t.Errorf("backend accepted %d conns for 3 requests, want %d", got, want)
 			}
-			eventually(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
+			wait.For(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
 		})
 	}
 }
@@ -839,7 +841,7 @@ func TestDrainEndsInFlightRequests(t *testing.T) {
 			}()
 			c := rawConn(t, ln.Addr().String())
 			io.WriteString(c, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
-			eventually(t, "request at the backend", func() bool { return accepted.Load() == 1 })
+			wait.For(t, "request at the backend", func() bool { return accepted.Load() == 1 })
 			time.Sleep(50 * time.Millisecond)
 			cancel(errors.New("drain"))
 			select {

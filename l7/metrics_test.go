@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // DESIGN.md "Bad input and faults" as wslb_errors_total sees it: each fault
@@ -182,7 +183,7 @@ func mNoTunnel(t *testing.T, l *lb, backend string) {
 		t.Errorf("%d tunnels_closed_total series, want none", n)
 	}
 	b := l.pools["p"].Backends()[0]
-	eventually(t, "backend released", func() bool { return b.Active() == 0 })
+	wait.For(t, "backend released", func() bool { return b.Active() == 0 })
 	if got := testutil.ToFloat64(m.ConnectionsActive.WithLabelValues("web", "p", backend)); got != 0 {
 		t.Errorf("connections_active = %v, want 0", got)
 	}
@@ -225,11 +226,11 @@ func TestMetricsBackendClosesMidTunnel(t *testing.T) {
 
 	stays := dialWS(t, "ws://"+l.addr+"/", nil)
 	echoOnce(t, stays, websocket.MessageText, []byte("hello"))
-	eventually(t, "first tunnel counted", func() bool { return testutil.ToFloat64(active) == 1 && b.Active() == 1 })
+	wait.For(t, "first tunnel counted", func() bool { return testutil.ToFloat64(active) == 1 && b.Active() == 1 })
 
 	dropped := dialWS(t, "ws://"+l.addr+"/", nil)
 	echoOnce(t, dropped, websocket.MessageText, []byte("hello"))
-	eventually(t, "second tunnel counted", func() bool { return testutil.ToFloat64(active) == 2 && b.Active() == 2 })
+	wait.For(t, "second tunnel counted", func() bool { return testutil.ToFloat64(active) == 2 && b.Active() == 2 })
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := dropped.Write(ctx, websocket.MessageText, []byte("bye")); err != nil {
@@ -240,7 +241,7 @@ func TestMetricsBackendClosesMidTunnel(t *testing.T) {
 	} else if ctx.Err() != nil {
 		t.Fatal("client side not closed within 5s of the backend dropping the tunnel")
 	}
-	eventually(t, "gauges back to their prior value", func() bool {
+	wait.For(t, "gauges back to their prior value", func() bool {
 		return testutil.ToFloat64(active) == 1 && b.Active() == 1 && closed("backend") == 1
 	})
 	if got := closed("client"); got != 0 {
@@ -257,7 +258,7 @@ func TestMetricsBackendClosesMidTunnel(t *testing.T) {
 	// The other tunnel was untouched and still works.
 	echoOnce(t, stays, websocket.MessageText, []byte("still here"))
 	stays.CloseNow()
-	eventually(t, "gauges back to 0", func() bool {
+	wait.For(t, "gauges back to 0", func() bool {
 		return testutil.ToFloat64(active) == 0 && b.Active() == 0 && closed("client") == 1
 	})
 	if n := testutil.CollectAndCount(m.TunnelDuration); n != 1 {
@@ -291,7 +292,7 @@ func TestMetricsEarlyFramesCounted(t *testing.T) {
 	}
 	io.WriteString(c, later)
 	io.ReadAll(br) // the backend closes once it has everything
-	eventually(t, "tunnel closed", func() bool { return testutil.CollectAndCount(l.metrics.TunnelsClosed) == 1 })
+	wait.For(t, "tunnel closed", func() bool { return testutil.CollectAndCount(l.metrics.TunnelsClosed) == 1 })
 	rx := testutil.ToFloat64(l.metrics.Bytes.WithLabelValues("web", "p", addr, "rx"))
 	tx := testutil.ToFloat64(l.metrics.Bytes.WithLabelValues("web", "p", addr, "tx"))
 	if rx != float64(len(fromClient)+len(later)) || tx != float64(len(fromBackend)) {

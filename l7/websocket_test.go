@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // wsEcho is a WebSocket echo backend that records the upgrade request.
@@ -123,7 +124,7 @@ func TestWebSocketEchoAndHeaders(t *testing.T) {
 		t.Fatalf("close handshake: %v", err)
 	}
 	b := l.pools["p"].Backends()[0]
-	eventually(t, "tunnel released", func() bool { return b.Active() == 0 })
+	wait.For(t, "tunnel released", func() bool { return b.Active() == 0 })
 	if got := testutil.ToFloat64(l.metrics.Upgrades.WithLabelValues("web", "p")); got != 1 {
 		t.Errorf("upgrades_total = %v", got)
 	}

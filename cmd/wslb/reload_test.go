@@ -18,6 +18,7 @@ import (
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/demo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // reloadConn is one WebSocket through wslb and the backend that answered it.
@@ -276,7 +277,7 @@ func TestReloadKeepsTunnels(t *testing.T) {
 				open++
 			}
 		}
-		eventuallyMain(t, step.what+": active counts match the open tunnels", func() bool {
+		wait.For(t, step.what+": active counts match the open tunnels", func() bool {
 			for _, b := range in.gen.Load().pools["ws"].Backends() {
 				if b.Active() != want[b.String()] {
 					return false
@@ -292,18 +293,6 @@ func TestReloadKeepsTunnels(t *testing.T) {
 		t.Fatalf("%d conns of removed backends closed, tunnels_closed{reason=removed} = %v", closedTotal, removed)
 	}
 	t.Logf("%d conns of removed backends were closed, all counted as removed", closedTotal)
-}
-
-// eventuallyMain polls cond every 10 ms for at most 5 s.
-func eventuallyMain(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // TestReloadListeners: a reload binds an added listener, rebinds one whose
@@ -385,7 +374,7 @@ pools:
 	if err := tcp.exchange(ctx); err != nil {
 		t.Fatalf("a conn of the rebound listener was cut: %v", err)
 	}
-	eventuallyMain(t, "the removed listener's tunnel counted as drained", func() bool {
+	wait.For(t, "the removed listener's tunnel counted as drained", func() bool {
 		return testutil.ToFloat64(in.metrics.TunnelsClosed.WithLabelValues("gone", "ws", "drain")) == 1
 	})
 }
@@ -404,7 +393,7 @@ func TestReloadTriggers(t *testing.T) {
 	backends := func() int { return len(in.gen.Load().pools["ws"].Backends()) }
 
 	f.write(f.config("a", "b"))
-	eventuallyMain(t, "a reload on the file change", func() bool { return backends() == 2 })
+	wait.For(t, "a reload on the file change", func() bool { return backends() == 2 })
 
 	// Same content again, then only SIGHUP: the watch sees a new file (a
 	// rename) and reloads too; both are fine, and neither may cut anything.
@@ -415,7 +404,7 @@ func TestReloadTriggers(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyMain(t, "a reload on SIGHUP", func() bool { return backends() == 3 })
+	wait.For(t, "a reload on SIGHUP", func() bool { return backends() == 3 })
 	if got := testutil.ToFloat64(in.metrics.ConfigReloads.WithLabelValues("ok")); got < before+1 {
 		t.Fatalf("reloads ok = %v, want more than %v", got, before)
 	}
