@@ -51,9 +51,10 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 //
 //   - Listeners are matched by name. A new one is bound; a removed one stops
 //     accepting and its conns run out (drain_timeout, then close_spread); one
-//     whose address, mode or worker count changed is bound anew and the old
-//     sockets retire the same way; any other change applies in place, to
-//     conns accepted from now on.
+//     whose address, mode or worker count changed is bound anew, and the
+//     conns of its old sockets continue until they end or the process
+//     drains; any other change applies in place, to conns accepted from now
+//     on.
 //   - Pools are reconciled by address: backends that stay keep their conns,
 //     their counts and their health; added ones ramp up by slow start; the
 //     conns of removed ones end after drain_timeout, spread over close_spread.
