@@ -60,6 +60,7 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 //     conns of removed ones end after drain_timeout, spread over close_spread.
 //   - Nothing else ends an established conn.
 func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) error {
+	start := time.Now()
 	old := in.gen.Load()
 	oldByName := map[string]*listener{}
 	for _, l := range old.listeners {
@@ -158,7 +159,8 @@ func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) err
 	in.gen.Store(next)
 	in.refreshGauges()
 	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),
-		"listeners_bound", len(bound), "listeners_retired", len(oldByName), "pools", len(next.pools))
+		"listeners_bound", len(bound), "listeners_retired", len(oldByName), "pools", len(next.pools),
+		"took", time.Since(start))
 	return nil
 }
 
