@@ -101,10 +101,10 @@ func TestDemoProcess(t *testing.T) {
 	seen := map[string]bool{}
 	var conns []*websocket.Conn
 	for i := range 3 {
-		c := demoDialWS(ctx, t, "ws://"+host+"/websocket/?hello=1")
+		c := dialWS(ctx, t, "ws://"+host+"/websocket/?hello=1", nil)
 		conns = append(conns, c)
 		name := demoGreeting(ctx, t, c)
-		demoEcho(ctx, t, c, fmt.Sprintf("hello %d through l7", i))
+		wsEcho(ctx, t, c, fmt.Sprintf("hello %d through l7", i))
 		seen[name] = true
 	}
 	if len(seen) != 3 {
@@ -112,12 +112,12 @@ func TestDemoProcess(t *testing.T) {
 	}
 
 	// The l4 listener: the same backends, bytes untouched.
-	c4 := demoDialWS(ctx, t, u["l4"]+"?hello=1")
+	c4 := dialWS(ctx, t, u["l4"]+"?hello=1", nil)
 	conns = append(conns, c4)
 	if name := demoGreeting(ctx, t, c4); !seen[name] {
 		t.Errorf("l4 conn reached %q, not one of the demo backends %v", name, seen)
 	}
-	demoEcho(ctx, t, c4, "hello through l4")
+	wsEcho(ctx, t, c4, "hello through l4")
 
 	// The admin pages the demo printed.
 	resp, body = demoGet(t, hc, u["status"])
@@ -338,21 +338,6 @@ func demoGet(t *testing.T, hc *http.Client, url string) (*http.Response, string)
 	return resp, string(b)
 }
 
-func demoDialWS(ctx context.Context, t *testing.T, url string) *websocket.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, nil)
-	if err != nil {
-		t.Fatalf("WebSocket %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("WebSocket %s: status %d", url, resp.StatusCode)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
-}
-
 // demoGreeting reads the first message of a ?hello=1 conn and returns the
 // backend it names.
 func demoGreeting(ctx context.Context, t *testing.T, c *websocket.Conn) string {
@@ -368,20 +353,4 @@ func demoGreeting(ctx context.Context, t *testing.T, c *websocket.Conn) string {
 		t.Fatalf("first message %v %q, want text \"connected to demo-N\"", typ, msg)
 	}
 	return string(m[1])
-}
-
-func demoEcho(ctx context.Context, t *testing.T, c *websocket.Conn, msg string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	_, got, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read the echo: %v", err)
-	}
-	if string(got) != msg {
-		t.Fatalf("echo %q, want %q", got, msg)
-	}
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/wslb/wslb/demo"
 	"github.com/wslb/wslb/internal/loopback"
 )
 
@@ -43,11 +42,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		timeout = 300 * time.Millisecond
 		spread  = time.Second
 	)
-	b := &demo.Backend{Name: "drain-backend", Addr: "127.0.0.1:0"}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	backend := wsBackend(t, "drain-backend")
 	listen := loopback.FreeAddr(t)
 	r := startServe(t, fmt.Sprintf(`
 workers: 2
@@ -57,14 +52,14 @@ listeners:
   - {name: web, listen: %s, mode: l7, pool: p}
 pools:
   - {name: p, backends: [{address: %s}], health: {check: none}}
-`, timeout, spread, listen, b.BoundAddr()))
+`, timeout, spread, listen, backend))
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	conns := make([]*websocket.Conn, n)
 	for i := range conns {
-		conns[i] = demoDialWS(ctx, t, "ws://"+listen+"/")
-		demoEcho(ctx, t, conns[i], fmt.Sprintf("conn %d", i))
+		conns[i] = dialWS(ctx, t, "ws://"+listen+"/", nil)
+		wsEcho(ctx, t, conns[i], fmt.Sprintf("conn %d", i))
 	}
 
 	// One reader per conn, blocked until its conn ends. Each conn's context

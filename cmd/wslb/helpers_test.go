@@ -5,10 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/demo"
 )
 
 // echoBackend is a TCP echo server on loopback, closed when the test ends.
@@ -87,4 +91,50 @@ func startServeConfig(t *testing.T, cfg *config.Config, so serveOptions) *runnin
 		t.Fatal("serve did not start")
 	}
 	return r
+}
+
+// wsBackend starts a demo WebSocket echo backend named name on loopback; a
+// conn with ?hello=1 is first greeted with "connected to NAME".
+func wsBackend(t *testing.T, name string) string {
+	t.Helper()
+	b := &demo.Backend{Name: name, Addr: "127.0.0.1:0"}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b.BoundAddr()
+}
+
+// dialWS opens a WebSocket to url, allowing 10 s, and closes it when the
+// test ends.
+func dialWS(ctx context.Context, t *testing.T, url string, opts *websocket.DialOptions) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("WebSocket %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("WebSocket %s: status %d", url, resp.StatusCode)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// wsEcho sends msg and fails unless the same message comes back.
+func wsEcho(ctx context.Context, t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read the echo: %v", err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo %q, want %q", got, msg)
+	}
 }

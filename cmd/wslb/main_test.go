@@ -127,15 +127,30 @@ pools:
 	}
 }
 
+// get returns the status code of a GET of url.
 func get(t *testing.T, url string) int {
+	t.Helper()
+	code, _ := fetch(t, url)
+	return code
+}
+
+// getBody returns the body of a GET of url.
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	_, body := fetch(t, url)
+	return body
+}
+
+func fetch(t *testing.T, url string) (int, string) {
 	t.Helper()
 	cl := &http.Client{Timeout: 5 * time.Second}
 	resp, err := cl.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestHealthWiring runs serve with active checks over one live and one dead
@@ -194,18 +209,6 @@ pools:
 	if got := getBody(t, metricsURL); !strings.Contains(got, `wslb_errors_total{listener="t",reason="dial"} 0`) {
 		t.Fatalf("a dial to the dead backend was attempted:\n%s", grepLines(got, "wslb_errors_total"))
 	}
-}
-
-func getBody(t *testing.T, url string) string {
-	t.Helper()
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 func grepLines(s, prefix string) string {

@@ -228,19 +228,12 @@ func mHTTPBackend(t *testing.T) string {
 	return srv.Listener.Addr().String()
 }
 
+// mDialWS opens an uncompressed WebSocket, so byte counts are predictable,
+// that takes large messages.
 func mDialWS(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("dial %s: status %d", url, resp.StatusCode)
-	}
+	c := dialWS(t.Context(), t, url, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
 	c.SetReadLimit(16 << 20)
-	t.Cleanup(func() { c.CloseNow() })
 	return c
 }
 
@@ -737,16 +730,6 @@ func mStatusDraining(t *testing.T, admin string) bool {
 	return *st.Draining
 }
 
-func mReadyz(t *testing.T, admin string) int {
-	t.Helper()
-	resp, err := scrapeClient.Get("http://" + admin + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // TestReadyzFlipsDuringDrain: /readyz is 200 while serving and 503 as soon as
 // the drain starts, while the admin listener keeps serving /metrics and
 // /status.json for as long as conns remain. Of two open tunnels, the one its
@@ -764,7 +747,7 @@ pools:
 `, ws))
 	admin := r.in.adminLn.Addr().String()
 	url := "ws://" + r.in.addr(0) + "/"
-	if code := mReadyz(t, admin); code != 200 {
+	if code := get(t, "http://"+admin+"/readyz"); code != 200 {
 		t.Fatalf("/readyz %d while serving", code)
 	}
 	if mStatusDraining(t, admin) {
@@ -779,7 +762,7 @@ pools:
 
 	r.cancel() // as SIGTERM does
 	deadline := time.Now().Add(5 * time.Second)
-	for mReadyz(t, admin) != 503 {
+	for get(t, "http://"+admin+"/readyz") != 503 {
 		if time.Now().After(deadline) {
 			t.Fatal("/readyz never turned 503 during the drain")
 		}
@@ -795,7 +778,7 @@ pools:
 	scrapeUntil(t, admin, "the client-closed tunnel counted", func(s scrapeResult) bool {
 		return s.sum("wslb_connections_active") == 1 && s.sum("wslb_tunnels_closed_total", "reason", "client") == 1
 	}, "wslb_connections_active", "wslb_tunnels_closed_total")
-	if code := mReadyz(t, admin); code != 503 {
+	if code := get(t, "http://"+admin+"/readyz"); code != 503 {
 		t.Errorf("/readyz %d later in the drain", code)
 	}
 

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/config"
-	"github.com/wslb/wslb/demo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/wait"
 )
@@ -42,12 +41,7 @@ func reloadBackends(t *testing.T, names ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, n := range names {
-		b := &demo.Backend{Name: n, Addr: "127.0.0.1:0"}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		out[n] = b.BoundAddr()
+		out[n] = wsBackend(t, n)
 	}
 	return out
 }
@@ -110,13 +104,9 @@ func (f *reloadFixture) dial(ctx context.Context, listener string, i int) *reloa
 	if listener == "tcp" {
 		addr = f.r.in.addr(1)
 	}
+	c := dialWS(ctx, f.t, fmt.Sprintf("ws://%s/?hello=1&n=%d", addr, i), nil)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(dctx, fmt.Sprintf("ws://%s/?hello=1&n=%d", addr, i), nil)
-	if err != nil {
-		f.t.Fatalf("dial %s: %v", listener, err)
-	}
-	f.t.Cleanup(func() { c.CloseNow() })
 	_, hello, err := c.Read(dctx)
 	if err != nil {
 		f.t.Fatal(err)
@@ -320,12 +310,7 @@ pools:
 	web := f.dial(ctx, "web", 1)
 	tcp := f.dial(ctx, "tcp", 2)
 	goneAddr := in.addr(2)
-	gc, _, err := websocket.Dial(ctx, "ws://"+goneAddr+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.CloseNow()
-	gone := &reloadConn{c: gc, backend: "a", via: "gone"}
+	gone := &reloadConn{c: dialWS(ctx, t, "ws://"+goneAddr+"/", nil), backend: "a", via: "gone"}
 	webSocket := in.gen.Load().listeners[0].fl
 
 	f.reload(fmt.Sprintf(`
@@ -357,11 +342,7 @@ pools:
 	if _, err := net.DialTimeout("tcp", goneAddr, time.Second); err == nil {
 		t.Error("a removed listener still accepts")
 	}
-	c, _, err := websocket.Dial(ctx, "ws://"+pExtra+"/", nil)
-	if err != nil {
-		t.Fatalf("added listener: %v", err)
-	}
-	c.CloseNow()
+	dialWS(ctx, t, "ws://"+pExtra+"/", nil).CloseNow() // the added listener accepts
 
 	// The removed listener's conn ends once drain_timeout has passed; the
 	// rebound one's does not.

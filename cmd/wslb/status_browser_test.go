@@ -20,7 +20,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
-	"github.com/wslb/wslb/demo"
 	"github.com/wslb/wslb/internal/syncbuf"
 )
 
@@ -33,7 +32,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	beA, beB := browserWSBackend(t), browserWSBackend(t)
+	beA, beB := wsBackend(t, "browser-test"), wsBackend(t, "browser-test")
 	in := startServe(t, fmt.Sprintf(`
 workers: 2
 shutdown: {drain_timeout: 0s, close_spread: 0s}
@@ -134,34 +133,12 @@ func browserBadRequest(t *testing.T, addr string) {
 	}
 }
 
-// browserWSBackend starts a WebSocket echo server (the demo's) on loopback.
-func browserWSBackend(t *testing.T) string {
-	t.Helper()
-	b := &demo.Backend{Name: "browser-test", Addr: "127.0.0.1:0"}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.BoundAddr()
-}
-
 // browserDial opens a WebSocket through the load balancer and exchanges one
 // message, so the tunnel is established end to end when it returns.
 func browserDial(ctx context.Context, t *testing.T, url string) *websocket.Conn {
 	t.Helper()
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(dctx, url, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	if err := c.Write(dctx, websocket.MessageText, []byte("ping")); err != nil {
-		t.Fatalf("write to %s: %v", url, err)
-	}
-	if _, msg, err := c.Read(dctx); err != nil || string(msg) != "ping" {
-		t.Fatalf("echo from %s: %q %v", url, msg, err)
-	}
+	c := dialWS(ctx, t, url, nil)
+	wsEcho(ctx, t, c, "ping")
 	return c
 }
 
