@@ -1,7 +1,6 @@
 package l4
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/internal/servetest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 )
@@ -118,19 +118,7 @@ func startLBWith(t *testing.T, setup func(*Proxy), extra string, backends ...str
 		NewHandler: func() frontend.Handler { return px },
 		OnLimit:    px.OnLimit, Log: log,
 	}
-	if err := fl.Listen(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { fl.Serve(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		fl.Drain(dctx, 0, 0)
-	})
+	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), proxy: px, pool: p, fl: fl, metrics: m, reg: reg}
 }
 

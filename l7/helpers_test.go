@@ -2,7 +2,6 @@ package l7
 
 import (
 	"bufio"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/internal/servetest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 )
@@ -69,19 +69,7 @@ func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	}
 	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
 		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
-	if err := fl.Listen(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { fl.Serve(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		fl.Drain(dctx, 0, 0)
-	})
+	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), proxy: px, pools: pools, fl: fl, metrics: m}
 }
 

@@ -734,8 +734,13 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("second conn: %d %q", resp.StatusCode, body)
 	}
 	expectClosed(t, br2, c2)
-	if got := l.errs("limit"); got != 1 {
-		t.Errorf("errors_total{limit} = %v", got)
+	// Counted as "limit" only, and as a 503 that no pool served.
+	mExpectErrs(t, l, nil, map[string]float64{"limit": 1})
+	if got := l.requests("", "503"); got != 1 {
+		t.Errorf("http_requests_total{pool=\"\",code=503} = %v, want 1", got)
+	}
+	if got := l.requests("p", "200"); got != 1 {
+		t.Errorf("http_requests_total{pool=p,code=200} = %v, want 1", got)
 	}
 	if got := be.reqs.Load(); got != 1 {
 		t.Errorf("backend saw %d requests, want 1", got)

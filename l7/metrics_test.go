@@ -69,32 +69,6 @@ func mFmtMoves(m map[string]float64) string {
 	return strings.Join(parts, " ")
 }
 
-// TestMetricsErrorsLimit: a conn over max_connections gets its 503 and counts
-// as "limit", and as a 503 served by no pool; the conn within the limit
-// is served on.
-func TestMetricsErrorsLimit(t *testing.T) {
-	be := newBackend(t, http.HandlerFunc(echoBody))
-	l := simpleLB(t, "    max_connections: 1\n", be.addr())
-	c1 := rawConn(t, l.addr)
-	br1 := bufio.NewReader(c1)
-	io.WriteString(c1, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-	if resp, _ := readResp(t, br1, "GET"); resp.StatusCode != 200 {
-		t.Fatalf("first conn: %d", resp.StatusCode)
-	}
-	c2, br2, resp, _ := sendRaw(t, l.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET")
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("conn over the limit: %d", resp.StatusCode)
-	}
-	expectClosed(t, br2, c2)
-	mExpectErrs(t, l, nil, map[string]float64{"limit": 1})
-	if got := l.requests("", "503"); got != 1 {
-		t.Errorf("http_requests_total{pool=\"\",code=503} = %v, want 1", got)
-	}
-	if got := l.requests("p", "200"); got != 1 {
-		t.Errorf("http_requests_total{pool=p,code=200} = %v, want 1", got)
-	}
-}
-
 // TestMetricsErrorsProxyHeader: with accept_proxy_protocol, a conn that sends
 // something else counts as "proxy_protocol" and one that sends nothing within
 // timeouts.handshake as "timeout"; a good header moves nothing.
