@@ -41,7 +41,8 @@ type backendConn struct {
 
 // connect reserves a backend and returns a conn to it: an idle one from this
 // worker's cache, else a new dial. A failed dial is retried once on another
-// backend, as nothing has been sent yet. The caller releases the backend.
+// backend, as nothing has been sent yet. The caller releases the backend; the
+// access line names it.
 func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clientIP netip.Addr, cached bool) (*backendConn, error) {
 	st := cc.st
 	var tried *pool.Backend
@@ -59,11 +60,13 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 		if cached && st.l.ProxyProtocol == "" {
 			if c, br, ok := w.cache.Get(b); ok {
 				w.px.idleGauge(p, b)
+				cc.e.Backend = b.String()
 				return &backendConn{b: b, conn: c, br: br, reused: true}, nil
 			}
 		}
 		bc, err := w.dial(ctx, cc, p, b)
 		if err == nil {
+			cc.e.Backend = b.String()
 			return bc, nil
 		}
 		b.Release()
@@ -97,14 +100,6 @@ func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool
 	return &backendConn{b: b, conn: c, br: bufio.NewReader(c)}, nil
 }
 
-// noteClient puts the client address the forwarding headers gave in the
-// access line, when it is not the peer's own.
-func (cc *clientConn) noteClient(client netip.Addr) {
-	if client != cc.peer.Addr() {
-		cc.e.RealIP = client
-	}
-}
-
 // outgoing builds the request for the backend from the client's: the URL the
 // route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
 // headers set. It shares nothing mutable with req except the body.
@@ -136,6 +131,9 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded,
 	}
 	client := fwd.ClientIP(out.Header)
+	if client != cc.peer.Addr() {
+		cc.e.RealIP = client // the access line names both
+	}
 	fwd.SetForwarded(out.Header)
 	// Request.Write adds a Go User-Agent to requests without one; an empty
 	// value tells it to send none, so the backend sees what the client sent.
@@ -154,13 +152,11 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	st := cc.st
 	p := st.pools[res.Pool]
 	out, client := outgoing(cc, req, res)
-	cc.noteClient(client)
 	bc, err := w.connect(ctx, cc, p, client, true)
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
 	defer bc.b.Release()
-	cc.e.Backend = bc.b.String()
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}

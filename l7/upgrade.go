@@ -47,7 +47,6 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 
 	p := st.pools[res.Pool]
 	out, client := outgoing(cc, req, res)
-	cc.noteClient(client)
 	// Upgrade and Connection are hop-by-hop and were removed with the rest;
 	// adding them back is the whole point of nginx's `map $http_upgrade`.
 	out.Header.Set("Upgrade", token) // only the protocol that may be tunnelled
@@ -59,7 +58,6 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		return cc.respondConnectError(req, res.Pool, err)
 	}
 	defer bc.b.Release()
-	cc.e.Backend = bc.b.String()
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
