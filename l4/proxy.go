@@ -7,6 +7,7 @@ package l4
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -84,9 +85,9 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		px.Access.Log(&e)
 	}()
 
-	// Bytes read past a PROXY header belong to the client's stream; they are
-	// written to the backend before the raw conns are relayed, so splice
-	// keeps working on c itself.
+	// Bytes read past a PROXY header belong to the client's stream; the relay
+	// writes them to the backend first, and copies from c itself, so splice
+	// keeps working.
 	var early []byte
 	if st.l.AcceptProxyProtocol {
 		br := bufio.NewReader(c)
@@ -105,7 +106,11 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		if src.IsValid() {
 			client = src
 		}
-		early, _ = br.Peek(br.Buffered())
+		if n := br.Buffered(); n > 0 {
+			// A copy, so that br's buffer is not kept for the conn's life.
+			early, _ = br.Peek(n)
+			early = bytes.Clone(early)
+		}
 	}
 
 	b, bc, err := px.connect(ctx, st, client.Addr())
@@ -120,13 +125,13 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 	defer b.Release()
 	e.Backend = b.String()
 
-	if err := writePreamble(bc, st.l.ProxyProtocol, client, c.LocalAddr(), early); err != nil {
+	if err := writeProxyHeader(bc, st.l.ProxyProtocol, client, c.LocalAddr()); err != nil {
 		bc.Close()
 		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
 		return
 	}
-	s := px.relay(ctx, st, b, c, bc, len(early))
-	e.Rx, e.Tx, e.Reason = s.Rx+int64(len(early)), s.Tx, s.Reason()
+	s := px.relay(ctx, st, b, c, bc, early)
+	e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
 }
 
 // connect reserves a backend and dials it; when the dial fails, one other
@@ -169,13 +174,12 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 	return c, nil
 }
 
-// relay runs the tunnel and keeps the metrics in step with it. early client
-// bytes were already written to the backend, behind a PROXY header.
-func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early int) tunnel.Stats {
+// relay runs the tunnel and keeps the metrics in step with it. early are
+// client bytes read behind a PROXY header, for the backend first.
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte) tunnel.Stats {
 	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
 	mc := px.Metrics.Conn(ln, pn, bn)
 	defer mc.Open()()
-	mc.Rx.Add(float64(early))
 
 	// A reload that removes b ends this conn in its turn of the retirement
 	// spread; nothing else a reload does may cut it.
@@ -183,7 +187,7 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	defer cancel(nil)
 	defer b.OnRemoved(func() { cancel(pool.ErrRemoved) })()
 
-	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx}
+	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
 	start := time.Now()
 	s := r.Run(ctx, c, bc)
 	d := time.Since(start)
@@ -195,18 +199,10 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	return s
 }
 
-// writePreamble sends the PROXY header (version "v1", "v2" or none) and the
-// client bytes that arrived with an incoming header, before the relay starts.
-func writePreamble(bc net.Conn, version string, client netip.AddrPort, local net.Addr, early []byte) error {
-	if version != "" {
-		if err := proxyheader.Write(bc, version, client, local); err != nil {
-			return err
-		}
+// writeProxyHeader sends the PROXY header (version "v1" or "v2"), if any.
+func writeProxyHeader(bc net.Conn, version string, client netip.AddrPort, local net.Addr) error {
+	if version == "" {
+		return nil
 	}
-	if len(early) > 0 {
-		if _, err := bc.Write(early); err != nil {
-			return err
-		}
-	}
-	return nil
+	return proxyheader.Write(bc, version, client, local)
 }

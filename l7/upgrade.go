@@ -1,6 +1,8 @@
 package l7
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -98,9 +100,8 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	return false
 }
 
-// tunnel relays the 101, then flushes what each side sent early (a client's
-// first frame may share a packet with its head; a backend's may follow its
-// 101 at once) and relays bytes both ways until the tunnel ends.
+// tunnel relays the 101, then bytes both ways, starting with what each side
+// sent early, until the tunnel ends.
 func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) {
 	st, m := cc.st, w.px.Metrics
 	ln, pn, bn := st.l.Name, p.Name(), bc.b.String()
@@ -109,17 +110,8 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	cc.firstByte()
 	cc.e.Kind, cc.e.Upgrade = access.KindTunnel, true
 	err := resp.Write(cc.bw)
-	var earlyTx, earlyRx int
-	if n := bc.br.Buffered(); err == nil && n > 0 {
-		early, _ := bc.br.Peek(n)
-		earlyTx, err = cc.bw.Write(early)
-	}
 	if err == nil {
 		err = cc.bw.Flush()
-	}
-	if n := cc.br.Buffered(); err == nil && n > 0 {
-		early, _ := cc.br.Peek(n)
-		earlyRx, err = bc.conn.Write(early)
 	}
 	if err != nil {
 		bc.conn.Close()
@@ -129,20 +121,21 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
 	mc := m.Conn(ln, pn, bn)
 	defer mc.Open()()
-	// Frames that came with the heads are the tunnel's first bytes.
-	mc.Rx.Add(float64(earlyRx))
-	mc.Tx.Add(float64(earlyTx))
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
 		Rx:   mc.Rx,
 		Tx:   mc.Tx,
+		// A client's first frame may share a packet with its head, and a
+		// backend's may follow its 101 at once: both were read ahead.
+		ToBackend: buffered(cc.br),
+		ToClient:  buffered(bc.br),
 		// WebSocket has no half-close (DESIGN: a backend that closes
 		// mid-tunnel closes the client side too); other protocols may.
 		FullClose: token == "websocket",
 	}
-	// The tunnel may live for days: drop the conn's buffers (36 KiB) now
-	// that everything buffered was flushed, and keep only the raw conns.
+	// The tunnel may live for days: drop the conn's buffers (36 KiB) once
+	// what they held has been written, and keep only the raw conns.
 	conn := cc.conn
 	cc.br, cc.bw, bc.br = nil, nil, nil
 	// A reload that removes the backend ends this tunnel in its turn of the
@@ -153,5 +146,15 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	start := time.Now()
 	s := r.Run(ctx, conn, bc.conn)
 	m.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
-	cc.e.Rx, cc.e.Tx, cc.e.Reason = s.Rx+int64(earlyRx), s.Tx+int64(earlyTx), s.Reason()
+	cc.e.Rx, cc.e.Tx, cc.e.Reason = s.Rx, s.Tx, s.Reason()
+}
+
+// buffered returns a copy of what br has read ahead, or nil: a copy, so that
+// br's buffer is not kept alive by the tunnel.
+func buffered(br *bufio.Reader) []byte {
+	if br.Buffered() == 0 {
+		return nil
+	}
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Clone(b)
 }

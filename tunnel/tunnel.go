@@ -88,6 +88,10 @@ type Relay struct {
 	// Rx and Tx, when set, are told every chunk copied client→backend and
 	// backend→client, so metrics move while a long tunnel is still open.
 	Rx, Tx Adder
+	// ToBackend and ToClient are bytes read ahead before the tunnel opened
+	// (client bytes behind a PROXY header or a request head; backend bytes
+	// behind its 101): they are written first and counted as the tunnel's.
+	ToBackend, ToClient []byte
 	// FullClose closes both conns as soon as either side ends, instead of
 	// passing the half-close on. For protocols with no half-close, such as
 	// WebSocket: a peer that neither closes nor sends would otherwise hold
@@ -123,10 +127,12 @@ func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
 	})
 	defer stop()
 
-	done := make(chan struct{})
-	go t.copyClientToBackend(done)
-	t.copyBackendToClient()
-	<-done
+	if t.early(backend, r.ToBackend, &t.rx, r.Rx, EndBackend) && t.early(client, r.ToClient, &t.tx, r.Tx, EndClient) {
+		done := make(chan struct{})
+		go t.copyClientToBackend(done)
+		t.copyBackendToClient()
+		<-done
+	}
 	t.closeBoth()
 
 	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
@@ -178,6 +184,27 @@ func (t *tunnel) touch() { t.last.Store(int64(time.Since(t.start))) }
 
 func (t *tunnel) idleFor() time.Duration {
 	return time.Since(t.start) - time.Duration(t.last.Load())
+}
+
+// early writes p, bytes read ahead, to dst before the copies start, and
+// counts them as the copies count theirs. It reports whether dst took them.
+func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, dstEnd End) bool {
+	if len(p) == 0 {
+		return true
+	}
+	n, err := dst.Write(p)
+	if n > 0 {
+		count.Add(int64(n))
+		if live != nil {
+			live.Add(float64(n))
+		}
+		t.touch()
+	}
+	if err != nil {
+		t.record(classify(err, dstEnd, dstEnd), err)
+		return false
+	}
+	return true
 }
 
 // pump copies src to dst. srcEnd names src's side, dstEnd dst's. On EOF it

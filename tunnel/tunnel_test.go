@@ -235,3 +235,23 @@ func TestTrickleCountedWhileOpen(t *testing.T) {
 		t.Fatalf("counted twice: rx=%d tx=%d", rx.n.Load(), tx.n.Load())
 	}
 }
+
+// TestReadAheadBytesGoFirst: bytes read before the tunnel opened reach their
+// side ahead of everything else and count as the tunnel's.
+func TestReadAheadBytesGoFirst(t *testing.T) {
+	c, b, done := relay(t, t.Context(), &Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
+	c.Write([]byte("cd"))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "abcd" {
+		t.Fatalf("backend read %q %v, want abcd", got, err)
+	}
+	got = make([]byte, 3)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "xyz" {
+		t.Fatalf("client read %q %v, want xyz", got, err)
+	}
+	c.Close()
+	b.Close()
+	if s := wait(t, done); s.Rx != 4 || s.Tx != 3 {
+		t.Fatalf("stats rx=%d tx=%d, want 4 and 3", s.Rx, s.Tx)
+	}
+}
