@@ -238,18 +238,11 @@ func (l *Listener) serveConn(ctx context.Context, c net.Conn, h Handler) {
 // it after Serve has returned. A cancelled ctx skips the waiting and closes
 // the rest at once.
 func (l *Listener) Drain(ctx context.Context, timeout, spread time.Duration) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-wait:
-	for l.active.Load() > 0 {
-		select {
-		case <-l.idle:
-		case <-deadline.C:
-			break wait
-		case <-ctx.Done():
-			spread = 0
-			break wait
-		}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	l.WaitIdle(wctx)
+	cancel()
+	if ctx.Err() != nil {
+		spread = 0
 	}
 	l.closeSpread(ctx, spread)
 	l.wg.Wait()
