@@ -83,13 +83,8 @@ pools:
 	r.cancel()
 	wg.Wait()
 
-	select {
-	case <-r.done:
-		if r.code != 0 {
-			t.Errorf("serve exited %d after the drain, want 0", r.code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not return after every conn was closed")
+	if code := r.exitCode(t, 5*time.Second); code != 0 {
+		t.Errorf("serve exited %d after the drain, want 0", code)
 	}
 	t.Logf("serve returned %v after the cancel", time.Since(begin).Round(time.Millisecond))
 

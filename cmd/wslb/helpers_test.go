@@ -43,6 +43,18 @@ type running struct {
 	code   int                // serve's exit code, once done is closed
 }
 
+// exitCode waits up to within for serve to return and returns its exit code.
+func (r *running) exitCode(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.code
+	case <-time.After(within):
+		t.Fatalf("serve did not return within %v", within)
+		return -1
+	}
+}
+
 // startServe runs serve on the config text until the test ends, and returns
 // once every socket is bound.
 func startServe(t *testing.T, yaml string) *running {

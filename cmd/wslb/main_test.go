@@ -117,13 +117,8 @@ pools:
 	if d := time.Since(begin); d < 150*time.Millisecond {
 		t.Fatalf("conn closed after %v, before drain_timeout", d)
 	}
-	select {
-	case <-r.done:
-		if r.code != 0 {
-			t.Fatalf("exit %d after drain", r.code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after drain")
+	if code := r.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after drain", code)
 	}
 }
 

@@ -782,13 +782,8 @@ pools:
 		t.Errorf("/readyz %d later in the drain", code)
 	}
 
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after drain_timeout")
-	}
-	if r.code != 0 {
-		t.Fatalf("exit %d", r.code)
+	if code := r.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 	// The admin listener is gone with the process; read the registry itself.
 	// (Which reason the drained tunnel gets is TestMetricsDrainReason's.)
@@ -846,11 +841,7 @@ pools:
 		}
 	}
 	r.cancel()
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after the drain")
-	}
+	r.exitCode(t, 10*time.Second)
 	s := mGathered(t, r)
 	for _, l := range []string{"web", "tcp"} {
 		if got := s.sum("wslb_tunnels_closed_total", "listener", l, "reason", "drain"); got != n {
