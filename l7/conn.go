@@ -35,6 +35,10 @@ type clientConn struct {
 	// txBytes counts the next relayed response body, for the request being
 	// forwarded; nil for answers not served by a pool.
 	txBytes prometheus.Counter
+	// unwatch stops ServeConn closing the conn when its ctx ends; a tunnel
+	// calls it, since tunnel.Relay closes its conns itself and must be the
+	// one that does, to tell a drain from a failure.
+	unwatch func() bool
 	// e is the access line of the request being served; whatever serves
 	// it fills in what it learns (status, backend, bytes, how it ended).
 	e access.Entry
@@ -44,16 +48,15 @@ type clientConn struct {
 // becomes a tunnel that ends. It owns c.
 func (w *worker) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	// Drain and removal cancel ctx: whatever the conn is doing, it ends.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-
 	st := w.px.cur.Load()
 	cc := &clientConn{
 		st: st, conn: c, accepted: time.Now(),
 		peer:  proxyheader.AddrPort(c.RemoteAddr()),
 		local: proxyheader.AddrPort(c.LocalAddr()),
+		// Drain cancels ctx: whatever the conn is doing, it ends.
+		unwatch: context.AfterFunc(ctx, func() { c.Close() }),
 	}
+	defer cc.unwatch()
 	// timeouts.handshake runs from accept through the PROXY header, the TLS
 	// handshake and the first request head.
 	deadline := cc.accepted.Add(st.l.Timeouts.Handshake)

@@ -138,6 +138,7 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	// what they held has been written, and keep only the raw conns.
 	conn := cc.conn
 	cc.br, cc.bw, bc.br = nil, nil, nil
+	cc.unwatch() // if it already fired, ctx is done and Run ends at once
 	// A reload that removes the backend ends this tunnel in its turn of the
 	// retirement spread; nothing else a reload does may cut it.
 	ctx, cancel := context.WithCancelCause(ctx)
