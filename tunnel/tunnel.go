@@ -115,6 +115,26 @@ const (
 	maxWake  = time.Minute
 )
 
+// Start runs the tunnel without holding the caller's goroutine and calls
+// done once, on a goroutine of its own, after it has ended and both conns are
+// closed. Two plain *net.TCPConn go to e's event loops, where an idle tunnel
+// costs no goroutine and no buffer; other conns (TLS), or a nil e, get Run on
+// a goroutine. Start owns the conns from the moment it is called. Cancelling
+// ctx ends the tunnel (EndCanceled, Cause context.Cause(ctx)); so does the
+// returned stop, with the cause it is given, from any goroutine.
+func (r *Relay) Start(ctx context.Context, e *Engine, client, backend net.Conn, done func(Stats)) (stop func(cause error)) {
+	if stop, ok := e.take(ctx, r, client, backend, done); ok {
+		return stop
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		s := r.Run(ctx, client, backend)
+		cancel(nil)
+		done(s)
+	}()
+	return cancel
+}
+
 // Run copies between client and backend until the tunnel ends, then closes both
 // conns: Run owns them from the moment it is called. Cancelling ctx closes them
 // early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
@@ -189,15 +209,9 @@ func (t *tunnel) idleFor() time.Duration {
 // early writes p, bytes read ahead, to dst before the copies start, and
 // counts them as the copies count theirs. It reports whether dst took them.
 func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, dstEnd End) bool {
-	if len(p) == 0 {
-		return true
-	}
-	n, err := dst.Write(p)
+	n, err := writeAhead(dst, p, live)
 	if n > 0 {
 		count.Add(int64(n))
-		if live != nil {
-			live.Add(float64(n))
-		}
 		t.touch()
 	}
 	if err != nil {
@@ -205,6 +219,19 @@ func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, 
 		return false
 	}
 	return true
+}
+
+// writeAhead writes p, bytes read ahead before a tunnel opened, to dst and
+// tells live how many went.
+func writeAhead(dst net.Conn, p []byte, live Adder) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := dst.Write(p)
+	if n > 0 && live != nil {
+		live.Add(float64(n))
+	}
+	return n, err
 }
 
 // pump copies src to dst. srcEnd names src's side, dstEnd dst's. On EOF it

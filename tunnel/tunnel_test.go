@@ -35,14 +35,31 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// relay wires client ⇄ [Relay] ⇄ backend over real sockets and returns the
-// outer ends plus a channel with the Stats.
-func relay(t testing.TB, ctx context.Context, r *Relay) (client, backend *net.TCPConn, done <-chan Stats) {
+// relay wires client ⇄ [Relay] ⇄ backend over real sockets, on engine e or
+// (e nil) on goroutines, and returns the outer ends plus a channel with the
+// Stats.
+func relay(t testing.TB, e *Engine, ctx context.Context, r *Relay) (client, backend *net.TCPConn, done <-chan Stats) {
 	client, lbFront := pair(t)
 	lbBack, backend := pair(t)
 	ch := make(chan Stats, 1)
-	go func() { ch <- r.Run(ctx, lbFront, lbBack) }()
+	r.Start(ctx, e, lbFront, lbBack, func(s Stats) { ch <- s })
 	return client, backend, ch
+}
+
+// engines runs f with goroutine relays (a nil Engine), then on an event-loop
+// Engine: both must behave the same.
+func engines(t *testing.T, f func(t *testing.T, e *Engine)) {
+	t.Run("goroutines", func(t *testing.T) { f(t, nil) })
+	t.Run("epoll", func(t *testing.T) { f(t, newEngine(t, 1)) })
+}
+
+func newEngine(t testing.TB, n int) *Engine {
+	e, err := NewEngine(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
 }
 
 func wait(t *testing.T, done <-chan Stats) Stats {
@@ -57,75 +74,79 @@ func wait(t *testing.T, done <-chan Stats) Stats {
 }
 
 func TestEndReasons(t *testing.T) {
-	t.Run("client closes", func(t *testing.T) {
-		c, b, done := relay(t, t.Context(), &Relay{})
-		c.Write([]byte("abc"))
-		c.Close()
-		io.Copy(io.Discard, b)
-		b.Close()
-		if s := wait(t, done); s.End != EndClient || s.Rx != 3 {
-			t.Fatalf("got %+v, want EndClient with Rx 3", s)
-		}
-	})
-	t.Run("backend closes", func(t *testing.T) {
-		c, b, done := relay(t, t.Context(), &Relay{})
-		b.Write([]byte("abcd"))
-		b.Close()
-		io.Copy(io.Discard, c)
-		c.Close()
-		if s := wait(t, done); s.End != EndBackend || s.Tx != 4 {
-			t.Fatalf("got %+v, want EndBackend with Tx 4", s)
-		}
-	})
-	t.Run("canceled", func(t *testing.T) {
-		ctx, cancel := context.WithCancelCause(t.Context())
-		c, _, done := relay(t, ctx, &Relay{})
-		cause := errors.New("drain")
-		cancel(cause)
-		if s := wait(t, done); s.End != EndCanceled {
-			t.Fatalf("got %+v, want EndCanceled", s)
-		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-			t.Fatalf("client read %v, want EOF", err)
-		}
-	})
-	t.Run("idle", func(t *testing.T) {
-		_, _, done := relay(t, t.Context(), &Relay{Idle: 100 * time.Millisecond})
-		start := time.Now()
-		s := wait(t, done)
-		if s.End != EndIdle {
-			t.Fatalf("got %+v, want EndIdle", s)
-		}
-		if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
-			t.Fatalf("idle close after %v", d)
-		}
+	engines(t, func(t *testing.T, e *Engine) {
+		t.Run("client closes", func(t *testing.T) {
+			c, b, done := relay(t, e, t.Context(), &Relay{})
+			c.Write([]byte("abc"))
+			c.Close()
+			io.Copy(io.Discard, b)
+			b.Close()
+			if s := wait(t, done); s.End != EndClient || s.Rx != 3 {
+				t.Fatalf("got %+v, want EndClient with Rx 3", s)
+			}
+		})
+		t.Run("backend closes", func(t *testing.T) {
+			c, b, done := relay(t, e, t.Context(), &Relay{})
+			b.Write([]byte("abcd"))
+			b.Close()
+			io.Copy(io.Discard, c)
+			c.Close()
+			if s := wait(t, done); s.End != EndBackend || s.Tx != 4 {
+				t.Fatalf("got %+v, want EndBackend with Tx 4", s)
+			}
+		})
+		t.Run("canceled", func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(t.Context())
+			c, _, done := relay(t, e, ctx, &Relay{})
+			cause := errors.New("drain")
+			cancel(cause)
+			if s := wait(t, done); s.End != EndCanceled {
+				t.Fatalf("got %+v, want EndCanceled", s)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("client read %v, want EOF", err)
+			}
+		})
+		t.Run("idle", func(t *testing.T) {
+			_, _, done := relay(t, e, t.Context(), &Relay{Idle: 100 * time.Millisecond})
+			start := time.Now()
+			s := wait(t, done)
+			if s.End != EndIdle {
+				t.Fatalf("got %+v, want EndIdle", s)
+			}
+			if d := time.Since(start); d < 100*time.Millisecond || d > time.Second {
+				t.Fatalf("idle close after %v", d)
+			}
+		})
 	})
 }
 
 // TestAlternatingTrafficIsNotIdle: each direction is silent for longer than
 // the idle timeout, but the tunnel as a whole never is.
 func TestAlternatingTrafficIsNotIdle(t *testing.T) {
-	const idle = 200 * time.Millisecond
-	c, b, done := relay(t, t.Context(), &Relay{Idle: idle})
-	buf := make([]byte, 1)
-	for i := range 8 {
-		from, to := c, b
-		if i%2 == 1 {
-			from, to = b, c
+	engines(t, func(t *testing.T, e *Engine) {
+		const idle = 200 * time.Millisecond
+		c, b, done := relay(t, e, t.Context(), &Relay{Idle: idle})
+		buf := make([]byte, 1)
+		for i := range 8 {
+			from, to := c, b
+			if i%2 == 1 {
+				from, to = b, c
+			}
+			from.Write([]byte{byte(i)})
+			to.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(to, buf); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			time.Sleep(idle / 2)
 		}
-		from.Write([]byte{byte(i)})
-		to.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(to, buf); err != nil {
-			t.Fatalf("step %d: %v", i, err)
+		select {
+		case s := <-done:
+			t.Fatalf("tunnel ended early: %+v", s)
+		default:
 		}
-		time.Sleep(idle / 2)
-	}
-	select {
-	case s := <-done:
-		t.Fatalf("tunnel ended early: %+v", s)
-	default:
-	}
+	})
 }
 
 type adder struct{ n float64 }
@@ -133,18 +154,20 @@ type adder struct{ n float64 }
 func (a *adder) Add(v float64) { a.n += v }
 
 func TestLiveCounters(t *testing.T) {
-	var rx, tx adder
-	c, b, done := relay(t, t.Context(), &Relay{Rx: &rx, Tx: &tx})
-	c.Write(make([]byte, 1000))
-	io.ReadFull(b, make([]byte, 1000))
-	b.Write(make([]byte, 10))
-	io.ReadFull(c, make([]byte, 10))
-	c.Close()
-	b.Close()
-	s := wait(t, done)
-	if rx.n != 1000 || tx.n != 10 || s.Rx != 1000 || s.Tx != 10 {
-		t.Fatalf("rx=%v tx=%v stats=%+v", rx.n, tx.n, s)
-	}
+	engines(t, func(t *testing.T, e *Engine) {
+		var rx, tx adder
+		c, b, done := relay(t, e, t.Context(), &Relay{Rx: &rx, Tx: &tx})
+		c.Write(make([]byte, 1000))
+		io.ReadFull(b, make([]byte, 1000))
+		b.Write(make([]byte, 10))
+		io.ReadFull(c, make([]byte, 10))
+		c.Close()
+		b.Close()
+		s := wait(t, done)
+		if rx.n != 1000 || tx.n != 10 || s.Rx != 1000 || s.Tx != 10 {
+			t.Fatalf("rx=%v tx=%v stats=%+v", rx.n, tx.n, s)
+		}
+	})
 }
 
 // BenchmarkRelay pushes bytes one way through a relay between two real TCP
@@ -153,33 +176,43 @@ func TestLiveCounters(t *testing.T) {
 //	go test -c -o /tmp/tunnel.test ./tunnel
 //	strace -f -c -e trace=splice,read,write /tmp/tunnel.test -test.run='^$' -test.bench=Relay -test.benchtime=200x
 func BenchmarkRelay(b *testing.B) {
-	c, be, done := relay(b, b.Context(), &Relay{Idle: time.Minute})
-	buf := make([]byte, 256<<10)
-	go func() { io.Copy(io.Discard, be) }()
-	b.SetBytes(int64(len(buf)))
-	for b.Loop() {
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
+	for _, mode := range []string{"goroutines", "epoll"} {
+		b.Run(mode, func(b *testing.B) {
+			var e *Engine
+			if mode == "epoll" {
+				e = newEngine(b, 1)
+			}
+			c, be, done := relay(b, e, b.Context(), &Relay{Idle: time.Minute})
+			buf := make([]byte, 256<<10)
+			go func() { io.Copy(io.Discard, be) }()
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.Close()
+			<-done
+		})
 	}
-	c.Close()
-	<-done
 }
 
 // TestFullClose: with FullClose, a backend that closes closes the client's
 // conn too, though the client never closes or sends.
 func TestFullClose(t *testing.T) {
-	c, b, done := relay(t, t.Context(), &Relay{FullClose: true})
-	b.Write([]byte("bye"))
-	b.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != "bye" {
-		t.Fatalf("client read %q, %v", got, err)
-	}
-	if s := wait(t, done); s.End != EndBackend {
-		t.Fatalf("got %+v, want EndBackend", s)
-	}
+	engines(t, func(t *testing.T, e *Engine) {
+		c, b, done := relay(t, e, t.Context(), &Relay{FullClose: true})
+		b.Write([]byte("bye"))
+		b.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "bye" {
+			t.Fatalf("client read %q, %v", got, err)
+		}
+		if s := wait(t, done); s.End != EndBackend {
+			t.Fatalf("got %+v, want EndBackend", s)
+		}
+	})
 }
 
 type namedCause struct{}
@@ -188,15 +221,17 @@ func (namedCause) Error() string  { return "named" }
 func (namedCause) Reason() string { return "drain" }
 
 func TestReasonFromCause(t *testing.T) {
-	ctx, cancel := context.WithCancelCause(t.Context())
-	_, _, done := relay(t, ctx, &Relay{})
-	cancel(namedCause{})
-	if s := wait(t, done); s.Reason() != "drain" {
-		t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
-	}
-	if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
-		t.Fatalf("reason %q for an unnamed cause, want error", got)
-	}
+	engines(t, func(t *testing.T, e *Engine) {
+		ctx, cancel := context.WithCancelCause(t.Context())
+		_, _, done := relay(t, e, ctx, &Relay{})
+		cancel(namedCause{})
+		if s := wait(t, done); s.Reason() != "drain" {
+			t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
+		}
+		if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
+			t.Fatalf("reason %q for an unnamed cause, want error", got)
+		}
+	})
 }
 
 // atomicAdder is an Adder tests can read while the relay writes.
@@ -209,49 +244,53 @@ func (a *atomicAdder) Add(v float64) { a.n.Add(int64(v)) }
 // status page and wslb_bytes_total), not only when it closes. Idle is an
 // hour, as by default, so only the live wake-up can report them.
 func TestTrickleCountedWhileOpen(t *testing.T) {
-	var rx, tx atomicAdder
-	c, b, done := relay(t, t.Context(), &Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
-	c.Write([]byte("ping"))
-	if _, err := io.ReadFull(b, make([]byte, 4)); err != nil {
-		t.Fatal(err)
-	}
-	b.Write([]byte("pong!"))
-	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for rx.n.Load() != 4 || tx.n.Load() != 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("counted rx=%d tx=%d while open, want 4 and 5", rx.n.Load(), tx.n.Load())
+	engines(t, func(t *testing.T, e *Engine) {
+		var rx, tx atomicAdder
+		c, b, done := relay(t, e, t.Context(), &Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
+		c.Write([]byte("ping"))
+		if _, err := io.ReadFull(b, make([]byte, 4)); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	c.Close()
-	b.Close()
-	if s := wait(t, done); s.Rx != 4 || s.Tx != 5 {
-		t.Fatalf("stats rx=%d tx=%d", s.Rx, s.Tx)
-	}
-	if rx.n.Load() != 4 || tx.n.Load() != 5 {
-		t.Fatalf("counted twice: rx=%d tx=%d", rx.n.Load(), tx.n.Load())
-	}
+		b.Write([]byte("pong!"))
+		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for rx.n.Load() != 4 || tx.n.Load() != 5 {
+			if time.Now().After(deadline) {
+				t.Fatalf("counted rx=%d tx=%d while open, want 4 and 5", rx.n.Load(), tx.n.Load())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.Close()
+		b.Close()
+		if s := wait(t, done); s.Rx != 4 || s.Tx != 5 {
+			t.Fatalf("stats rx=%d tx=%d", s.Rx, s.Tx)
+		}
+		if rx.n.Load() != 4 || tx.n.Load() != 5 {
+			t.Fatalf("counted twice: rx=%d tx=%d", rx.n.Load(), tx.n.Load())
+		}
+	})
 }
 
 // TestReadAheadBytesGoFirst: bytes read before the tunnel opened reach their
 // side ahead of everything else and count as the tunnel's.
 func TestReadAheadBytesGoFirst(t *testing.T) {
-	c, b, done := relay(t, t.Context(), &Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
-	c.Write([]byte("cd"))
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(b, got); err != nil || string(got) != "abcd" {
-		t.Fatalf("backend read %q %v, want abcd", got, err)
-	}
-	got = make([]byte, 3)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "xyz" {
-		t.Fatalf("client read %q %v, want xyz", got, err)
-	}
-	c.Close()
-	b.Close()
-	if s := wait(t, done); s.Rx != 4 || s.Tx != 3 {
-		t.Fatalf("stats rx=%d tx=%d, want 4 and 3", s.Rx, s.Tx)
-	}
+	engines(t, func(t *testing.T, e *Engine) {
+		c, b, done := relay(t, e, t.Context(), &Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
+		c.Write([]byte("cd"))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(b, got); err != nil || string(got) != "abcd" {
+			t.Fatalf("backend read %q %v, want abcd", got, err)
+		}
+		got = make([]byte, 3)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "xyz" {
+			t.Fatalf("client read %q %v, want xyz", got, err)
+		}
+		c.Close()
+		b.Close()
+		if s := wait(t, done); s.Rx != 4 || s.Tx != 3 {
+			t.Fatalf("stats rx=%d tx=%d, want 4 and 3", s.Rx, s.Tx)
+		}
+	})
 }
