@@ -78,8 +78,59 @@ type Listener struct {
 	idle  chan struct{}  // signalled when active drops to 0, for Drain
 }
 
+// liveConn is a live conn's context: the listener cancels it to drain the
+// conn, and Detach finds it through Value.
 type liveConn struct {
+	context.Context
 	cancel context.CancelCauseFunc
+	// detached is set by Detach, on the handler's goroutine: when the
+	// handler returns, the conn lives on until release.
+	detached bool
+	released atomic.Bool
+	l        *Listener
+}
+
+// release forgets the conn, once.
+func (lc *liveConn) release() {
+	if lc.released.Swap(true) {
+		return
+	}
+	l := lc.l
+	l.mu.Lock()
+	delete(l.conns, lc)
+	l.mu.Unlock()
+	lc.cancel(nil)
+	if l.active.Add(-1) == 0 {
+		select {
+		case l.idle <- struct{}{}:
+		default:
+		}
+	}
+	l.wg.Done()
+}
+
+type connKey struct{}
+
+// Value returns the liveConn itself for Detach.
+func (lc *liveConn) Value(k any) any {
+	if k == (connKey{}) {
+		return lc
+	}
+	return lc.Context.Value(k)
+}
+
+// Detach lets the handler serving the conn of ctx return while the conn lives
+// on elsewhere (a tunnel handed to tunnel.Engine): the listener keeps counting
+// it against max_connections, Drain keeps waiting for it and still cancels
+// ctx in its turn, until the returned release is called. Call it at most once,
+// from ServeConn. For a ctx no listener made, release does nothing.
+func Detach(ctx context.Context) (release func()) {
+	lc, ok := ctx.Value(connKey{}).(*liveConn)
+	if !ok {
+		return func() {}
+	}
+	lc.detached = true
+	return lc.release
 }
 
 // Listen binds every worker's socket. It binds the first socket, then binds
@@ -191,31 +242,24 @@ func (l *Listener) limit() {
 	}
 }
 
-// track runs h on c in a goroutine owned by the listener's WaitGroup. The conn's
-// context is detached from the accept ctx: stopping accepting must not cut
-// established conns; only Drain cancels them.
+// track runs h on c in a goroutine; the listener's WaitGroup counts the conn
+// until the handler returns, or, if it detached the conn, until release. The
+// conn's context is detached from the accept ctx: stopping accepting must not
+// cut established conns; only Drain cancels them.
 func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	lc := &liveConn{cancel: cancel}
+	lc := &liveConn{Context: cctx, cancel: cancel, l: l}
 	l.mu.Lock()
 	l.conns[lc] = struct{}{}
 	l.mu.Unlock()
 	l.active.Add(1)
-	l.wg.Go(func() {
-		defer func() {
-			l.mu.Lock()
-			delete(l.conns, lc)
-			l.mu.Unlock()
-			cancel(nil)
-			if l.active.Add(-1) == 0 {
-				select {
-				case l.idle <- struct{}{}:
-				default:
-				}
-			}
-		}()
-		l.serveConn(cctx, c, h)
-	})
+	l.wg.Add(1)
+	go func() {
+		l.serveConn(lc, c, h)
+		if !lc.detached {
+			lc.release()
+		}
+	}()
 }
 
 // serveConn is the one place a panic is recovered: a bug in one conn must not

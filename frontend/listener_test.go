@@ -258,3 +258,56 @@ func TestAcceptBacksOffWhenOutOfFiles(t *testing.T) {
 	restore()
 	dialRead(t, addr) // served once descriptors are free again
 }
+
+// TestDetach: a handler that detaches its conn returns at once, yet the conn
+// still counts, Drain still cancels its ctx and waits for its release.
+func TestDetach(t *testing.T) {
+	returned := make(chan struct{}, 1)
+	causes := make(chan error, 1)
+	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
+		return HandlerFunc(func(ctx context.Context, c net.Conn) {
+			release := Detach(ctx)
+			c.Write([]byte("hi"))
+			go func() {
+				// The conn's new owner: ends it when ctx is cancelled.
+				<-ctx.Done()
+				causes <- context.Cause(ctx)
+				c.Close()
+				release()
+			}()
+			returned <- struct{}{}
+		})
+	}}
+	stop := start(t, l)
+	c := dialRead(t, l.BoundAddr().String())
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler did not return")
+	}
+	if n := l.Active(); n != 1 {
+		t.Fatalf("active %d after the handler returned, want 1", n)
+	}
+	stop()
+	drained := make(chan struct{})
+	go func() { l.Drain(context.Background(), 50*time.Millisecond, 0); close(drained) }()
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, ErrDrain) {
+			t.Fatalf("cause %v, want ErrDrain", cause)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("drain did not cancel the detached conn")
+	}
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+		t.Fatal("drain did not return after release")
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client conn still open")
+	}
+	if n := l.Active(); n != 0 {
+		t.Fatalf("active %d after release", n)
+	}
+}
