@@ -17,6 +17,7 @@ import (
 	"github.com/wslb/wslb/internal/servetest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/tunnel"
 )
 
 // backend is a real TCP server on loopback that runs serve on each conn and
@@ -109,6 +110,7 @@ func startLBWith(t *testing.T, setup func(*Proxy), extra string, backends ...str
 	p := pool.New(cfg.Pools[0])
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	px := New(cfg.Listeners[0], p, m, log)
+	px.Engine = newEngine(t)
 	if setup != nil {
 		setup(px)
 	}
@@ -144,4 +146,15 @@ func roundTrip(t *testing.T, c net.Conn, msg string) string {
 		t.Fatalf("read: %v", err)
 	}
 	return string(buf)
+}
+
+// newEngine returns a tunnel engine that outlives the test's listener (the
+// listener's cleanup, registered later, runs first).
+func newEngine(t testing.TB) *tunnel.Engine {
+	e, err := tunnel.NewEngine(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,9 @@ type Proxy struct {
 	OnDialError func(b *pool.Backend, err error)
 	// Access gets one line per conn when it ends; nil is off.
 	Access *access.Logger
+	// Engine, when set, carries the established conns on its event loops
+	// (no goroutine or buffer per idle conn); nil relays on goroutines.
+	Engine *tunnel.Engine
 
 	cur atomic.Pointer[state]
 }
@@ -73,17 +77,19 @@ func (px *Proxy) OnLimit() { px.cur.Load().errs.Limit.Inc() }
 
 var _ frontend.Handler = (*Proxy)(nil)
 
-// ServeConn proxies c to a backend until either side ends. It owns c.
+// ServeConn proxies c to a backend. It owns c: it closes c when no tunnel
+// opens, else hands it to the tunnel and returns; the tunnel's end releases
+// the backend, the listener's count and writes the access line.
 func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
-	defer c.Close()
 	st := px.cur.Load()
 	client := proxyheader.AddrPort(c.RemoteAddr())
-	e := access.Entry{Kind: access.KindConn, Listener: st.l.Name, Pool: st.pool.Name(), Reason: "error"}
+	e := &access.Entry{Kind: access.KindConn, Listener: st.l.Name, Pool: st.pool.Name(), Reason: "error"}
 	start := time.Now()
-	defer func() {
+	fail := func() {
+		c.Close()
 		e.Client, e.Duration = client, time.Since(start)
-		px.Access.Log(&e)
-	}()
+		px.Access.Log(e)
+	}
 
 	// Bytes read past a PROXY header belong to the client's stream; the relay
 	// writes them to the backend first, and copies from c itself, so splice
@@ -101,6 +107,7 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 				e.Reason = "proxy_protocol"
 			}
 			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
+			fail()
 			return
 		}
 		if src.IsValid() {
@@ -120,18 +127,23 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 			e.Reason = "no_backend"
 		}
 		px.Log.Debug("no backend for conn", "listener", st.l.Name, "remote", client.String(), "err", err)
+		fail()
 		return
 	}
-	defer b.Release()
 	e.Backend = b.String()
 
 	if err := writeProxyHeader(bc, st.l.ProxyProtocol, client, c.LocalAddr()); err != nil {
 		bc.Close()
+		b.Release()
 		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
+		fail()
 		return
 	}
-	s := px.relay(ctx, st, b, c, bc, early)
-	e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
+	px.relay(ctx, st, b, c, bc, early, func(s tunnel.Stats) {
+		e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
+		e.Client, e.Duration = client, time.Since(start)
+		px.Access.Log(e)
+	})
 }
 
 // connect reserves a backend and dials it; when the dial fails, one other
@@ -174,29 +186,37 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 	return c, nil
 }
 
-// relay runs the tunnel and keeps the metrics in step with it. early are
-// client bytes read behind a PROXY header, for the backend first.
-func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte) tunnel.Stats {
+// relay hands c and bc to the tunnel and returns; when the tunnel ends it
+// settles the metrics, releases b and the listener's hold on the conn, then
+// calls ended. early are client bytes read behind a PROXY header, for the
+// backend first.
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte, ended func(tunnel.Stats)) {
 	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
 	mc := px.Metrics.Conn(ln, pn, bn)
-	defer mc.Open()()
-
-	// A reload that removes b ends this conn in its turn of the retirement
-	// spread; nothing else a reload does may cut it.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer b.OnRemoved(func() { cancel(pool.ErrRemoved) })()
-
+	closed := mc.Open()
+	release := frontend.Detach(ctx)
+	remote := c.RemoteAddr()
 	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
 	start := time.Now()
-	s := r.Run(ctx, c, bc)
-	d := time.Since(start)
-	why := s.Reason()
-	px.Metrics.TunnelEnded(ln, pn, why, d)
-	if s.End == tunnel.EndError {
-		px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", bn, "remote", c.RemoteAddr().String(), "err", s.Err)
-	}
-	return s
+	var stopRemoved func()
+	var ready sync.WaitGroup // stopRemoved is set before the tunnel can end
+	ready.Add(1)
+	stop := r.Start(ctx, px.Engine, c, bc, func(s tunnel.Stats) {
+		ready.Wait()
+		stopRemoved()
+		px.Metrics.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
+		if s.End == tunnel.EndError {
+			px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", bn, "remote", remote.String(), "err", s.Err)
+		}
+		closed()
+		b.Release()
+		ended(s)
+		release()
+	})
+	// A reload that removes b ends this conn in its turn of the retirement
+	// spread; nothing else a reload does may cut it.
+	stopRemoved = b.OnRemoved(func() { stop(pool.ErrRemoved) })
+	ready.Done()
 }
 
 // writeProxyHeader sends the PROXY header (version "v1" or "v2"), if any.
