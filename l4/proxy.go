@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -197,13 +196,14 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 	release := frontend.Detach(ctx)
 	remote := c.RemoteAddr()
 	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
+	// A reload that removes b ends this conn in its turn of the retirement
+	// spread; nothing else a reload does may cut it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()
-	var stopRemoved func()
-	var ready sync.WaitGroup // stopRemoved is set before the tunnel can end
-	ready.Add(1)
-	stop := r.Start(ctx, px.Engine, c, bc, func(s tunnel.Stats) {
-		ready.Wait()
+	r.Start(ctx, px.Engine, c, bc, func(s tunnel.Stats) {
 		stopRemoved()
+		cancel(nil)
 		px.Metrics.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
 		if s.End == tunnel.EndError {
 			px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", bn, "remote", remote.String(), "err", s.Err)
@@ -213,10 +213,6 @@ func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc ne
 		ended(s)
 		release()
 	})
-	// A reload that removes b ends this conn in its turn of the retirement
-	// spread; nothing else a reload does may cut it.
-	stopRemoved = b.OnRemoved(func() { stop(pool.ErrRemoved) })
-	ready.Done()
 }
 
 // writeProxyHeader sends the PROXY header (version "v1" or "v2"), if any.

@@ -32,6 +32,7 @@ import (
 	"github.com/wslb/wslb/internal/servetest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/tunnel"
 )
 
 // lb is a running l7 listener.
@@ -64,6 +65,13 @@ func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	if err != nil {
 		t.Fatal(err)
 	}
+	engine, err := tunnel.NewEngine(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the listener's cleanup, so it runs after the drain.
+	t.Cleanup(engine.Close)
+	px.Engine = engine
 	for _, f := range setup {
 		f(px)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/static"
+	"github.com/wslb/wslb/tunnel"
 )
 
 // Proxy is the handler of one l7 listener, shared by its workers. Update swaps
@@ -40,6 +41,10 @@ type Proxy struct {
 	OnDialError func(b *pool.Backend, err error)
 	// Access gets one line per request and per tunnel; nil is off.
 	Access *access.Logger
+	// Engine, when set, carries established plain-TCP tunnels on its event
+	// loops (no goroutine or buffer per idle tunnel); TLS tunnels, or all
+	// when nil, are relayed on goroutines.
+	Engine *tunnel.Engine
 
 	cur atomic.Pointer[state]
 }

@@ -69,8 +69,12 @@ func NewEngine(n int) (*Engine, error) {
 }
 
 // Close ends every tunnel still open (EndCanceled, Cause ErrEngineClosed),
-// waits for the loops to stop and frees their descriptors.
+// waits for the loops to stop and frees their descriptors. A nil Engine's
+// Close does nothing.
 func (e *Engine) Close() {
+	if e == nil {
+		return
+	}
 	for _, l := range e.loops {
 		l.mu.Lock()
 		l.closing = true
@@ -82,6 +86,9 @@ func (e *Engine) Close() {
 
 // Tunnels returns the number of tunnels the engine holds.
 func (e *Engine) Tunnels() int {
+	if e == nil {
+		return 0
+	}
 	n := 0
 	for _, l := range e.loops {
 		n += int(l.live.Load())
@@ -107,6 +114,14 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 	bt, ok2 := b.(*net.TCPConn)
 	if e == nil || !ok1 || !ok2 {
 		return nil, false
+	}
+	if ctx.Err() != nil {
+		// Drained while the tunnel was being set up; its client conn may
+		// already be closed, which detach would report as an error.
+		c.Close()
+		b.Close()
+		go done(Stats{End: EndCanceled, Cause: context.Cause(ctx)})
+		return func(error) {}, true
 	}
 	t := &Tunnel{idle: r.Idle, live: [2]Adder{r.Rx, r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
 	// Bytes read ahead go out while the conns are still Go's: a write

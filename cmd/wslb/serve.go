@@ -27,19 +27,23 @@ import (
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/status"
+	"github.com/wslb/wslb/tunnel"
 )
 
 // instance is the running process: the generation of configuration that new
 // conns use, the listeners earlier generations left to run out, and the
 // admin server. Reloads (reload.go) replace the generation.
 type instance struct {
-	path     string // the config file reloads read; "" when there is none
-	log      *slog.Logger
-	access   *access.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics.Metrics
-	passive  *health.Passive
-	board    *status.Board
+	path    string // the config file reloads read; "" when there is none
+	log     *slog.Logger
+	access  *access.Logger
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	passive *health.Passive
+	board   *status.Board
+	// engine carries the established plain-TCP tunnels of every listener,
+	// across reloads; nil (goroutine relays) if it could not start.
+	engine   *tunnel.Engine
 	started  time.Time
 	draining atomic.Bool
 
@@ -98,6 +102,11 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
 	in.metrics = metrics.New(in.reg)
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
+	if e, err := tunnel.NewEngine(0); err != nil {
+		log.Warn("tunnel engine unavailable; tunnels use two goroutines each", "err", err)
+	} else {
+		in.engine = e
+	}
 	g := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
 	for _, pc := range cfg.Pools {
 		g.pools[pc.Name] = pool.New(pc)
@@ -110,6 +119,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 		}
 		if err != nil {
 			in.close(g)
+			in.engine.Close()
 			return nil, err
 		}
 		g.listeners = append(g.listeners, l)
@@ -120,6 +130,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 		ln, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {
 			in.close(g)
+			in.engine.Close()
 			return nil, fmt.Errorf("admin: bind %s: %w", cfg.Admin.Listen, err)
 		}
 		in.adminLn = ln
@@ -163,6 +174,7 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		px := l4.New(lc, pools[lc.Pool], in.metrics, in.log)
 		px.OnDialError = in.passive.DialFailed
 		px.Access = in.access
+		px.Engine = in.engine
 		fl.NewHandler = func() frontend.Handler { return px }
 		fl.OnLimit = px.OnLimit
 		l.l4 = px
@@ -173,6 +185,7 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		}
 		px.OnDialError = in.passive.DialFailed
 		px.Access = in.access
+		px.Engine = in.engine
 		fl.NewHandler = px.NewWorker
 		fl.OnLimit = px.OnLimit
 		fl.Refuse = px.Refuse
@@ -307,6 +320,7 @@ wait:
 		}
 	}
 	in.drain(sigs)
+	in.engine.Close() // every conn has ended
 	adminServing.Wait()
 	log.Info("stopped")
 	return 0
