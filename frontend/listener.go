@@ -122,15 +122,19 @@ func (lc *liveConn) Value(k any) any {
 // Detach lets the handler serving the conn of ctx return while the conn lives
 // on elsewhere (a tunnel handed to tunnel.Engine): the listener keeps counting
 // it against max_connections, Drain keeps waiting for it and still cancels
-// ctx in its turn, until the returned release is called. Call it at most once,
-// from ServeConn. For a ctx no listener made, release does nothing.
-func Detach(ctx context.Context) (release func()) {
+// ctx in its turn, until release is called. cancel cancels ctx with a cause
+// of the caller's (a backend removed by a reload): the new owner then has
+// one context to watch, not one per reason. Call Detach at most once, from
+// ServeConn. For a ctx no listener made, it returns a child of ctx, and
+// release only cancels that child.
+func Detach(ctx context.Context) (conn context.Context, cancel context.CancelCauseFunc, release func()) {
 	lc, ok := ctx.Value(connKey{}).(*liveConn)
 	if !ok {
-		return func() {}
+		ctx, cancel := context.WithCancelCause(ctx)
+		return ctx, cancel, func() { cancel(nil) }
 	}
 	lc.detached = true
-	return lc.release
+	return ctx, lc.cancel, lc.release
 }
 
 // Listen binds every worker's socket. It binds the first socket, then binds

@@ -266,7 +266,7 @@ func TestDetach(t *testing.T) {
 	causes := make(chan error, 1)
 	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
 		return HandlerFunc(func(ctx context.Context, c net.Conn) {
-			release := Detach(ctx)
+			ctx, _, release := Detach(ctx)
 			c.Write([]byte("hi"))
 			go func() {
 				// The conn's new owner: ends it when ctx is cancelled.

@@ -78,17 +78,11 @@ var _ frontend.Handler = (*Proxy)(nil)
 
 // ServeConn proxies c to a backend. It owns c: it closes c when no tunnel
 // opens, else hands it to the tunnel and returns; the tunnel's end releases
-// the backend, the listener's count and writes the access line.
+// the backend and the listener's count, and writes the access line.
 func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 	st := px.cur.Load()
 	client := proxyheader.AddrPort(c.RemoteAddr())
-	e := &access.Entry{Kind: access.KindConn, Listener: st.l.Name, Pool: st.pool.Name(), Reason: "error"}
-	start := time.Now()
-	fail := func() {
-		c.Close()
-		e.Client, e.Duration = client, time.Since(start)
-		px.Access.Log(e)
-	}
+	accepted := time.Now()
 
 	// Bytes read past a PROXY header belong to the client's stream; the relay
 	// writes them to the backend first, and copies from c itself, so splice
@@ -98,15 +92,15 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 		br := bufio.NewReader(c)
 		src, err := proxyheader.Read(c, br, st.l.Timeouts.Handshake)
 		if err != nil {
+			reason := "proxy_protocol"
 			if errors.Is(err, proxyheader.ErrTimeout) {
 				st.errs.Timeout.Inc()
-				e.Reason = "timeout"
+				reason = "timeout"
 			} else {
 				st.errs.ProxyProtocol.Inc()
-				e.Reason = "proxy_protocol"
 			}
 			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
-			fail()
+			px.refuse(c, st, client, accepted, reason, nil)
 			return
 		}
 		if src.IsValid() {
@@ -121,28 +115,33 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn) {
 
 	b, bc, err := px.connect(ctx, st, client.Addr())
 	if err != nil {
-		e.Reason = "dial"
+		reason := "dial"
 		if errors.Is(err, pool.ErrNoBackend) {
-			e.Reason = "no_backend"
+			reason = "no_backend"
 		}
 		px.Log.Debug("no backend for conn", "listener", st.l.Name, "remote", client.String(), "err", err)
-		fail()
+		px.refuse(c, st, client, accepted, reason, nil)
 		return
 	}
-	e.Backend = b.String()
-
 	if err := writeProxyHeader(bc, st.l.ProxyProtocol, client, c.LocalAddr()); err != nil {
 		bc.Close()
 		b.Release()
 		px.Log.Debug("write to backend", "listener", st.l.Name, "backend", b.String(), "err", err)
-		fail()
+		px.refuse(c, st, client, accepted, "error", b)
 		return
 	}
-	px.relay(ctx, st, b, c, bc, early, func(s tunnel.Stats) {
-		e.Rx, e.Tx, e.Reason = s.Rx, s.Tx, s.Reason()
-		e.Client, e.Duration = client, time.Since(start)
-		px.Access.Log(e)
-	})
+	px.relay(ctx, st, b, c, bc, early, client, accepted)
+}
+
+// refuse closes c, which no tunnel took, and writes its access line.
+func (px *Proxy) refuse(c net.Conn, st *state, client netip.AddrPort, accepted time.Time, reason string, b *pool.Backend) {
+	c.Close()
+	e := access.Entry{Kind: access.KindConn, Listener: st.l.Name, Client: client, Pool: st.pool.Name(),
+		Duration: time.Since(accepted), Reason: reason}
+	if b != nil {
+		e.Backend = b.String()
+	}
+	px.Access.Log(&e)
 }
 
 // connect reserves a backend and dials it; when the dial fails, one other
@@ -185,32 +184,31 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 	return c, nil
 }
 
-// relay hands c and bc to the tunnel and returns; when the tunnel ends it
-// settles the metrics, releases b and the listener's hold on the conn, then
-// calls ended. early are client bytes read behind a PROXY header, for the
-// backend first.
-func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte, ended func(tunnel.Stats)) {
-	ln, pn, bn := st.l.Name, st.pool.Name(), b.String()
-	mc := px.Metrics.Conn(ln, pn, bn)
+// relay hands c and bc to the tunnel and returns. When the tunnel ends it
+// settles the metrics, releases b and the listener's hold on the conn, and
+// writes the access line. early are client bytes read behind a PROXY header,
+// for the backend first. What the closure keeps is all an idle conn costs
+// besides the tunnel itself, so it keeps little.
+func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte, client netip.AddrPort, accepted time.Time) {
+	mc := px.Metrics.Conn(st.l.Name, st.pool.Name(), b.String())
 	closed := mc.Open()
-	release := frontend.Detach(ctx)
-	remote := c.RemoteAddr()
-	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
+	ctx, cancel, release := frontend.Detach(ctx)
 	// A reload that removes b ends this conn in its turn of the retirement
 	// spread; nothing else a reload does may cut it.
-	ctx, cancel := context.WithCancelCause(ctx)
 	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
+	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
 	start := time.Now()
 	r.Start(ctx, px.Engine, c, bc, func(s tunnel.Stats) {
 		stopRemoved()
-		cancel(nil)
-		px.Metrics.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
+		ln, pn, why := st.l.Name, st.pool.Name(), s.Reason()
+		px.Metrics.TunnelEnded(ln, pn, why, time.Since(start))
 		if s.End == tunnel.EndError {
-			px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", bn, "remote", remote.String(), "err", s.Err)
+			px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", b.String(), "remote", client.String(), "err", s.Err)
 		}
 		closed()
 		b.Release()
-		ended(s)
+		px.Access.Log(&access.Entry{Kind: access.KindConn, Listener: ln, Client: client, Pool: pn, Backend: b.String(),
+			Rx: s.Rx, Tx: s.Tx, Duration: time.Since(accepted), Reason: why})
 		release()
 	})
 }

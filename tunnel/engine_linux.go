@@ -138,13 +138,13 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		err = fmt.Errorf("write to backend: %w", err)
 	}
 	if err == nil {
-		if t.fd[client], err = detach(ct); err == nil {
-			if t.fd[backend], err = detach(bt); err != nil {
-				unix.Close(t.fd[client])
-			}
-		} else {
+		var cfd, bfd int
+		if cfd, err = detach(ct); err != nil {
 			b.Close()
+		} else if bfd, err = detach(bt); err != nil {
+			unix.Close(cfd)
 		}
+		t.fd = [2]int32{int32(cfd), int32(bfd)}
 	}
 	if err != nil {
 		c.Close()
@@ -221,32 +221,33 @@ const (
 // Tunnel is one tunnel held by an Engine. Apart from cause (under l.mu),
 // its fields belong to the loop goroutine.
 type Tunnel struct {
-	l         *loop
-	fd        [2]int
-	readable  [2]bool // edge-triggered state: the socket may have bytes to read
-	writable  [2]bool // and room to write
-	dirs      [2]direction
-	count     [2]int64 // bytes written to the other side, by the reading side
-	live      [2]Adder
+	// An idle tunnel costs this struct and little else, so it is packed.
+	l        *loop
+	done     func(Stats)
+	live     [2]Adder
+	count    [2]int64 // bytes written to the other side, by the reading side
+	dirs     [2]direction
+	cause    error
+	idle     time.Duration
+	last     time.Duration // loop clock when a byte last moved
+	deadline time.Duration // its key in the loop's idle heap
+	hidx     int32         // its index there, -1 when not in it
+	slot     int32
+	fd       [2]int32
+	readable [2]bool // edge-triggered state: the socket may have bytes to read
+	writable [2]bool // and room to write
+	// first is the first way it ended, set with firstSet, for half-closes.
+	first     int8
+	firstSet  bool
 	fullClose bool
-	idle      time.Duration
-	last      time.Duration // loop clock when a byte last moved
-	deadline  time.Duration // its key in the loop's idle heap
-	hidx      int           // its index there, -1 when not in it
-	slot      int32
 	queued    bool // on the loop's ready list
 	ended     bool
-	first     End // set with firstSet: the first way it ended, for half-closes
-	firstSet  bool
-	err       error
-	cause     error
-	done      func(Stats)
 }
 
 // direction is the state of bytes moving from one socket to the other.
 type direction struct {
 	p   *pipe // bytes read but not yet written (the peer was not writable)
-	n   int   // how many
+	n   int32 // how many (at most pipeSize)
 	eof bool  // the reading socket ended; the writing one got a shutdown
 }
 
@@ -439,7 +440,7 @@ func (l *loop) register(t *Tunnel) {
 		// resumes, and a socket that stays readable while its peer is full
 		// wakes nobody. Adding reports the current state at once.
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: t.slot, Pad: int32(side)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			t.end(EndError, fmt.Errorf("epoll_ctl: %w", err))
 			return
 		}
@@ -463,7 +464,7 @@ func (t *Tunnel) event(side int, ev uint32) {
 	}
 	if ev&unix.EPOLLERR != 0 {
 		err := unix.ENOTCONN
-		if n, gerr := unix.GetsockoptInt(t.fd[side], unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
+		if n, gerr := unix.GetsockoptInt(int(t.fd[side]), unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
 			err = unix.Errno(n)
 		}
 		t.end(classify(err, End(side), End(side)), err)
@@ -523,7 +524,7 @@ func (t *Tunnel) move(src int) bool {
 			t.end(EndError, errNoPipe)
 			return false
 		}
-		n, err := unix.Splice(t.fd[src], nil, l.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case err == unix.EAGAIN:
 			t.readable[src] = false
@@ -541,7 +542,7 @@ func (t *Tunnel) move(src int) bool {
 		// The bytes now sit in the loop's pipe. They are this direction's
 		// until written: if the peer cannot take them all, the direction
 		// keeps the pipe and the loop takes another.
-		d.p, d.n = l.pipe, int(n)
+		d.p, d.n = l.pipe, int32(n)
 		l.pipe = nil
 		if !t.flush(src) {
 			return false
@@ -559,7 +560,7 @@ func (t *Tunnel) flush(src int) bool {
 		if !t.writable[dst] {
 			return false
 		}
-		n, err := unix.Splice(d.p.r, nil, t.fd[dst], nil, d.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(d.p.r, nil, int(t.fd[dst]), nil, int(d.n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case err == unix.EAGAIN:
 			t.writable[dst] = false
@@ -571,7 +572,7 @@ func (t *Tunnel) flush(src int) bool {
 			t.end(classify(err, End(dst), End(dst)), err)
 			return false
 		}
-		d.n -= int(n)
+		d.n -= int32(n)
 		t.count[src] += n
 		if a := t.live[src]; a != nil {
 			a.Add(float64(n))
@@ -621,13 +622,13 @@ func (t *Tunnel) eof(src int) {
 	dst := 1 - src
 	t.dirs[src].eof = true
 	if !t.firstSet {
-		t.first, t.firstSet = End(src), true
+		t.first, t.firstSet = int8(src), true
 	}
 	if t.fullClose || t.dirs[dst].eof {
-		t.end(t.first, nil)
+		t.end(End(t.first), nil)
 		return
 	}
-	if err := unix.Shutdown(t.fd[dst], unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+	if err := unix.Shutdown(int(t.fd[dst]), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 		t.end(EndError, fmt.Errorf("shutdown: %w", err))
 	}
 }
@@ -656,7 +657,7 @@ func (t *Tunnel) end(e End, err error) {
 	l := t.l
 	for _, fd := range t.fd {
 		// Closing the only descriptor also removes it from the epoll set.
-		unix.Close(fd)
+		unix.Close(int(fd))
 	}
 	for i := range t.dirs {
 		if p := t.dirs[i].p; p != nil {
@@ -665,7 +666,7 @@ func (t *Tunnel) end(e End, err error) {
 		}
 	}
 	if t.hidx >= 0 {
-		l.heap.remove(t.hidx)
+		l.heap.remove(int(t.hidx))
 	}
 	if t.slot >= 0 && int(t.slot) < len(l.slots) && l.slots[t.slot] == t {
 		l.slots[t.slot] = nil
@@ -678,7 +679,7 @@ func (t *Tunnel) end(e End, err error) {
 	if canceled && e != EndIdle {
 		e, err = EndCanceled, nil
 	} else if t.firstSet && e == EndError {
-		e = t.first
+		e = End(t.first)
 	}
 	t.finish(e, err)
 }
@@ -697,9 +698,9 @@ func (t *Tunnel) finish(e End, err error) {
 type idleHeap []*Tunnel
 
 func (h *idleHeap) push(t *Tunnel) {
-	t.hidx = len(*h)
+	t.hidx = int32(len(*h))
 	*h = append(*h, t)
-	h.up(t.hidx)
+	h.up(int(t.hidx))
 }
 
 func (h *idleHeap) remove(i int) {
@@ -708,7 +709,7 @@ func (h *idleHeap) remove(i int) {
 	s[i].hidx = -1
 	if i != last {
 		s[i] = s[last]
-		s[i].hidx = i
+		s[i].hidx = int32(i)
 	}
 	s[last] = nil
 	*h = s[:last]
@@ -727,7 +728,7 @@ func (h idleHeap) less(i, j int) bool { return h[i].deadline < h[j].deadline }
 
 func (h idleHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].hidx, h[j].hidx = i, j
+	h[i].hidx, h[j].hidx = int32(i), int32(j)
 }
 
 func (h idleHeap) up(i int) {
