@@ -8,13 +8,17 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // End says which event ended a tunnel.
@@ -238,6 +242,10 @@ func writeAhead(dst net.Conn, p []byte, live Adder) (int, error) {
 // half-closes dst so the peer sees EOF but may still answer; on any other end
 // it closes both conns, which also ends the other direction.
 func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
+	if raw := socketOf(src); raw != nil && !spliceable(dst, src) {
+		t.pumpPooled(dst, src, raw, count, live, srcEnd, dstEnd)
+		return
+	}
 	// Read deadlines are only wake-ups: the tunnel is idle when neither
 	// direction has moved, which one direction alone cannot see. Waking at
 	// least four times per idle period makes a close at most 25% late.
@@ -279,6 +287,125 @@ func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd
 		t.closeBoth()
 		return
 	}
+}
+
+// spliceable reports whether io.Copy between dst and src splices (two TCP
+// conns), so that no buffer is involved.
+func spliceable(dst, src net.Conn) bool {
+	_, ok1 := dst.(*net.TCPConn)
+	_, ok2 := src.(*net.TCPConn)
+	return ok1 && ok2
+}
+
+// socketOf returns the socket under c (a TCP conn, or the one under a TLS
+// conn), or nil.
+func socketOf(c net.Conn) syscall.RawConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// buffers holds the copy buffers of relays that cannot splice (TLS). A
+// buffer is taken once src has bytes to give and goes back as soon as it has
+// none, so an idle TLS tunnel holds no buffer: io.Copy would hold 32 KiB per
+// direction for the tunnel's whole life.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// pause is how long a relay that cannot splice keeps its buffer after src
+// last gave bytes. A TLS conn may hold whole records it read from the socket
+// ahead, which the socket's readiness does not show: they are taken in this
+// window, and only after it does the relay wait on the socket again.
+const pause = 5 * time.Millisecond
+
+// pumpPooled is pump for conns that cannot splice: it waits for src's socket
+// to be readable without holding a buffer, then copies through a pooled one
+// until src pauses.
+func (t *tunnel) pumpPooled(dst, src net.Conn, raw syscall.RawConn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
+	longest := maxWake
+	if q := t.r.Idle / 4; q > 0 && q < longest {
+		longest = q
+	}
+	wake := min(liveWake, longest)
+	for {
+		_ = src.SetReadDeadline(time.Now().Add(wake))
+		err := waitReadable(raw)
+		switch {
+		case err == nil:
+			wake = min(liveWake, longest)
+			if !t.burst(dst, src, count, live, srcEnd, dstEnd) {
+				return
+			}
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
+			wake = min(2*wake, longest)
+			if t.r.Idle == 0 || t.idleFor() < t.r.Idle {
+				continue
+			}
+			t.record(EndIdle, nil)
+		default:
+			t.record(classify(err, srcEnd, dstEnd), err)
+		}
+		t.closeBoth()
+		return
+	}
+}
+
+// burst copies from src, which has bytes, through a pooled buffer until src
+// pauses; it reports false when the direction has ended.
+func (t *tunnel) burst(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) bool {
+	bp := buffers.Get().(*[]byte)
+	defer buffers.Put(bp)
+	for {
+		_ = src.SetReadDeadline(time.Now().Add(pause))
+		n, err := src.Read(*bp)
+		if n > 0 {
+			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+				t.record(classify(werr, dstEnd, dstEnd), werr)
+				t.closeBoth()
+				return false
+			}
+			count.Add(int64(n))
+			if live != nil {
+				live.Add(float64(n))
+			}
+			t.touch()
+		}
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
+			return true
+		case errors.Is(err, io.EOF):
+			t.record(srcEnd, nil)
+			if !t.r.FullClose {
+				closeWrite(dst)
+				return false
+			}
+		default:
+			t.record(classify(err, srcEnd, dstEnd), err)
+		}
+		t.closeBoth()
+		return false
+	}
+}
+
+// waitReadable waits, within the read deadline, until the socket has bytes
+// (or an EOF or error) for the next read, without reading them.
+func waitReadable(raw syscall.RawConn) error {
+	return raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err != unix.EAGAIN
+	})
 }
 
 // record keeps the first way the tunnel ended.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,7 +51,9 @@ func relay(t testing.TB, e *Engine, ctx context.Context, r *Relay) (client, back
 // Engine: both must behave the same.
 func engines(t *testing.T, f func(t *testing.T, e *Engine)) {
 	t.Run("goroutines", func(t *testing.T) { f(t, nil) })
-	t.Run("epoll", func(t *testing.T) { f(t, newEngine(t, 1)) })
+	if runtime.GOOS == "linux" {
+		t.Run("epoll", func(t *testing.T) { f(t, newEngine(t, 1)) })
+	}
 }
 
 func newEngine(t testing.TB, n int) *Engine {

@@ -1,0 +1,96 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"math/big"
+	"testing"
+	"time"
+)
+
+// tlsPair returns a TLS client conn and the relay's TLS server end of it,
+// handshaken, over real loopback TCP.
+func tlsPair(t *testing.T) (client, server *tls.Conn) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	a, b := pair(t)
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: roots})
+	errs := make(chan error, 1)
+	go func() { errs <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	return client, server
+}
+
+// TestTLSRelay: a TLS client side (as l7 terminates wss) relays on pooled
+// buffers: bulk both ways arrives whole, small messages still echo after
+// the relay went quiet, and a client close ends it.
+func TestTLSRelay(t *testing.T) {
+	engines(t, func(t *testing.T, e *Engine) {
+		c, front := tlsPair(t)
+		lbBack, b := pair(t)
+		done := make(chan Stats, 1)
+		(&Relay{Idle: time.Hour}).Start(t.Context(), e, front, lbBack, func(s Stats) { done <- s })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		b.SetDeadline(time.Now().Add(20 * time.Second))
+
+		up := make([]byte, 3<<20)
+		rand.Read(up)
+		go c.Write(up)
+		got := make([]byte, len(up))
+		if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, up) {
+			t.Fatalf("backend got %d bytes intact=%v: %v", len(got), bytes.Equal(got, up), err)
+		}
+		go b.Write(up)
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, up) {
+			t.Fatalf("client got %d bytes intact=%v: %v", len(got), bytes.Equal(got, up), err)
+		}
+		for i := range 3 {
+			time.Sleep(2 * pause) // each message after the buffers went back
+			c.Write([]byte{byte(i)})
+			one := make([]byte, 1)
+			if _, err := io.ReadFull(b, one); err != nil || one[0] != byte(i) {
+				t.Fatalf("message %d: %v %v", i, one, err)
+			}
+			b.Write([]byte{byte(i + 10)})
+			if _, err := io.ReadFull(c, one); err != nil || one[0] != byte(i+10) {
+				t.Fatalf("answer %d: %v %v", i, one, err)
+			}
+		}
+		c.Close()
+		if rest, err := io.ReadAll(b); err != nil || len(rest) != 0 {
+			t.Fatalf("backend read %d bytes, %v; want EOF after the client closed", len(rest), err)
+		}
+		b.Close()
+		select {
+		case s := <-done:
+			if s.End != EndClient || s.Rx != int64(len(up))+3 || s.Tx != int64(len(up))+3 {
+				t.Fatalf("got %+v", s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relay did not end")
+		}
+	})
+}
