@@ -30,7 +30,15 @@ import (
 // default 64 KiB.
 const pipeSize = 1 << 18
 
-// budget is how many splices one direction gets per turn, so that one bulk
+// copySize is the per-loop buffer small reads go through. A message (a chat
+// line, a ping) costs one recv and one send, as in any proxy: a recv that
+// returns less than the buffer has drained the socket, which a splice cannot
+// tell (it may stop short for lack of pipe slots), so splicing a message
+// would cost a third call that finds nothing. A recv that fills the buffer
+// switches the direction to splicing until a splice comes back short.
+const copySize = 16 << 10
+
+// budget is how many reads one direction gets per turn, so that one bulk
 // stream cannot starve the other tunnels of its loop; a direction with more
 // to read goes back on the loop's ready list.
 const budget = 4
@@ -236,6 +244,9 @@ type Tunnel struct {
 	fd       [2]int32
 	readable [2]bool // edge-triggered state: the socket may have bytes to read
 	writable [2]bool // and room to write
+	// rdhup: the peer shut down its writing; an EOF waits behind the data,
+	// so a short read does not mean the socket is drained.
+	rdhup [2]bool
 	// first is the first way it ended, set with firstSet, for half-closes.
 	first     int8
 	firstSet  bool
@@ -246,9 +257,10 @@ type Tunnel struct {
 
 // direction is the state of bytes moving from one socket to the other.
 type direction struct {
-	p   *pipe // bytes read but not yet written (the peer was not writable)
-	n   int32 // how many (at most pipeSize)
-	eof bool  // the reading socket ended; the writing one got a shutdown
+	p    *pipe // bytes read but not yet written (the peer was not writable)
+	n    int32 // how many (at most pipeSize)
+	eof  bool  // the reading socket ended; the writing one got a shutdown
+	bulk bool  // splice: the last read filled the copy buffer
 }
 
 // Close ends t with EndCanceled and the given cause, from any goroutine. It
@@ -299,6 +311,7 @@ type loop struct {
 	start  time.Time
 	now    time.Duration // since start, read after each wait
 	pipe   *pipe         // empty between splices
+	buf    []byte        // copySize, empty between copies
 	spare  []*pipe
 	slots  []*Tunnel // by slot, the id in each epoll event
 	free   []int32
@@ -312,7 +325,7 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	l := &loop{epfd: epfd, evfd: -1, start: time.Now(), events: make([]unix.EpollEvent, 256)}
+	l := &loop{epfd: epfd, evfd: -1, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.release()
 		return nil, fmt.Errorf("eventfd: %w", err)
@@ -473,6 +486,9 @@ func (t *Tunnel) event(side int, ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
 		t.readable[side] = true
 	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		t.rdhup[side] = true
+	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP) != 0 {
 		t.writable[side] = true
 	}
@@ -520,25 +536,30 @@ func (t *Tunnel) move(src int) bool {
 		if !t.readable[src] || !t.writable[dst] {
 			return false
 		}
+		if !d.bulk {
+			n, err := unix.Read(int(t.fd[src]), l.buf)
+			if !t.readDone(src, n, err) {
+				return false
+			}
+			if n < len(l.buf) && !t.rdhup[src] {
+				t.readable[src] = false // drained: the next byte is a new edge
+			} else {
+				d.bulk = true
+			}
+			if !t.send(src, l.buf[:n]) {
+				return false
+			}
+			continue
+		}
 		if l.pipe == nil && !l.refill() {
 			t.end(EndError, errNoPipe)
 			return false
 		}
 		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch {
-		case err == unix.EAGAIN:
-			t.readable[src] = false
-			return false
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			t.end(classify(err, End(src), EndError), err)
-			return false
-		case n == 0:
-			t.readable[src] = false
-			t.eof(src)
+		if !t.readDone(src, int(n), err) {
 			return false
 		}
+		d.bulk = n >= copySize
 		// The bytes now sit in the loop's pipe. They are this direction's
 		// until written: if the peer cannot take them all, the direction
 		// keeps the pipe and the loop takes another.
@@ -549,6 +570,70 @@ func (t *Tunnel) move(src int) bool {
 		}
 	}
 	return t.readable[src]
+}
+
+// readDone handles what a read from src returned, and reports whether n > 0
+// bytes came (else the direction stops for now, or the tunnel ended).
+func (t *Tunnel) readDone(src, n int, err error) bool {
+	switch {
+	case err == unix.EAGAIN:
+		t.readable[src] = false
+	case err == unix.EINTR:
+	case err != nil:
+		t.end(classify(err, End(src), EndError), err)
+	case n == 0:
+		t.readable[src] = false
+		t.eof(src)
+	default:
+		return true
+	}
+	return false
+}
+
+// send writes p, read from src, to the other socket. What the peer cannot
+// take now waits in a pipe of the direction's, as spliced bytes do; it
+// reports whether all of p went.
+func (t *Tunnel) send(src int, p []byte) bool {
+	dst := 1 - src
+	n, err := unix.Write(int(t.fd[dst]), p)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		n = 0
+	case err != nil:
+		t.end(classify(err, End(dst), End(dst)), err)
+		return false
+	}
+	t.sent(src, n)
+	if n == len(p) {
+		return true
+	}
+	t.writable[dst] = false
+	pp, err := t.l.getPipe()
+	if err == nil {
+		// At most copySize bytes into an empty pipe: it takes them all.
+		_, err = unix.Write(pp.w, p[n:])
+	}
+	if err != nil {
+		if pp != nil {
+			pp.close()
+		}
+		t.end(EndError, err)
+		return false
+	}
+	t.dirs[src].p, t.dirs[src].n = pp, int32(len(p)-n)
+	return false
+}
+
+// sent counts n bytes that src's direction wrote.
+func (t *Tunnel) sent(src, n int) {
+	if n <= 0 {
+		return
+	}
+	t.count[src] += int64(n)
+	if a := t.live[src]; a != nil {
+		a.Add(float64(n))
+	}
+	t.last = t.l.now
 }
 
 // flush writes the bytes direction src holds in its pipe to the other
@@ -573,11 +658,7 @@ func (t *Tunnel) flush(src int) bool {
 			return false
 		}
 		d.n -= int32(n)
-		t.count[src] += n
-		if a := t.live[src]; a != nil {
-			a.Add(float64(n))
-		}
-		t.last = t.l.now
+		t.sent(src, int(n))
 	}
 	t.l.putPipe(d.p)
 	d.p = nil
@@ -590,17 +671,19 @@ var errNoPipe = errors.New("no pipe for splice")
 
 // refill gives the loop an empty pipe after its own went to a tunnel.
 func (l *loop) refill() bool {
-	if n := len(l.spare); n > 0 {
-		l.pipe = l.spare[n-1]
-		l.spare = l.spare[:n-1]
-		return true
-	}
-	p, err := newPipe()
-	if err != nil {
-		return false
-	}
+	p, err := l.getPipe()
 	l.pipe = p
-	return true
+	return err == nil
+}
+
+// getPipe returns a spare empty pipe, or a new one.
+func (l *loop) getPipe() (*pipe, error) {
+	if n := len(l.spare); n > 0 {
+		p := l.spare[n-1]
+		l.spare = l.spare[:n-1]
+		return p, nil
+	}
+	return newPipe()
 }
 
 // putPipe takes back an empty pipe.
