@@ -34,11 +34,16 @@ type Forwarding struct {
 // an IPv6 zone, which names an interface of some other host.
 func (f Forwarding) ClientIP(h http.Header) netip.Addr {
 	peer := clean(f.Peer)
-	if !f.trusted(peer) {
+	return f.clientIP(h, peer, f.trusted(peer))
+}
+
+// clientIP is ClientIP for peer, cleaned, and whether it is trusted.
+func (f Forwarding) clientIP(h http.Header, peer netip.Addr, trusted bool) netip.Addr {
+	if !trusted {
 		return peer
 	}
 	good := peer
-	xff := h.Values("X-Forwarded-For")
+	xff := h["X-Forwarded-For"]
 	for i := len(xff) - 1; i >= 0; i-- {
 		for rest := xff[i]; rest != ""; {
 			var entry string
@@ -63,7 +68,8 @@ func (f Forwarding) ClientIP(h http.Header) netip.Addr {
 }
 
 // SetForwarded rewrites h, a request head going to a backend, to say who the
-// client is (DESIGN.md, "Headers to the backend"):
+// client is (DESIGN.md, "Headers to the backend"), and returns the client's
+// address, ClientIP as it was before the rewrite:
 //
 //   - X-Real-IP is ClientIP.
 //   - X-Forwarded-For is the incoming list (all headers, joined by ", ") with Peer
@@ -83,31 +89,82 @@ func (f Forwarding) ClientIP(h http.Header) netip.Addr {
 // asked for by turning the option off (a backend that does its own forwarding
 // logic, or another proxy behind wslb that does); it also means a backend must
 // not believe those headers.
-func (f Forwarding) SetForwarded(h http.Header) {
+func (f Forwarding) SetForwarded(h http.Header) netip.Addr {
 	peer := clean(f.Peer)
 	trusted := f.trusted(peer)
+	client := f.clientIP(h, peer, trusted)
+	fs := fields{h: h}
 	if f.XForwarded {
-		set(h, "X-Real-IP", addrString(f.ClientIP(h)))
-		xff := addrString(peer)
-		if in := joinList(h.Values("X-Forwarded-For")); trusted && in != "" {
-			xff = in + ", " + xff
+		peerText, clientText, port := f.texts(peer, client)
+		fs.set("X-Real-Ip", clientText)
+		xff := peerText
+		if trusted {
+			if in := joinList(h["X-Forwarded-For"]); in != "" {
+				xff = in + ", " + xff
+			}
 		}
-		set(h, "X-Forwarded-For", xff)
-		set(h, "X-Forwarded-Host", f.Host)
-		port := ""
-		if f.Port > 0 {
-			port = strconv.Itoa(f.Port)
-		}
-		set(h, "X-Forwarded-Port", port)
-		set(h, "X-Forwarded-Proto", f.Proto)
+		fs.set("X-Forwarded-For", xff)
+		fs.set("X-Forwarded-Host", f.Host)
+		fs.set("X-Forwarded-Port", port)
+		fs.set("X-Forwarded-Proto", f.Proto)
 	}
 	if f.RFC7239 {
 		fwd := f.element(peer)
-		if in := joinList(h.Values("Forwarded")); trusted && in != "" {
-			fwd = in + ", " + fwd
+		if trusted {
+			if in := joinList(h["Forwarded"]); in != "" {
+				fwd = in + ", " + fwd
+			}
 		}
-		set(h, "Forwarded", fwd)
+		fs.set("Forwarded", fwd)
 	}
+	return client
+}
+
+// texts returns peer, client and Port as text ("" for an invalid address
+// or no port), all cut from one allocated string.
+func (f Forwarding) texts(peer, client netip.Addr) (peerText, clientText, port string) {
+	var buf [2*len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255") + 8]byte
+	b := buf[:0]
+	if peer.IsValid() {
+		b = peer.AppendTo(b)
+	}
+	p := len(b)
+	if client != peer && client.IsValid() {
+		b = client.AppendTo(b)
+	}
+	c := len(b)
+	if f.Port > 0 {
+		b = strconv.AppendInt(b, int64(f.Port), 10)
+	}
+	all := string(b)
+	peerText, clientText, port = all[:p], all[p:c], all[c:]
+	if client == peer {
+		clientText = peerText
+	}
+	return peerText, clientText, port
+}
+
+// fields sets header values, all in one backing array, since a request gets
+// several: one allocation rather than one per header.
+type fields struct {
+	h    http.Header
+	vals []string
+}
+
+// set replaces every h[name] with value, or removes them when value is empty
+// or is not a valid field value. name must be canonical.
+func (fs *fields) set(name, value string) {
+	if value == "" || !validValue(value) {
+		delete(fs.h, name)
+		return
+	}
+	if len(fs.vals) == cap(fs.vals) {
+		fs.vals = make([]string, 0, 6)
+	}
+	fs.vals = append(fs.vals, value)
+	n := len(fs.vals)
+	// Capped, so that an append to one header cannot write over the next.
+	fs.h[name] = fs.vals[n-1 : n : n]
 }
 
 // element is this hop's forwarded-element (RFC 7239 §4). A parameter whose value
@@ -190,14 +247,6 @@ func clean(a netip.Addr) netip.Addr {
 	return a.Unmap().WithZone("")
 }
 
-// addrString is a.String(), or "" for the zero Addr ("invalid IP" is no header).
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
-}
-
 // joinList joins the non-empty values of a list header with ", " (RFC 9110 §5.3
 // makes several lines of a list header equal to one joined line).
 func joinList(values []string) string {
@@ -211,14 +260,4 @@ func joinList(values []string) string {
 		}
 	}
 	return b.String()
-}
-
-// set replaces every h[name] with value, or removes them when value is empty or
-// is not a valid field value.
-func set(h http.Header, name, value string) {
-	if value == "" || !validValue(value) {
-		h.Del(name)
-		return
-	}
-	h.Set(name, value)
 }

@@ -27,8 +27,10 @@ import "net/http"
 // a client can name any header in Connection, and one added later cannot be
 // removed that way.
 func RemoveHopByHop(h http.Header) {
-	for name := range tokens(h.Values("Connection")) {
-		h.Del(name)
+	if conn := h["Connection"]; len(conn) > 0 {
+		for name := range tokens(conn) {
+			del(h, name)
+		}
 	}
 	for name := range h {
 		if isHopByHop(name) {
@@ -45,4 +47,36 @@ func isHopByHop(name string) bool {
 		return true
 	}
 	return false
+}
+
+// del is h.Del(name) without an allocation for a name not in canonical
+// form, such as the "keep-alive" most clients list in Connection: its
+// canonical form is built on the stack and looked up first.
+func del(h http.Header, name string) {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		h.Del(name)
+		return
+	}
+	key := buf[:len(name)]
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !isTchar(c) {
+			// textproto leaves such a name as it is.
+			delete(h, name)
+			return
+		}
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		key[i] = c
+		upper = c == '-'
+	}
+	if _, ok := h[string(key)]; ok {
+		delete(h, string(key))
+	}
 }

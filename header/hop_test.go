@@ -3,6 +3,7 @@ package header
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +90,25 @@ func TestSetResponseHeaders(t *testing.T) {
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Errorf("got %v; want %v", h, want)
+	}
+}
+
+// TestDelIsHeaderDel checks del, RemoveHopByHop's allocation-free
+// Header.Del, against Header.Del.
+func TestDelIsHeaderDel(t *testing.T) {
+	names := []string{"keep-alive", "KEEP-ALIVE", "Keep-Alive", "x-foo", "X-FOO-bar", "x_foo", "a b", "ünï", "-x-",
+		"x--y", "9p", "te", strings.Repeat("x-", 40), "close", ""}
+	for _, name := range names {
+		h := http.Header{}
+		for _, n := range names {
+			h[n] = []string{"raw"}
+			h[http.CanonicalHeaderKey(n)] = []string{"canonical"}
+		}
+		want := h.Clone()
+		want.Del(name)
+		del(h, name)
+		if !reflect.DeepEqual(h, want) {
+			t.Errorf("del(%q) left %v; Header.Del leaves %v", name, h, want)
+		}
 	}
 }

@@ -89,5 +89,10 @@ func isTchar(c byte) bool {
 // validValue reports whether s can be sent as a field value: RFC 9110 §5.5 makes
 // CR, LF and NUL invalid anywhere in one, since they would split or end the line.
 func validValue(s string) bool {
-	return !strings.ContainsAny(s, "\r\n\x00")
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
 }

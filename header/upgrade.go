@@ -25,10 +25,10 @@ import (
 // When present is true and token is "", the caller removes the upgrade
 // (RemoveHopByHop does) and forwards the request as a plain one.
 func UpgradeToken(h http.Header, allowed []string) (token string, present bool) {
-	if !hasToken(h.Values("Connection"), "upgrade") || len(h.Values("Upgrade")) == 0 {
+	if !hasToken(h["Connection"], "upgrade") || len(h["Upgrade"]) == 0 {
 		return "", false
 	}
-	for offered := range tokens(h.Values("Upgrade")) {
+	for offered := range tokens(h["Upgrade"]) {
 		if name, _, _ := strings.Cut(offered, "/"); equalFold(name, "h2c") {
 			continue
 		}

@@ -32,11 +32,13 @@ const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 // 16 bytes (§4.1: a 16-byte nonce) gives ErrBadKey: such a request is no
 // WebSocket handshake at all, so it gets 400 rather than 426.
 func CheckWebSocketRequest(h http.Header) (key string, err error) {
-	versions := h.Values("Sec-WebSocket-Version")
+	// Indexed by canonical name: Values would canonicalise "Sec-WebSocket-…",
+	// an allocation, on every request.
+	versions := h["Sec-Websocket-Version"]
 	if len(versions) > 1 || len(versions) == 1 && trimOWS(versions[0]) != "13" {
 		return "", fmt.Errorf("%w: Sec-WebSocket-Version %.20q", ErrBadVersion, joinList(versions))
 	}
-	keys := h.Values("Sec-WebSocket-Key")
+	keys := h["Sec-Websocket-Key"]
 	switch len(keys) {
 	case 0:
 		return "", fmt.Errorf("%w: no Sec-WebSocket-Key", ErrBadKey)
@@ -47,8 +49,7 @@ func CheckWebSocketRequest(h http.Header) (key string, err error) {
 	key = trimOWS(keys[0])
 	// 16 bytes encode to exactly 24 characters. Checking the length also keeps
 	// out the CR and LF that the base64 decoder would silently skip.
-	b, err := base64.StdEncoding.DecodeString(key)
-	if len(key) != 24 || err != nil || len(b) != 16 {
+	if !isNonce(key) {
 		return "", fmt.Errorf("%w: Sec-WebSocket-Key %.30q is not 16 base64-encoded bytes", ErrBadKey, key)
 	}
 	if len(versions) == 0 {
@@ -57,11 +58,35 @@ func CheckWebSocketRequest(h http.Header) (key string, err error) {
 	return key, nil
 }
 
+// isNonce reports whether key is the standard padded base64 of 16 bytes,
+// decoded on the stack.
+func isNonce(key string) bool {
+	if len(key) != 24 {
+		return false
+	}
+	var nonce [18]byte // the most 24 characters decode to
+	n, err := base64.StdEncoding.Decode(nonce[:], []byte(key))
+	return err == nil && n == 16
+}
+
 // AcceptKey returns the Sec-WebSocket-Accept value that answers key:
 // base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2).
 func AcceptKey(key string) string {
-	sum := sha1.Sum([]byte(key + acceptGUID))
-	return base64.StdEncoding.EncodeToString(sum[:])
+	var buf [acceptLen]byte
+	return string(appendAcceptKey(buf[:0], key))
+}
+
+// acceptLen is the length of every Sec-WebSocket-Accept: a SHA-1 in base64.
+const acceptLen = (sha1.Size + 2) / 3 * 4
+
+// appendAcceptKey appends AcceptKey(key) to dst, on the stack for the
+// 24-character keys CheckWebSocketRequest accepts.
+func appendAcceptKey(dst []byte, key string) []byte {
+	var buf [24 + len(acceptGUID)]byte
+	in := append(buf[:0], key...)
+	in = append(in, acceptGUID...)
+	sum := sha1.Sum(in)
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
 
 // CheckSwitch checks a backend's 101 response head resp to a request that asked
@@ -76,10 +101,10 @@ func CheckSwitch(resp http.Header, token, key string) error {
 	if token == "" {
 		return errors.New("backend switched protocols but no upgrade was requested")
 	}
-	if !hasToken(resp.Values("Connection"), "upgrade") {
-		return fmt.Errorf("backend's 101 lacks Connection: upgrade (got %.40q)", joinList(resp.Values("Connection")))
+	if !hasToken(resp["Connection"], "upgrade") {
+		return fmt.Errorf("backend's 101 lacks Connection: upgrade (got %.40q)", joinList(resp["Connection"]))
 	}
-	got := firstToken(resp.Values("Upgrade"))
+	got := firstToken(resp["Upgrade"])
 	if got == "" {
 		return errors.New("backend's 101 has no Upgrade protocol")
 	}
@@ -89,13 +114,13 @@ func CheckSwitch(resp http.Header, token, key string) error {
 	if !equalFold(token, "websocket") {
 		return nil
 	}
-	accepts := resp.Values("Sec-WebSocket-Accept")
+	accepts := resp["Sec-Websocket-Accept"]
 	switch {
 	case len(accepts) == 0:
 		return errors.New("backend's 101 has no Sec-WebSocket-Accept")
 	case len(accepts) > 1:
 		return fmt.Errorf("backend's 101 has %d Sec-WebSocket-Accept headers", len(accepts))
-	case accepts[0] != AcceptKey(key):
+	case accepts[0] != string(appendAcceptKey(make([]byte, 0, acceptLen), key)):
 		return fmt.Errorf("backend's Sec-WebSocket-Accept %.40q does not match the key", accepts[0])
 	}
 	return nil

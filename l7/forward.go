@@ -5,15 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
@@ -59,8 +61,11 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 		// take one from, or give one to, the shared cache.
 		if cached && st.l.ProxyProtocol == "" {
 			if c, br, ok := w.cache.Get(b); ok {
-				w.px.idleGauge(p, b)
+				cc.seriesFor(w, p, b).idle.Set(float64(b.Idle()))
 				cc.e.Backend = b.String()
+				if br == nil {
+					br = getReader(c, minBuffer)
+				}
 				return &backendConn{b: b, conn: c, br: br, reused: true}, nil
 			}
 		}
@@ -97,12 +102,84 @@ func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool
 			return nil, err
 		}
 	}
-	return &backendConn{b: b, conn: c, br: bufio.NewReader(c)}, nil
+	return &backendConn{b: b, conn: c, br: getReader(c, minBuffer)}, nil
+}
+
+// keep offers bc to the worker's idle cache. An idle conn holds no reader:
+// an empty one goes back to the pool, and connect takes another.
+func (w *worker) keep(cc *clientConn, p *pool.Pool, bc *backendConn) {
+	br := bc.br
+	if br != nil && br.Buffered() == 0 {
+		putReader(br)
+		br = nil
+	}
+	bc.br = nil
+	w.cache.Put(bc.b, bc.conn, br) // closes the conn when br holds bytes
+	cc.seriesFor(w, p, bc.b).idle.Set(float64(bc.b.Idle()))
+}
+
+// close closes bc for good and gives its reader back; nothing may read it
+// any more.
+func (bc *backendConn) close() {
+	bc.conn.Close()
+	if bc.br != nil {
+		putReader(bc.br)
+		bc.br = nil
+	}
+}
+
+// seriesFor returns the series of requests that b of p serves, looked up
+// only when the backend differs from the last request's.
+func (cc *clientConn) seriesFor(w *worker, p *pool.Pool, b *pool.Backend) *backendSeries {
+	s := &cc.series
+	if s.p != p || s.b != b {
+		m, pn, bn := w.px.Metrics, p.Name(), b.String()
+		*s = backendSeries{p: p, b: b, conn: m.Conn(cc.st.l.Name, pn, bn), idle: m.IdleConnections.WithLabelValues(pn, bn)}
+	}
+	return s
+}
+
+// watchBackend makes a drain (the end of ctx) close bc's conn as well as the
+// client's, so that a slow answer or a quiet stream does not hold this
+// handler, and with it the drain, until timeouts.idle. The watch on ctx is
+// registered once per client conn; each request only swaps the conn it
+// closes.
+func (cc *clientConn) watchBackend(ctx context.Context, bc *backendConn) {
+	if cc.stopWatch == nil {
+		cc.stopWatch = context.AfterFunc(ctx, cc.drainBackend)
+	}
+	cc.watched.Store(bc)
+	if cc.drained.Load() && cc.watched.CompareAndSwap(bc, nil) {
+		bc.conn.Close() // the drain came first and found nothing to close
+	}
+}
+
+// unwatchBackend ends watchBackend's watch of bc and reports whether bc is
+// still live: false when the drain closed its conn.
+func (cc *clientConn) unwatchBackend(bc *backendConn) bool {
+	return cc.watched.CompareAndSwap(bc, nil)
+}
+
+// drainBackend runs when a drain ends the client conn's ctx.
+func (cc *clientConn) drainBackend() {
+	cc.drained.Store(true)
+	if bc := cc.watched.Swap(nil); bc != nil {
+		bc.conn.Close()
+	}
+}
+
+// unwatchBackends ends the client conn's watch on its ctx.
+func (cc *clientConn) unwatchBackends() {
+	if cc.stopWatch != nil {
+		cc.stopWatch()
+	}
 }
 
 // outgoing builds the request for the backend from the client's: the URL the
 // route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
-// headers set. It shares nothing mutable with req except the body.
+// headers set. It takes over req's header map and rewrites it in place
+// (cloning it costs every request a map and its slices): req.Header must not
+// be read after this, which only the upgrade checks do, before it.
 //
 // It also returns the client's address (what source_hash hashes and X-Real-IP
 // says), read from the headers after the hop-by-hop removal, so that a client
@@ -115,7 +192,7 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		Proto:            "HTTP/1.1",
 		ProtoMajor:       1,
 		ProtoMinor:       1,
-		Header:           req.Header.Clone(),
+		Header:           req.Header,
 		ContentLength:    req.ContentLength,
 		TransferEncoding: req.TransferEncoding,
 		Host:             req.Host,
@@ -130,18 +207,18 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		Peer: cc.peer.Addr(), Trusted: h.TrustedPrefixes, Host: req.Host, Proto: proto,
 		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded,
 	}
-	client := fwd.ClientIP(out.Header)
+	client := fwd.SetForwarded(out.Header)
 	if client != cc.peer.Addr() {
 		cc.e.RealIP = client // the access line names both
 	}
-	fwd.SetForwarded(out.Header)
-	// Request.Write adds a Go User-Agent to requests without one; an empty
-	// value tells it to send none, so the backend sees what the client sent.
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header["User-Agent"] = []string{""}
-	}
 	if req.Body != nil && req.Body != http.NoBody {
 		out.Body = &limitedBody{r: req.Body, left: h.MaxBodyBytes}
+		// Request.Write, which writes requests with a body, adds a Go
+		// User-Agent to requests without one; an empty value tells it to
+		// send none, so the backend sees what the client sent.
+		if _, ok := out.Header["User-Agent"]; !ok {
+			out.Header["User-Agent"] = []string{""}
+		}
 	}
 	return out, client
 }
@@ -160,40 +237,37 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
-	mc := w.px.Metrics.Conn(st.l.Name, p.Name(), bc.b.String())
-	defer mc.Open()()
+	mc := cc.seriesFor(w, p, bc.b).conn
+	mc.Total.Inc()
+	mc.Active.Inc()
+	defer mc.Active.Dec()
 	// Body bytes count as they stream, as a tunnel's bytes do.
 	if lb, ok := out.Body.(*limitedBody); ok {
 		lb.count = mc.Rx
 	}
 	cc.txBytes = mc.Tx
 
-	// Drain closes the client conn; the backend conn is closed with it, so
-	// that a slow answer or a quiet stream does not hold this handler, and
-	// with it the drain, until timeouts.idle.
-	watch := func(c net.Conn) func() bool { return context.AfterFunc(ctx, func() { c.Close() }) }
-	unwatch := watch(bc.conn)
-	defer func() { unwatch() }()
-
-	resp, written, err := w.roundTrip(cc, req, out, bc)
+	cc.watchBackend(ctx, bc)
+	resp, sent, err := w.roundTrip(cc, req, out, bc)
 	if err != nil && bc.reused && replayable(out) && nothingReceived(err) {
 		// The idle conn died between the liveness probe and the write; the
 		// request never reached a backend, so it is safe to send again.
-		bc.conn.Close()
-		<-written
-		unwatch()
+		cc.unwatchBackend(bc)
+		bc.close()
+		sent.wait()
 		nbc, derr := w.dial(ctx, cc, p, bc.b)
 		if derr != nil {
 			st.errs.Dial.Inc()
 			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
 		}
 		bc = nbc
-		unwatch = watch(bc.conn)
-		resp, written, err = w.roundTrip(cc, req, out, bc)
+		cc.watchBackend(ctx, bc)
+		resp, sent, err = w.roundTrip(cc, req, out, bc)
 	}
 	if err != nil {
-		bc.conn.Close()
-		werr := cc.abortWriter(written)
+		cc.unwatchBackend(bc)
+		bc.close()
+		werr := cc.abortWriter(sent)
 		return cc.respondBackendError(req, res.Pool, err, werr)
 	}
 	keep, reusable, rerr := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
@@ -205,50 +279,88 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	// early 413, a stream); then the rest of the body is still on the client
 	// conn, and the backend conn is mid-request: neither can be reused.
 	var werr error
-	select {
-	case werr = <-written:
-	case <-bodyRead(out):
-		// The whole request was read from the client: at most its last
-		// bytes are still on their way to the backend, and the writer may
-		// simply not have reported yet. Wait for it, bounded.
-		_ = bc.conn.SetWriteDeadline(time.Now().Add(writeGrace))
-		werr = <-written
+	switch {
+	case sent.written == nil:
+		werr = sent.err // written before the response was read
 	default:
-		bc.conn.Close()
-		cc.abortWriter(written)
-		werr, keep = errors.New("request body not fully sent"), false
+		select {
+		case werr = <-sent.written:
+		case <-bodyRead(out):
+			// The whole request was read from the client: at most its last
+			// bytes are still on their way to the backend, and the writer may
+			// simply not have reported yet. Wait for it, bounded.
+			_ = bc.conn.SetWriteDeadline(time.Now().Add(writeGrace))
+			werr = <-sent.written
+		default:
+			bc.conn.Close()
+			cc.abortWriter(sent)
+			werr, keep = errors.New("request body not fully sent"), false
+		}
 	}
 	if lb, ok := out.Body.(*limitedBody); ok {
 		cc.e.Rx = lb.n.Load() // the writer has reported: it reads no more
 	}
-	live := unwatch() // false: drain closed the conn
+	live := cc.unwatchBackend(bc) // false: drain closed the conn
 	if live && rerr == nil && werr == nil && reusable && st.l.ProxyProtocol == "" {
-		w.cache.Put(bc.b, bc.conn, bc.br)
-		w.px.idleGauge(p, bc.b)
+		w.keep(cc, p, bc)
 	} else {
-		bc.conn.Close()
+		bc.close()
 	}
 	return keep && werr == nil
 }
 
-// roundTrip sends out on bc from a goroutine while it reads the response
-// head, so a backend that answers before reading the body, or that sends
-// 100 Continue, works. 1xx answers are relayed to the client as they come.
-// written delivers the writer's result exactly once.
-func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, <-chan error, error) {
-	written := make(chan error, 1)
-	go writeRequest(bc.conn, out, written)
-	for {
-		_ = bc.conn.SetReadDeadline(time.Now().Add(cc.st.l.Timeouts.Idle))
+// sending is the write of a request to a backend: done before its response
+// is read when it has no body (err), else by a writeRequest goroutine that
+// delivers its result on written exactly once.
+type sending struct {
+	written chan error
+	err     error
+}
+
+// wait returns the write's result.
+func (s sending) wait() error {
+	if s.written == nil {
+		return s.err
+	}
+	return <-s.written
+}
+
+// roundTrip sends out on bc and reads the response head. A request with a
+// body is written from a goroutine meanwhile, so that a backend that answers
+// before reading the body, or that sends 100 Continue, works. One without is
+// written first, in one write, on this goroutine: a head fits in the
+// socket's buffer, so the write does not wait on the backend, and a
+// goroutine and a channel per request are saved. 1xx answers are relayed to
+// the client as they come.
+func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, sending, error) {
+	idle := cc.st.l.Timeouts.Idle
+	var s sending
+	if out.Body == nil {
+		// One deadline for the write and the response head: a backend that
+		// reads nothing for timeouts.idle is as silent as one that answers
+		// nothing.
+		_ = bc.conn.SetDeadline(time.Now().Add(idle))
+		if s.err = sendHead(bc.conn, out); s.err != nil {
+			return nil, s, s.err
+		}
+	} else {
+		s.written = make(chan error, 1)
+		go writeRequest(bc.conn, out, s.written)
+		_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
+	}
+	for first := true; ; first = false {
+		if !first {
+			_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
+		}
 		resp, err := http.ReadResponse(bc.br, out)
 		if err != nil {
-			return nil, written, err
+			return nil, s, err
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return nil, written, errors.New("backend switched protocols on a plain request")
+			return nil, s, errors.New("backend switched protocols on a plain request")
 		}
 		if resp.StatusCode >= 200 {
-			return resp, written, nil
+			return resp, s, nil
 		}
 		// 100 Continue, 103 Early Hints: interim answers an HTTP/1.1 client
 		// must accept; an HTTP/1.0 client must not get them (RFC 9110 §15.2).
@@ -261,13 +373,26 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 	}
 }
 
+// sendHead writes out, a request without a body, to c in one write.
+func sendHead(c net.Conn, out *http.Request) error {
+	bw := getWriter(c)
+	defer putWriter(bw)
+	if err := writeRequestHead(bw, out); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
 // abortWriter stops a writeRequest goroutine whose backend conn the caller
 // has closed and returns its result. The goroutine may be blocked reading the
 // client's body; a read deadline in the past wakes it. The client conn is
 // closed after this anyway: its body is half read.
-func (cc *clientConn) abortWriter(written <-chan error) error {
+func (cc *clientConn) abortWriter(s sending) error {
+	if s.written == nil {
+		return s.err // no goroutine, no body read from the client
+	}
 	_ = cc.conn.SetReadDeadline(time.Unix(1, 0))
-	return <-written
+	return <-s.written
 }
 
 // writeGrace bounds the wait for the last bytes of a request whose answer
@@ -297,7 +422,8 @@ func bodyRead(out *http.Request) <-chan struct{} {
 // timeout. The body's own error is reported, since net/http wraps it in a
 // type that errors.Is cannot see through.
 func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
-	bw := bufio.NewWriter(c)
+	bw := getWriter(c)
+	defer putWriter(bw)
 	o := *out
 	var fb *flushingBody
 	if o.Body != nil {
@@ -326,6 +452,7 @@ func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
 // reused (its body was read to the end and it did not ask to close).
 func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, poolName string, bc *backendConn, idle time.Duration) (keep, reusable bool, err error) {
 	backendClose := resp.Close
+	length, chunkedIn := resp.ContentLength, len(resp.TransferEncoding) > 0
 	header.RemoveHopByHop(resp.Header)
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
 	keep = !req.Close
@@ -347,12 +474,17 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 		resp.Header.Set("Connection", "keep-alive")
 	}
 	resp.Close = !keep
-	body := &backendBody{r: resp.Body, conn: bc.conn, idle: idle, bw: cc.bw, count: cc.txBytes}
+	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: length, chunked: chunkedIn,
+		idle: idle, bw: cc.bw, count: cc.txBytes}
 	cc.txBytes = nil
 	resp.Body = body
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
-	err = resp.Write(writerOnly{cc.bw})
+	if identityResponse(resp, body) {
+		err = writeIdentityResponse(cc.bw, resp, body)
+	} else {
+		err = resp.Write(writerOnly{cc.bw})
+	}
 	if err == nil {
 		err = cc.bw.Flush()
 	}
@@ -458,6 +590,115 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 func (b *limitedBody) Close() error { return nil }
 
+// identityResponse reports whether writeIdentityResponse writes resp, whose
+// body is body: a known length, no chunks and no trailers, the usual
+// response of an API or a file.
+func identityResponse(resp *http.Response, body *backendBody) bool {
+	return resp.ContentLength >= 0 && len(resp.TransferEncoding) == 0 && resp.Trailer == nil &&
+		(resp.ContentLength > 0 || body.r == http.NoBody) &&
+		(!resp.Close || len(resp.Header["Connection"]) == 0) &&
+		resp.StatusCode >= 100 && resp.StatusCode <= 999 &&
+		resp.ProtoMajor >= 0 && resp.ProtoMajor <= 9 && resp.ProtoMinor >= 0 && resp.ProtoMinor <= 9
+}
+
+// writeIdentityResponse writes resp, for which identityResponse holds, to bw
+// as resp.Write does, byte for byte and error for error (head_write_test.go
+// checks), without fmt, a copy of resp, a transfer writer, a header sorter
+// and a 32 KiB copy buffer: the body goes from the backend's reader straight
+// into bw.
+func writeIdentityResponse(bw *bufio.Writer, resp *http.Response, body *backendBody) error {
+	method := ""
+	if resp.Request != nil {
+		method = resp.Request.Method
+	}
+	head := method == http.MethodHead
+	n := resp.ContentLength
+	if n == 0 {
+		// Response.Write probes a body of length 0 (which is NoBody here),
+		// and body notes its end.
+		var probe [1]byte
+		if _, err := body.Read(probe[:]); err != nil && err != io.EOF {
+			return err
+		}
+	}
+	writeStatusLine(bw, resp)
+	if resp.Close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	sentLength := n > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
+	if sentLength {
+		var digits [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(digits[:0], n, 10))
+		bw.WriteString("\r\n")
+	}
+	writeFields(bw, resp.Header, excludedFromResponse)
+	if n == 0 && !sentLength && bodyAllowedForStatus(resp.StatusCode) {
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if head {
+		return body.Close()
+	}
+	copied, err := copyBody(bw, body, n)
+	if err != nil {
+		return err
+	}
+	// What follows the length is read and dropped, as Response.Write does;
+	// net/http's reader stops at the length, so this is its EOF.
+	var rest [512]byte
+	for {
+		m, err := body.Read(rest[:])
+		copied += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := body.Close(); err != nil {
+		return err
+	}
+	if copied != n {
+		return fmt.Errorf("http: ContentLength=%d with Body length %d", n, copied)
+	}
+	return nil
+}
+
+// copyBody copies up to n bytes of body into bw, reading them straight into
+// bw's free space, and returns how many it copied. body may flush bw while it
+// reads, which moves the free space: the bytes read are then written to where
+// it is now, as bw.Write does.
+func copyBody(bw *bufio.Writer, body io.Reader, n int64) (int64, error) {
+	var copied int64
+	for copied < n {
+		if bw.Available() < bw.Size()/8 {
+			if err := bw.Flush(); err != nil {
+				return copied, err
+			}
+		}
+		p := bw.AvailableBuffer()
+		p = p[:min(int64(cap(p)), n-copied)]
+		m, err := body.Read(p)
+		if m > 0 {
+			if _, werr := bw.Write(p[:m]); werr != nil {
+				return copied, werr
+			}
+			copied += int64(m)
+		}
+		switch {
+		case err == io.EOF:
+			return copied, nil
+		case err != nil:
+			return copied, err
+		}
+	}
+	return copied, nil
+}
+
 // writerOnly hides bufio.Writer's ReadFrom. Given a *bufio.Writer, io.Copy
 // would read the body straight into the writer's buffer, and backendBody's
 // flush inside Read would then send stale bytes from under it.
@@ -495,25 +736,46 @@ func (b *flushingBody) Close() error { return b.r.Close() }
 
 // backendBody streams a response body: every read of the backend may wait up
 // to the idle timeout, and what was read is flushed to the client before the
-// next read blocks, so server-sent events and long polls arrive as sent.
+// next read blocks, so server-sent events and long polls arrive as sent. A
+// read that cannot block (the bytes are in br already, or the body is at its
+// end) does neither, so that a response that came in one piece leaves in
+// one write, and costs no deadline.
 type backendBody struct {
-	r     io.ReadCloser
-	conn  net.Conn
-	idle  time.Duration
-	bw    *bufio.Writer
-	eof   bool
-	n     int64              // bytes read, for the access log
-	err   error              // the first read error other than EOF
-	count prometheus.Counter // wslb_bytes_total{direction="tx"}, or nil
+	r       io.ReadCloser
+	conn    net.Conn
+	br      *bufio.Reader // the backend conn's, which r reads from
+	length  int64         // the Content-Length r is framed by, or -1
+	chunked bool          // r is framed by chunks
+	idle    time.Duration
+	bw      *bufio.Writer
+	eof     bool
+	n       int64              // bytes read, for the access log
+	err     error              // the first read error other than EOF
+	count   prometheus.Counter // wslb_bytes_total{direction="tx"}, or nil
+}
+
+// mayBlock reports whether the next read of the body may wait for the
+// backend.
+func (b *backendBody) mayBlock() bool {
+	switch {
+	case b.r == http.NoBody, b.eof, b.length >= 0 && b.n >= b.length:
+		return false // net/http answers EOF without reading
+	case b.chunked:
+		return true // chunk framing is read a line at a time: a part may be buffered
+	default:
+		return b.br.Buffered() == 0 // a Read takes from the buffer before the conn
+	}
 }
 
 func (b *backendBody) Read(p []byte) (int, error) {
-	if b.bw.Buffered() > 0 {
-		if err := b.bw.Flush(); err != nil {
-			return 0, err
+	if b.mayBlock() {
+		if b.bw.Buffered() > 0 {
+			if err := b.bw.Flush(); err != nil {
+				return 0, err
+			}
 		}
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
-	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	if b.count != nil && n > 0 {

@@ -18,9 +18,12 @@ import (
 // backend and back, with the access log off and writing to a file: what the
 // log costs a request, write(2) included.
 func BenchmarkPlainRequest(b *testing.B) {
-	be := newBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello")
-	}))
+	var be *countingServer
+	asSide("backend", func() {
+		be = newBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hello")
+		}))
+	})
 	for _, mode := range []string{"off", "file"} {
 		b.Run("access="+mode, func(b *testing.B) {
 			setup := func(*Proxy) {}
@@ -32,7 +35,10 @@ func BenchmarkPlainRequest(b *testing.B) {
 				defer f.Close()
 				setup = func(px *Proxy) { px.Access = access.New(slog.New(slog.NewTextHandler(f, nil))) }
 			}
-			l := startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+be.addr()+"}]}\n", setup)
+			var l *lb
+			asSide("proxy", func() {
+				l = startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+be.addr()+"}]}\n", setup)
+			})
 			c, err := net.Dial("tcp", l.addr)
 			if err != nil {
 				b.Fatal(err)
@@ -42,6 +48,7 @@ func BenchmarkPlainRequest(b *testing.B) {
 			br := bufio.NewReader(c)
 			req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
 			b.ReportAllocs()
+			stop := meterCPU(b)
 			for b.Loop() {
 				if _, err := c.Write(req); err != nil {
 					b.Fatal(err)
@@ -53,6 +60,7 @@ func BenchmarkPlainRequest(b *testing.B) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
+			stop()
 		})
 	}
 }

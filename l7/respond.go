@@ -103,7 +103,12 @@ func (cc *clientConn) firstByte() {
 // count adds one to wslb_http_requests_total, and notes the answer in the
 // access line.
 func (cc *clientConn) count(req *http.Request, pool string, status int) {
-	cc.st.m.HTTPRequests.WithLabelValues(cc.st.l.Name, pool, strconv.Itoa(status)).Inc()
+	rs := &cc.requests
+	if rs.counter == nil || rs.pool != pool || rs.status != status {
+		*rs = requestSeries{pool: pool, status: status,
+			counter: cc.st.m.HTTPRequests.WithLabelValues(cc.st.l.Name, pool, strconv.Itoa(status))}
+	}
+	rs.counter.Inc()
 	cc.e.Status = status
 	if pool != "" {
 		cc.e.Pool = pool

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
@@ -59,7 +60,12 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
-	defer bc.b.Release()
+	tunneled := false
+	defer func() {
+		if !tunneled {
+			bc.b.Release()
+		}
+	}()
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
@@ -67,7 +73,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	// A handshake must be quick: the backend gets timeouts.handshake to
 	// answer, not the idle timeout plain requests get.
 	_ = bc.conn.SetDeadline(time.Now().Add(st.l.Timeouts.Handshake))
-	if err := out.Write(bc.conn); err != nil {
+	if err := sendHead(bc.conn, out); err != nil {
 		bc.conn.Close()
 		return cc.respondBackendError(req, res.Pool, err, nil)
 	}
@@ -96,13 +102,15 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 			"pool", p.Name(), "backend", bc.b.String(), "err", err)
 		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
 	}
-	w.tunnel(ctx, cc, req, resp, res.Pool, p, bc, token)
+	tunneled = w.tunnel(ctx, cc, req, resp, res.Pool, p, bc, token)
 	return false
 }
 
-// tunnel relays the 101, then bytes both ways, starting with what each side
-// sent early, until the tunnel ends.
-func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) {
+// tunnel relays the 101, then hands both conns, with what each side sent
+// early, to the tunnel and returns; the tunnel owns them from then on, and
+// its end settles the metrics, b's reservation, the listener's count and
+// the access line. It reports whether the tunnel took the reservation.
+func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) bool {
 	st, m := cc.st, w.px.Metrics
 	ln, pn, bn := st.l.Name, p.Name(), bc.b.String()
 	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
@@ -116,11 +124,11 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	if err != nil {
 		bc.conn.Close()
 		cc.e.Reason = endReason(ctx, "client")
-		return
+		return false
 	}
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
 	mc := m.Conn(ln, pn, bn)
-	defer mc.Open()()
+	closed := mc.Open()
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
@@ -135,19 +143,35 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 		FullClose: token == "websocket",
 	}
 	// The tunnel may live for days: drop the conn's buffers (36 KiB) once
-	// what they held has been written, and keep only the raw conns.
+	// what they held has been copied, and keep only the raw conns.
 	conn := cc.conn
-	cc.br, cc.bw, bc.br = nil, nil, nil
-	cc.unwatch() // if it already fired, ctx is done and Run ends at once
+	cc.releaseBuffers(bc)
+	cc.unwatch() // if it already fired, ctx is done and the tunnel ends at once
+	cc.detached = true
+	ctx, cancel, release := frontend.Detach(ctx)
+	// The access line is kept only when there is a log to write it to.
+	var e *access.Entry
+	if w.px.Access != nil {
+		e = new(cc.e)
+	}
+	begin, b := cc.begin, bc.b
 	// A reload that removes the backend ends this tunnel in its turn of the
 	// retirement spread; nothing else a reload does may cut it.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer bc.b.OnRemoved(func() { cancel(pool.ErrRemoved) })()
+	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()
-	s := r.Run(ctx, conn, bc.conn)
-	m.TunnelEnded(ln, pn, s.Reason(), time.Since(start))
-	cc.e.Rx, cc.e.Tx, cc.e.Reason = s.Rx, s.Tx, s.Reason()
+	r.Start(ctx, w.px.Engine, conn, bc.conn, func(s tunnel.Stats) {
+		stopRemoved()
+		why := s.Reason()
+		m.TunnelEnded(ln, pn, why, time.Since(start))
+		closed()
+		b.Release()
+		if e != nil {
+			e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, why, time.Since(begin)
+			w.px.Access.Log(e)
+		}
+		release()
+	})
+	return true
 }
 
 // buffered returns a copy of what br has read ahead, or nil: a copy, so that

@@ -1,0 +1,78 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/wslb/wslb/header"
+)
+
+// BenchmarkHandshake is one WebSocket client through an l7 listener: a new
+// conn, the upgrade, the backend's 101 relayed, the tunnel opened, then
+// closed by the client. The backend is a bare TCP server that answers the
+// handshake and waits for the close, so that most of the CPU left is the
+// client's and wslb's.
+func BenchmarkHandshake(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	asSide("backend", func() {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go serveHandshake(c)
+			}
+		}()
+	})
+	var l *lb
+	asSide("proxy", func() {
+		l = startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+ln.Addr().String()+"}]}\n")
+	})
+	head := []byte(upgradeHead("/ws"))
+	b.ReportAllocs()
+	stop := meterCPU(b)
+	for b.Loop() {
+		c, err := net.Dial("tcp", l.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(head); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+		c.Close()
+	}
+	stop()
+}
+
+// serveHandshake answers one upgrade on c with a valid 101 and waits for
+// the client to close.
+func serveHandshake(c net.Conn) {
+	defer c.Close()
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return
+	}
+	accept := header.AcceptKey(req.Header.Get("Sec-WebSocket-Key"))
+	_, err = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+accept+"\r\n\r\n")
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, c)
+}
