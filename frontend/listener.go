@@ -144,7 +144,7 @@ func (l *Listener) Listen(ctx context.Context) error {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: reusePort, KeepAliveConfig: KeepAlive()}
 	addr := l.Addr
 	for i := range n {
 		ln, err := lc.Listen(ctx, "tcp", addr)
@@ -338,6 +338,14 @@ func (l *Listener) closeSpread(ctx context.Context, spread time.Duration) {
 		}
 		lc.cancel(ErrDrain)
 	}
+}
+
+// KeepAlive is the TCP keep-alive of client and backend conns: on, with the
+// kernel's timings (net.ipv4.tcp_keepalive_*), as HAProxy's `option tcpka`.
+// Go's own default (a probe every 15 s) is one setsockopt per setting per
+// conn, and steady probe traffic across tens of thousands of idle tunnels.
+func KeepAlive() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
 }
 
 // temporary reports accept errors worth retrying: the process or system is

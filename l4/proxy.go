@@ -174,7 +174,7 @@ func (px *Proxy) connect(ctx context.Context, st *state, client netip.Addr) (*po
 }
 
 func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn, error) {
-	d := net.Dialer{Timeout: st.l.Timeouts.Connect}
+	d := net.Dialer{Timeout: st.l.Timeouts.Connect, KeepAliveConfig: frontend.KeepAlive()}
 	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", b.String())
 	px.Metrics.BackendConnect.WithLabelValues(st.pool.Name(), b.String()).Observe(time.Since(start).Seconds())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/proxyheader"
@@ -89,7 +90,7 @@ func (w *worker) connect(ctx context.Context, cc *clientConn, p *pool.Pool, clie
 // PROXY header when the listener is configured to.
 func (w *worker) dial(ctx context.Context, cc *clientConn, p *pool.Pool, b *pool.Backend) (*backendConn, error) {
 	st := cc.st
-	d := net.Dialer{Timeout: st.l.Timeouts.Connect}
+	d := net.Dialer{Timeout: st.l.Timeouts.Connect, KeepAliveConfig: frontend.KeepAlive()}
 	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", b.String())
 	w.px.Metrics.BackendConnect.WithLabelValues(p.Name(), b.String()).Observe(time.Since(start).Seconds())
