@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -299,7 +301,17 @@ const wakeSlot = -1
 // loop is one event loop: one goroutine, one epoll set.
 type loop struct {
 	epfd, evfd int
-	live       atomic.Int64 // tunnels added and not yet ended
+	// ep is epfd as a file in Go's own netpoller: the loop waits for its
+	// epoll set to have events as any Go conn waits for bytes, parked,
+	// without an OS thread blocked in epoll_wait (whose wake-up costs a
+	// thread handoff per message).
+	ep      *os.File
+	rc      syscall.RawConn
+	poll    func(fd uintptr) bool // l.pollOnce, bound once
+	polled  int                   // what pollOnce found
+	pollErr error
+	due     time.Time    // ep's read deadline: the first idle deadline
+	live    atomic.Int64 // tunnels added and not yet ended
 
 	mu      sync.Mutex
 	adds    []*Tunnel
@@ -326,6 +338,16 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	l := &loop{epfd: epfd, evfd: -1, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
+	l.poll = l.pollOnce
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		l.release()
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
+	l.ep = os.NewFile(uintptr(epfd), "epoll")
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		l.release()
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.release()
 		return nil, fmt.Errorf("eventfd: %w", err)
@@ -343,7 +365,11 @@ func newLoop() (*loop, error) {
 }
 
 func (l *loop) release() {
-	unix.Close(l.epfd)
+	if l.ep != nil {
+		l.ep.Close()
+	} else {
+		unix.Close(l.epfd)
+	}
 	l.mu.Lock()
 	l.stopped = true
 	if l.evfd >= 0 {
@@ -371,14 +397,8 @@ func (l *loop) wakeLocked() {
 func (l *loop) run() {
 	defer l.release()
 	for {
-		timeout := -1
-		if len(l.ready) > 0 {
-			timeout = 0
-		} else if len(l.heap) > 0 {
-			timeout = max(int((l.heap[0].deadline-l.clock()+time.Millisecond-1)/time.Millisecond), 0)
-		}
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
-		if err != nil && err != unix.EINTR {
+		n, err := l.wait()
+		if err != nil {
 			// Only a bug (EBADF, EFAULT) gets here; spinning would hide it.
 			panic(fmt.Sprintf("epoll_wait: %v", err))
 		}
@@ -404,6 +424,46 @@ func (l *loop) run() {
 }
 
 func (l *loop) clock() time.Duration { return time.Since(l.start) }
+
+// wait returns the next batch of events: at once when tunnels are waiting
+// for another turn, else when the epoll set has some or the first idle
+// deadline passes (then none).
+func (l *loop) wait() (int, error) {
+	if len(l.ready) > 0 {
+		n, err := unix.EpollWait(l.epfd, l.events, 0)
+		if err == unix.EINTR {
+			return 0, nil
+		}
+		return n, err
+	}
+	var due time.Time
+	if len(l.heap) > 0 {
+		due = l.start.Add(l.heap[0].deadline)
+	}
+	if !due.Equal(l.due) {
+		_ = l.ep.SetReadDeadline(due)
+		l.due = due
+	}
+	err := l.rc.Read(l.poll)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return l.polled, l.pollErr
+}
+
+// pollOnce takes the ready events without blocking; false makes Go's
+// netpoller park the loop until the epoll set has more.
+func (l *loop) pollOnce(fd uintptr) bool {
+	n, err := unix.EpollWait(int(fd), l.events, 0)
+	if err == unix.EINTR {
+		n, err = 0, nil
+	}
+	l.polled, l.pollErr = max(n, 0), err
+	return n > 0 || err != nil
+}
 
 // inbox registers new tunnels and ends cancelled ones. It reports whether
 // the engine is closing, after ending every tunnel.
