@@ -1,0 +1,198 @@
+// Command backend is one server of the benchmark fleet (bench/run.sh starts
+// three). It is not part of wslb.
+//
+// On -http it serves GET / with a 5-byte body ("hello", with Content-Length)
+// and a WebSocket echo at /ws (every message is sent back as it came). On -tcp
+// it serves raw TCP for the l4 runs, choosing by the first byte the client
+// sends:
+//
+//	'e'  echo: every byte after it is sent back (idle sample checks)
+//	's'  sink: every byte after it is discarded; when the client half-closes,
+//	     the count of discarded bytes is sent as a decimal line, then the
+//	     conn closes (bulk throughput)
+//
+// Anything else, or a conn closed before its first byte (a health check),
+// is closed at once.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func main() {
+	httpAddr := flag.String("http", "127.0.0.1:19001", "HTTP and WebSocket address")
+	tcpAddr := flag.String("tcp", "127.0.0.1:19011", "raw TCP (echo/sink) address, \"\" for none")
+	flag.Parse()
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	log.SetPrefix("backend " + *httpAddr + ": ")
+
+	hl, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(serveHTTP), ReadHeaderTimeout: 30 * time.Second}
+	go func() {
+		if err := srv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Fatal(err)
+		}
+	}()
+	var tl net.Listener
+	if *tcpAddr != "" {
+		tl, err = net.Listen("tcp", *tcpAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveTCP(tl)
+	}
+	log.Printf("listening: http %s, tcp %s", *httpAddr, *tcpAddr)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	if tl != nil {
+		tl.Close()
+	}
+	srv.Close()
+}
+
+var hello = []byte("hello")
+
+func serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/ws":
+		echoWS(w, r)
+	default:
+		h := w.Header()
+		h.Set("Content-Type", "text/plain")
+		h.Set("Content-Length", "5")
+		w.Write(hello)
+	}
+}
+
+// echoWS sends every message back, reusing one buffer per conn.
+func echoWS(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	// Background: the conn lives until the client goes; a close frame or a
+	// broken conn ends the loop.
+	ctx := context.Background()
+	buf := make([]byte, 0, 512)
+	for {
+		typ, rd, err := c.Reader(ctx)
+		if err != nil {
+			return
+		}
+		buf, err = readAll(rd, buf[:0])
+		if err != nil {
+			return
+		}
+		if err := c.Write(ctx, typ, buf); err != nil {
+			return
+		}
+	}
+}
+
+// readAll appends rd's bytes to buf, as io.ReadAll does but into a buffer
+// that is reused message after message.
+func readAll(rd io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func serveTCP(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			log.Printf("tcp accept: %v", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go handleTCP(c.(*net.TCPConn))
+	}
+}
+
+func handleTCP(c *net.TCPConn) {
+	defer c.Close()
+	var first [1]byte
+	if _, err := io.ReadFull(c, first[:]); err != nil {
+		return
+	}
+	switch first[0] {
+	case 'e':
+		// A plain loop: io.Copy(c, c) would splice and hold a pipe per conn.
+		buf := make([]byte, 4<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	case 's':
+		n, err := sink(c)
+		if err != nil {
+			return
+		}
+		w := bufio.NewWriter(c)
+		fmt.Fprintf(w, "%s\n", strconv.FormatInt(n, 10))
+		w.Flush()
+		c.CloseWrite()
+		// Wait for the client to close, so the client, not this side, holds
+		// the TIME_WAIT (bounded: the client closes right after the count).
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c)
+	}
+}
+
+// sink reads until EOF and returns the count.
+func sink(c *net.TCPConn) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		m, err := c.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
