@@ -21,10 +21,12 @@ import (
 // tunnel under Relay.Run costs two goroutines, their stacks and two netpoll
 // registrations: 50 KB and more. Here it costs one Tunnel struct: its two
 // sockets are taken out of Go's netpoller and registered, edge-triggered,
-// with the epoll set of one of a few loops. When bytes move, a loop splices
-// them through its one pipe, so they never enter user space; only a tunnel
-// whose peer cannot take them yet keeps that pipe (and the loop takes a
-// spare), which is also what stops it reading more: backpressure.
+// with the epoll set of one of a few loops (each loop parks in Go's netpoller
+// on that epoll set's fd). When bytes move, a loop copies a message through
+// its small buffer (one recv, one send) or splices a stream through its one
+// pipe, so bulk bytes never enter user space. Bytes the peer cannot take yet
+// wait in a pipe the tunnel keeps (the loop takes a spare), and while they
+// wait the tunnel reads no more from that side: backpressure.
 
 // pipeSize is each pipe's capacity and the most one splice moves. Larger
 // pipes mean fewer syscalls per GiB for bulk streams, and cost nothing while
