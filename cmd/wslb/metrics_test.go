@@ -491,9 +491,12 @@ func TestMetricsTunnelsCounted(t *testing.T) {
 	for _, c := range conns {
 		c.CloseNow() // the client goes away: no close handshake the backend could finish first
 	}
+	// One scrape gathers the families one after another, so a tunnel that
+	// ends meanwhile may be in one and not yet in another: wait for all.
 	s = scrapeUntil(t, g.admin, "active back to 0", func(s scrapeResult) bool {
-		return s.sum("wslb_connections_active") == 0 && s.sum("wslb_tunnels_closed_total") == n+m
-	}, "wslb_connections_active", "wslb_tunnels_closed_total")
+		return s.sum("wslb_connections_active") == 0 && s.sum("wslb_tunnels_closed_total") == n+m &&
+			s.sum("wslb_tunnel_duration_seconds") == n+m
+	}, "wslb_connections_active", "wslb_tunnels_closed_total", "wslb_tunnel_duration_seconds")
 	for _, tc := range []struct {
 		what      string
 		got, want float64
