@@ -197,12 +197,73 @@ type ending struct {
 // proxy holding thousands of tunnels say what each goroutine is.
 func (t *tunnel) copyClientToBackend(done chan<- struct{}) {
 	defer close(done)
-	t.pump(t.backend, t.client, &t.rx, t.r.Rx, EndClient, EndBackend)
+	t.pump(&pass{dst: t.backend, src: t.client, count: &t.rx, live: t.r.Rx, srcEnd: EndClient, dstEnd: EndBackend})
 }
 
 func (t *tunnel) copyBackendToClient() {
-	t.pump(t.client, t.backend, &t.tx, t.r.Tx, EndBackend, EndClient)
+	t.pump(&pass{dst: t.client, src: t.backend, count: &t.tx, live: t.r.Tx, srcEnd: EndBackend, dstEnd: EndClient})
 }
+
+// pass is one direction of a tunnel: src is read, dst written, and srcEnd and
+// dstEnd name their sides.
+type pass struct {
+	dst, src       net.Conn
+	count          *atomic.Int64
+	live           Adder
+	srcEnd, dstEnd End
+}
+
+// moved counts n bytes the direction copied and restarts the idle clock.
+func (t *tunnel) moved(d *pass, n int64) {
+	d.count.Add(n)
+	if d.live != nil {
+		d.live.Add(float64(n))
+	}
+	t.touch()
+}
+
+// wakes returns a direction's first wake-up and the longest it backs off to.
+// Read deadlines are only wake-ups: the tunnel is idle when neither
+// direction has moved, which one direction alone cannot see. Waking at least
+// four times per idle period makes a close at most 25% late.
+func (t *tunnel) wakes() (first, longest time.Duration) {
+	longest = maxWake
+	if q := t.r.Idle / 4; q > 0 && q < longest {
+		longest = q
+	}
+	return min(liveWake, longest), longest
+}
+
+// idledOut reports whether no byte has moved either way for the idle timeout.
+func (t *tunnel) idledOut() bool { return t.r.Idle > 0 && t.idleFor() >= t.r.Idle }
+
+// stop ends direction d after err. On EOF it half-closes dst so the peer sees
+// EOF but may still answer (unless FullClose); on any other end it closes
+// both conns, which also ends the other direction.
+func (t *tunnel) stop(d *pass, err error) {
+	var we writeError
+	switch {
+	case errors.Is(err, io.EOF):
+		t.record(d.srcEnd, nil)
+		if !t.r.FullClose {
+			closeWrite(d.dst)
+			return
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
+		t.record(EndIdle, nil)
+	case errors.As(err, &we):
+		// A failed write is dst's doing, whichever error it was.
+		t.record(classify(we.err, d.dstEnd, d.dstEnd), we.err)
+	default:
+		t.record(classify(err, d.srcEnd, d.dstEnd), err)
+	}
+	t.closeBoth()
+}
+
+// writeError marks an error of dst's write where the copy can tell it apart.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
 
 func (t *tunnel) touch() { t.last.Store(int64(time.Since(t.start))) }
 
@@ -238,53 +299,26 @@ func writeAhead(dst net.Conn, p []byte, live Adder) (int, error) {
 	return n, err
 }
 
-// pump copies src to dst. srcEnd names src's side, dstEnd dst's. On EOF it
-// half-closes dst so the peer sees EOF but may still answer; on any other end
-// it closes both conns, which also ends the other direction.
-func (t *tunnel) pump(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
-	if raw := socketOf(src); raw != nil && !spliceable(dst, src) {
-		t.pumpPooled(dst, src, raw, count, live, srcEnd, dstEnd)
+// pump copies d.src to d.dst until the direction ends; see stop.
+func (t *tunnel) pump(d *pass) {
+	if raw := socketOf(d.src); raw != nil && !spliceable(d.dst, d.src) {
+		t.pumpPooled(d, raw)
 		return
 	}
-	// Read deadlines are only wake-ups: the tunnel is idle when neither
-	// direction has moved, which one direction alone cannot see. Waking at
-	// least four times per idle period makes a close at most 25% late.
-	longest := maxWake
-	if q := t.r.Idle / 4; q > 0 && q < longest {
-		longest = q
-	}
-	wake := min(liveWake, longest)
+	wake, longest := t.wakes()
 	for {
-		_ = src.SetReadDeadline(time.Now().Add(wake))
-		n, err := io.CopyN(dst, src, chunk)
+		_ = d.src.SetReadDeadline(time.Now().Add(wake))
+		n, err := io.CopyN(d.dst, d.src, chunk)
 		if n > 0 {
-			count.Add(n)
-			if live != nil {
-				live.Add(float64(n))
-			}
-			t.touch()
+			t.moved(d, n)
 			wake = min(liveWake, longest)
 		} else {
 			wake = min(2*wake, longest)
 		}
-		switch {
-		case err == nil:
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() && (n > 0 || !t.idledOut()) {
 			continue
-		case errors.Is(err, io.EOF):
-			t.record(srcEnd, nil)
-			if !t.r.FullClose {
-				closeWrite(dst)
-				return
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-			if n > 0 || t.r.Idle == 0 || t.idleFor() < t.r.Idle {
-				continue
-			}
-			t.record(EndIdle, nil)
-		default:
-			t.record(classify(err, srcEnd, dstEnd), err)
 		}
-		t.closeBoth()
+		t.stop(d, err)
 		return
 	}
 }
@@ -329,72 +363,48 @@ const pause = 5 * time.Millisecond
 // pumpPooled is pump for conns that cannot splice: it waits for src's socket
 // to be readable without holding a buffer, then copies through a pooled one
 // until src pauses.
-func (t *tunnel) pumpPooled(dst, src net.Conn, raw syscall.RawConn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) {
-	longest := maxWake
-	if q := t.r.Idle / 4; q > 0 && q < longest {
-		longest = q
-	}
-	wake := min(liveWake, longest)
+func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
+	wake, longest := t.wakes()
 	for {
-		_ = src.SetReadDeadline(time.Now().Add(wake))
+		_ = d.src.SetReadDeadline(time.Now().Add(wake))
 		err := waitReadable(raw)
-		switch {
-		case err == nil:
+		if err == nil {
 			wake = min(liveWake, longest)
-			if !t.burst(dst, src, count, live, srcEnd, dstEnd) {
-				return
-			}
-			continue
-		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-			wake = min(2*wake, longest)
-			if t.r.Idle == 0 || t.idleFor() < t.r.Idle {
+			if err = t.burst(d); err == nil {
 				continue
 			}
-			t.record(EndIdle, nil)
-		default:
-			t.record(classify(err, srcEnd, dstEnd), err)
+		} else if errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() {
+			wake = min(2*wake, longest)
+			if !t.idledOut() {
+				continue
+			}
 		}
-		t.closeBoth()
+		t.stop(d, err)
 		return
 	}
 }
 
-// burst copies from src, which has bytes, through a pooled buffer until src
-// pauses; it reports false when the direction has ended.
-func (t *tunnel) burst(dst, src net.Conn, count *atomic.Int64, live Adder, srcEnd, dstEnd End) bool {
+// burst copies from d.src, which has bytes, through a pooled buffer until
+// src pauses (nil) or the direction ends (the error that ended it).
+func (t *tunnel) burst(d *pass) error {
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
 	for {
-		_ = src.SetReadDeadline(time.Now().Add(pause))
-		n, err := src.Read(*bp)
+		_ = d.src.SetReadDeadline(time.Now().Add(pause))
+		n, err := d.src.Read(*bp)
 		if n > 0 {
-			if _, werr := dst.Write((*bp)[:n]); werr != nil {
-				t.record(classify(werr, dstEnd, dstEnd), werr)
-				t.closeBoth()
-				return false
+			if _, werr := d.dst.Write((*bp)[:n]); werr != nil {
+				return writeError{werr}
 			}
-			count.Add(int64(n))
-			if live != nil {
-				live.Add(float64(n))
-			}
-			t.touch()
+			t.moved(d, int64(n))
 		}
 		switch {
 		case err == nil:
-			continue
 		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-			return true
-		case errors.Is(err, io.EOF):
-			t.record(srcEnd, nil)
-			if !t.r.FullClose {
-				closeWrite(dst)
-				return false
-			}
+			return nil
 		default:
-			t.record(classify(err, srcEnd, dstEnd), err)
+			return err
 		}
-		t.closeBoth()
-		return false
 	}
 }
 
