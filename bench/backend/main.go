@@ -17,6 +17,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -111,22 +112,12 @@ func echoWS(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readAll appends rd's bytes to buf, as io.ReadAll does but into a buffer
-// that is reused message after message.
+// readAll reads rd to its end into buf's memory, which is reused message
+// after message (io.ReadAll would allocate anew each time).
 func readAll(rd io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
+	b := bytes.NewBuffer(buf[:0])
+	_, err := b.ReadFrom(rd)
+	return b.Bytes(), err
 }
 
 func serveTCP(l net.Listener) {

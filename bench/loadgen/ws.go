@@ -1,12 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -48,20 +48,9 @@ func readMsg(ctx context.Context, c *websocket.Conn, buf []byte) ([]byte, error)
 	if err != nil {
 		return buf, err
 	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
+	b := bytes.NewBuffer(buf[:0])
+	_, err = b.ReadFrom(rd)
+	return b.Bytes(), err
 }
 
 // dialAll opens n WebSockets with at most par dials at once.
