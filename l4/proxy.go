@@ -20,6 +20,7 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/handoff"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/proxyheader"
@@ -184,32 +185,18 @@ func (px *Proxy) dial(ctx context.Context, st *state, b *pool.Backend) (net.Conn
 	return c, nil
 }
 
-// relay hands c and bc to the tunnel and returns. When the tunnel ends it
-// settles the metrics, releases b and the listener's hold on the conn, and
-// writes the access line. early are client bytes read behind a PROXY header,
-// for the backend first. What the closure keeps is all an idle conn costs
-// besides the tunnel itself, so it keeps little.
+// relay hands c and bc to the tunnel; when it ends, the access line is
+// written. early are client bytes read behind a PROXY header, for the
+// backend first.
 func (px *Proxy) relay(ctx context.Context, st *state, b *pool.Backend, c, bc net.Conn, early []byte, client netip.AddrPort, accepted time.Time) {
-	mc := px.Metrics.Conn(st.l.Name, st.pool.Name(), b.String())
-	closed := mc.Open()
-	ctx, cancel, release := frontend.Detach(ctx)
-	// A reload that removes b ends this conn in its turn of the retirement
-	// spread; nothing else a reload does may cut it.
-	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
-	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, Rx: mc.Rx, Tx: mc.Tx, ToBackend: early}
-	start := time.Now()
-	r.Start(ctx, px.Engine, c, bc, func(s tunnel.Stats) {
-		stopRemoved()
+	r := tunnel.Relay{Idle: st.l.Timeouts.Idle, ToBackend: early}
+	handoff.Start(ctx, px.Engine, r, px.Metrics, st.l.Name, st.pool, b, c, bc, func(s tunnel.Stats, _ time.Duration) {
 		ln, pn, why := st.l.Name, st.pool.Name(), s.Reason()
-		px.Metrics.TunnelEnded(ln, pn, why, time.Since(start))
 		if s.End == tunnel.EndError {
 			px.Log.Debug("l4 conn failed", "listener", ln, "pool", pn, "backend", b.String(), "remote", client.String(), "err", s.Err)
 		}
-		closed()
-		b.Release()
 		px.Access.Log(&access.Entry{Kind: access.KindConn, Listener: ln, Client: client, Pool: pn, Backend: b.String(),
 			Rx: s.Rx, Tx: s.Tx, Duration: time.Since(accepted), Reason: why})
-		release()
 	})
 }
 

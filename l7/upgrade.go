@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/access"
-	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/handoff"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
@@ -112,7 +112,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 // the access line. It reports whether the tunnel took the reservation.
 func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) bool {
 	st, m := cc.st, w.px.Metrics
-	ln, pn, bn := st.l.Name, p.Name(), bc.b.String()
+	ln, pn := st.l.Name, p.Name()
 	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
@@ -127,13 +127,9 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 		return false
 	}
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
-	mc := m.Conn(ln, pn, bn)
-	closed := mc.Open()
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
-		Rx:   mc.Rx,
-		Tx:   mc.Tx,
 		// A client's first frame may share a packet with its head, and a
 		// backend's may follow its 101 at once: both were read ahead.
 		ToBackend: buffered(cc.br),
@@ -148,29 +144,16 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	cc.releaseBuffers(bc)
 	cc.unwatch() // if it already fired, ctx is done and the tunnel ends at once
 	cc.detached = true
-	ctx, cancel, release := frontend.Detach(ctx)
 	// The access line is kept only when there is a log to write it to.
-	var e *access.Entry
+	var ended func(tunnel.Stats, time.Duration)
 	if w.px.Access != nil {
-		e = new(cc.e)
-	}
-	begin, b := cc.begin, bc.b
-	// A reload that removes the backend ends this tunnel in its turn of the
-	// retirement spread; nothing else a reload does may cut it.
-	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
-	start := time.Now()
-	r.Start(ctx, w.px.Engine, conn, bc.conn, func(s tunnel.Stats) {
-		stopRemoved()
-		why := s.Reason()
-		m.TunnelEnded(ln, pn, why, time.Since(start))
-		closed()
-		b.Release()
-		if e != nil {
-			e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, why, time.Since(begin)
+		e, begin := new(cc.e), cc.begin
+		ended = func(s tunnel.Stats, _ time.Duration) {
+			e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, s.Reason(), time.Since(begin)
 			w.px.Access.Log(e)
 		}
-		release()
-	})
+	}
+	handoff.Start(ctx, w.px.Engine, r, m, ln, p, bc.b, conn, bc.conn, ended)
 	return true
 }
 
