@@ -32,17 +32,19 @@ func (drainError) Error() string { return "draining" }
 // Reason names the cause for wslb_tunnels_closed_total.
 func (drainError) Reason() string { return "drain" }
 
-// Handler serves one accepted conn. It owns c and closes it before returning;
-// ctx is cancelled with cause ErrDrain when the listener drains it.
+// Handler serves one accepted conn. It owns c: it closes c before
+// returning, unless it hands c on with hold.Detach, after which the new
+// owner closes it and releases the hold. ctx is the conn's: the listener
+// cancels it with cause ErrDrain when it drains the conn. hold is never nil.
 type Handler interface {
-	ServeConn(ctx context.Context, c net.Conn)
+	ServeConn(ctx context.Context, c net.Conn, hold *Hold)
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, c net.Conn)
+type HandlerFunc func(ctx context.Context, c net.Conn, hold *Hold)
 
-// ServeConn calls f(ctx, c).
-func (f HandlerFunc) ServeConn(ctx context.Context, c net.Conn) { f(ctx, c) }
+// ServeConn calls f(ctx, c, hold).
+func (f HandlerFunc) ServeConn(ctx context.Context, c net.Conn, hold *Hold) { f(ctx, c, hold) }
 
 // Listener is one configured listener. Set the exported fields, then call
 // Listen, then Serve; Drain ends the conns after Serve has returned.
@@ -73,15 +75,17 @@ type Listener struct {
 	maxConns atomic.Int64 // MaxConns from Listen on; a reload may change it
 
 	mu    sync.Mutex
-	conns map[*liveConn]struct{}
+	conns map[*Hold]struct{}
 	wg    sync.WaitGroup // one per live conn
 	idle  chan struct{}  // signalled when active drops to 0, for Drain
 }
 
-// liveConn is a live conn's context: the listener cancels it to drain the
-// conn, and Detach finds it through Value.
-type liveConn struct {
-	context.Context
+// Hold is the listener's hold on one live conn: while it lasts, the conn
+// counts against max_connections and Drain waits for it, and Drain cancels
+// the conn's context in its turn. The listener releases it when the handler
+// returns, unless the handler detached the conn.
+type Hold struct {
+	ctx    context.Context
 	cancel context.CancelCauseFunc
 	// detached is set by Detach, on the handler's goroutine: when the
 	// handler returns, the conn lives on until release.
@@ -90,16 +94,28 @@ type liveConn struct {
 	l        *Listener
 }
 
+// Detach hands the hold to the conn's next owner (a tunnel) so that the
+// handler can return while the conn lives on. It returns the conn's context
+// (the one ServeConn got, still cancelled by Drain with ErrDrain); cancel,
+// which ends that context with a cause of the new owner's (pool.ErrRemoved
+// when a reload removes the backend), so the owner watches one context, not
+// one per reason; and release, which the new owner calls once, after the conn
+// has ended and been closed. Call Detach at most once, from ServeConn.
+func (h *Hold) Detach() (ctx context.Context, cancel context.CancelCauseFunc, release func()) {
+	h.detached = true
+	return h.ctx, h.cancel, h.release
+}
+
 // release forgets the conn, once.
-func (lc *liveConn) release() {
-	if lc.released.Swap(true) {
+func (h *Hold) release() {
+	if h.released.Swap(true) {
 		return
 	}
-	l := lc.l
+	l := h.l
 	l.mu.Lock()
-	delete(l.conns, lc)
+	delete(l.conns, h)
 	l.mu.Unlock()
-	lc.cancel(nil)
+	h.cancel(nil)
 	if l.active.Add(-1) == 0 {
 		select {
 		case l.idle <- struct{}{}:
@@ -107,34 +123,6 @@ func (lc *liveConn) release() {
 		}
 	}
 	l.wg.Done()
-}
-
-type connKey struct{}
-
-// Value returns the liveConn itself for Detach.
-func (lc *liveConn) Value(k any) any {
-	if k == (connKey{}) {
-		return lc
-	}
-	return lc.Context.Value(k)
-}
-
-// Detach lets the handler serving the conn of ctx return while the conn lives
-// on elsewhere (a tunnel handed to tunnel.Engine): the listener keeps counting
-// it against max_connections, Drain keeps waiting for it and still cancels
-// ctx in its turn, until release is called. cancel cancels ctx with a cause
-// of the caller's (a backend removed by a reload): the new owner then has
-// one context to watch, not one per reason. Call Detach at most once, from
-// ServeConn. For a ctx no listener made, it returns a child of ctx, and
-// release only cancels that child.
-func Detach(ctx context.Context) (conn context.Context, cancel context.CancelCauseFunc, release func()) {
-	lc, ok := ctx.Value(connKey{}).(*liveConn)
-	if !ok {
-		ctx, cancel := context.WithCancelCause(ctx)
-		return ctx, cancel, func() { cancel(nil) }
-	}
-	lc.detached = true
-	return ctx, lc.cancel, lc.release
 }
 
 // Listen binds every worker's socket. It binds the first socket, then binds
@@ -159,7 +147,7 @@ func (l *Listener) Listen(ctx context.Context) error {
 		}
 		l.lns = append(l.lns, ln)
 	}
-	l.conns = make(map[*liveConn]struct{})
+	l.conns = make(map[*Hold]struct{})
 	l.idle = make(chan struct{}, 1)
 	l.maxConns.Store(int64(l.MaxConns))
 	return nil
@@ -230,7 +218,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 		if m := l.maxConns.Load(); m > 0 && l.active.Load() >= m {
 			l.limit()
 			if l.Refuse != nil {
-				l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn) { l.Refuse(c) }))
+				l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn, _ *Hold) { l.Refuse(c) }))
 			} else {
 				c.Close()
 			}
@@ -252,23 +240,23 @@ func (l *Listener) limit() {
 // cut established conns; only Drain cancels them.
 func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	lc := &liveConn{Context: cctx, cancel: cancel, l: l}
+	hold := &Hold{ctx: cctx, cancel: cancel, l: l}
 	l.mu.Lock()
-	l.conns[lc] = struct{}{}
+	l.conns[hold] = struct{}{}
 	l.mu.Unlock()
 	l.active.Add(1)
 	l.wg.Add(1)
 	go func() {
-		l.serveConn(lc, c, h)
-		if !lc.detached {
-			lc.release()
+		l.serveConn(hold, c, h)
+		if !hold.detached {
+			hold.release()
 		}
 	}()
 }
 
 // serveConn is the one place a panic is recovered: a bug in one conn must not
 // take down every other conn of the process.
-func (l *Listener) serveConn(ctx context.Context, c net.Conn, h Handler) {
+func (l *Listener) serveConn(hold *Hold, c net.Conn, h Handler) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.Close()
@@ -276,7 +264,7 @@ func (l *Listener) serveConn(ctx context.Context, c net.Conn, h Handler) {
 				"panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	h.ServeConn(ctx, c)
+	h.ServeConn(hold.ctx, c, hold)
 }
 
 // Drain lets live conns run for up to timeout, then cancels those left, spread
@@ -318,13 +306,13 @@ func (l *Listener) WaitIdle(ctx context.Context) bool {
 // closeSpread cancels the live conns one by one, the i-th of n at i*spread/n.
 func (l *Listener) closeSpread(ctx context.Context, spread time.Duration) {
 	l.mu.Lock()
-	live := make([]*liveConn, 0, len(l.conns))
-	for lc := range l.conns {
-		live = append(live, lc)
+	live := make([]*Hold, 0, len(l.conns))
+	for h := range l.conns {
+		live = append(live, h)
 	}
 	l.mu.Unlock()
 	start := time.Now()
-	for i, lc := range live {
+	for i, h := range live {
 		if spread > 0 && ctx.Err() == nil {
 			at := start.Add(spread * time.Duration(i) / time.Duration(len(live)))
 			if d := time.Until(at); d > 0 {
@@ -336,7 +324,7 @@ func (l *Listener) closeSpread(ctx context.Context, spread time.Duration) {
 				}
 			}
 		}
-		lc.cancel(ErrDrain)
+		h.cancel(ErrDrain)
 	}
 }
 

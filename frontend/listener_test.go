@@ -25,7 +25,7 @@ type holdUntilCanceled struct {
 	causes []error
 }
 
-func (h *holdUntilCanceled) ServeConn(ctx context.Context, c net.Conn) {
+func (h *holdUntilCanceled) ServeConn(ctx context.Context, c net.Conn, _ *Hold) {
 	defer c.Close()
 	c.Write([]byte("hi"))
 	<-ctx.Done()
@@ -138,7 +138,7 @@ func TestDrainSpread(t *testing.T) {
 func TestDrainReturnsEarly(t *testing.T) {
 	served := make(chan struct{})
 	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
-		return HandlerFunc(func(ctx context.Context, c net.Conn) {
+		return HandlerFunc(func(ctx context.Context, c net.Conn, _ *Hold) {
 			defer c.Close()
 			c.Write([]byte("hi"))
 			<-served
@@ -147,7 +147,9 @@ func TestDrainReturnsEarly(t *testing.T) {
 	stop := start(t, l)
 	dialRead(t, l.BoundAddr().String())
 	stop()
-	go func() { time.Sleep(50 * time.Millisecond); close(served) }()
+	// The last conn ends while Drain is waiting (pacing, not a wait for a
+	// state): Drain must notice at once, not sit out its timeout.
+	time.AfterFunc(50*time.Millisecond, func() { close(served) })
 	begin := time.Now()
 	l.Drain(t.Context(), 10*time.Second, 10*time.Second)
 	if d := time.Since(begin); d > 3*time.Second {
@@ -178,7 +180,7 @@ func TestMaxConnsRefuses(t *testing.T) {
 
 func TestPanicInHandlerIsContained(t *testing.T) {
 	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
-		return HandlerFunc(func(ctx context.Context, c net.Conn) { panic("boom") })
+		return HandlerFunc(func(ctx context.Context, c net.Conn, _ *Hold) { panic("boom") })
 	}}
 	stop := start(t, l)
 	defer func() { stop(); l.Drain(t.Context(), time.Second, 0) }()
@@ -242,12 +244,12 @@ func TestAcceptBacksOffWhenOutOfFiles(t *testing.T) {
 		if err == nil {
 			clients = append(clients, c)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // pacing: one dial at a time until accept runs out
 	}
 	if limited.Load() == 0 {
 		t.Fatal("accept never reported running out of descriptors")
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the window in which retries are counted
 	if n := limited.Load(); n > 20 {
 		t.Fatalf("%d EMFILE retries in ~300ms: the accept loop spins", n)
 	}
@@ -265,8 +267,8 @@ func TestDetach(t *testing.T) {
 	returned := make(chan struct{}, 1)
 	causes := make(chan error, 1)
 	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
-		return HandlerFunc(func(ctx context.Context, c net.Conn) {
-			ctx, _, release := Detach(ctx)
+		return HandlerFunc(func(_ context.Context, c net.Conn, hold *Hold) {
+			ctx, _, release := hold.Detach()
 			c.Write([]byte("hi"))
 			go func() {
 				// The conn's new owner: ends it when ctx is cancelled.

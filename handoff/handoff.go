@@ -1,42 +1,107 @@
-// Package handoff hands an established conn pair (an l4 conn, an l7 tunnel)
-// to the tunnel and returns; when the tunnel ends it settles what the pair
-// held: the backend's reservation, the active gauge, the tunnel metrics and
-// the listener's hold on the client conn. l4 and l7 share it so that the
-// rules of a tunnel's life live in one place.
+// Package handoff holds what l4 and l7 proxies share once a conn has a
+// backend: Deps, the dependencies cmd/wslb wires into both, and StartTunnel,
+// which hands an established conn pair (an l4 conn, an l7 tunnel) to the
+// tunnel and returns; when the tunnel ends it settles what the pair held:
+// the backend's reservation, the active gauge, the tunnel metrics and the
+// listener's hold on the client conn. The rules of a tunnel's life live here
+// once.
 package handoff
 
 import (
-	"context"
+	"log/slog"
 	"net"
 	"time"
 
+	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/tunnel"
+	"github.com/wslb/wslb/upstream"
 )
 
-// Start relays client and backend (a conn to b of pool p) with r on engine e
-// and returns at once; it owns both conns from then on. ctx is the client
-// conn's, from frontend: a drain cancels it, and a reload that removes b ends
-// the tunnel in its turn of the retirement spread; nothing else a reload does
-// may cut it. ended, when set, is called with how the tunnel ended and how
-// long it lived, after the metrics and before the listener lets go of the
-// conn. The closure is what an idle tunnel costs besides the tunnel itself,
-// so it keeps little.
-func Start(ctx context.Context, e *tunnel.Engine, r tunnel.Relay, m *metrics.Metrics, listener string, p *pool.Pool, b *pool.Backend,
-	client, backend net.Conn, ended func(s tunnel.Stats, lived time.Duration)) {
-	pn := p.Name()
-	mc := m.Conn(listener, pn, b.String())
+// Deps are what cmd/wslb wires into every l4 and l7 proxy, which embed it.
+// Set them before the proxy takes conns.
+type Deps struct {
+	// Metrics receives every series; required.
+	Metrics *metrics.Metrics
+	// Log gets warnings for failures worth an operator's attention (a failed
+	// dial), and debug lines.
+	Log *slog.Logger
+	// OnDialError, when set, is told of every failed backend dial (the
+	// passive health checks count them).
+	OnDialError func(b *pool.Backend, err error)
+	// Access gets one line per request, tunnel and l4 conn as it ends; nil
+	// is off.
+	Access *access.Logger
+	// Engine, when set, carries established plain-TCP tunnels on its event
+	// loops (no goroutine or buffer per idle tunnel); TLS tunnels, or all
+	// when nil, are relayed on goroutines.
+	Engine *tunnel.Engine
+}
+
+// Dialer returns the upstream.Dialer of listener l, whose error counters
+// are errs.
+func (d *Deps) Dialer(l config.Listener, errs metrics.Errors) upstream.Dialer {
+	return upstream.Dialer{
+		Listener: l.Name, Timeout: l.Timeouts.Connect, ProxyProtocol: l.ProxyProtocol,
+		Metrics: d.Metrics, Errs: errs, OnDialError: d.dialFailed, Log: d.Log,
+	}
+}
+
+// dialFailed passes a failed dial on to OnDialError, which may be set after
+// the Dialer was made.
+func (d *Deps) dialFailed(b *pool.Backend, err error) {
+	if d.OnDialError != nil {
+		d.OnDialError(b, err)
+	}
+}
+
+// Pair is an established client conn and backend conn, and what their
+// tunnel needs.
+type Pair struct {
+	// Client is the accepted conn and Hold the listener's hold on it.
+	Client net.Conn
+	Hold   *frontend.Hold
+	// Backend is a conn to B, on which the pair holds one reservation.
+	Backend net.Conn
+	B       *pool.Backend
+	// Listener and Pool name the metric series.
+	Listener, Pool string
+	Relay          tunnel.Relay
+	// Ended, when set, is told how the tunnel ended and how long it lived,
+	// after the metrics and before the listener lets go of the client conn
+	// (the access line). It is what an idle tunnel costs besides the tunnel
+	// itself, so it should keep little.
+	Ended func(s tunnel.Stats, lived time.Duration)
+}
+
+// StartTunnel relays p's conns, on d.Engine when both are plain TCP, and
+// returns at once.
+//
+// Ownership: from the call on, the tunnel owns both conns and closes them;
+// the caller must not touch them again. It detaches p.Hold, so the
+// handler may return while the listener still counts the conn and a drain
+// still ends it (its context's cause, frontend.ErrDrain, names the reason);
+// a reload that removes p.B ends the tunnel in its turn of the retirement
+// spread (pool.ErrRemoved); nothing else a reload does may cut it. When the
+// tunnel has ended, its end releases p.B's reservation (the one place this
+// path releases it), closes the active gauge, records the tunnel metrics,
+// calls p.Ended, then releases the hold.
+func (d *Deps) StartTunnel(p Pair) {
+	m := d.Metrics
+	mc := m.Conn(p.Listener, p.Pool, p.B.String())
 	closed := mc.Open()
-	r.Rx, r.Tx = mc.Rx, mc.Tx
-	ctx, cancel, release := frontend.Detach(ctx)
-	stopRemoved := b.OnRemoved(func() { cancel(pool.ErrRemoved) })
+	p.Relay.Rx, p.Relay.Tx = mc.Rx, mc.Tx
+	ctx, cancel, release := p.Hold.Detach()
+	stopRemoved := p.B.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()
-	r.Start(ctx, e, client, backend, func(s tunnel.Stats) {
+	b, listener, poolName, ended := p.B, p.Listener, p.Pool, p.Ended
+	p.Relay.Start(ctx, d.Engine, p.Client, p.Backend, func(s tunnel.Stats) { // XXX-MERGE: p.Engine.Start(ctx, p.Relay, ...)
 		stopRemoved()
 		lived := time.Since(start)
-		m.TunnelEnded(listener, pn, s.Reason(), lived)
+		m.TunnelEnded(listener, poolName, s.Reason(), lived)
 		closed()
 		b.Release()
 		if ended != nil {

@@ -5,20 +5,17 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/bits"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
@@ -62,8 +59,10 @@ type clientConn struct {
 	// begin is when the request being served began (its head's first
 	// byte, or the accept), for its access line.
 	begin time.Time
-	// detached is set when the conn became a tunnel, which now owns it and
-	// writes the access line when it ends.
+	// hold is the listener's hold on the conn, which a tunnel takes over;
+	// detached is set when it did: the tunnel now owns the conn and writes
+	// the access line when it ends.
+	hold     *frontend.Hold
 	detached bool
 
 	// watched is the backend conn of the request being forwarded, closed by
@@ -89,7 +88,6 @@ type backendSeries struct {
 	p    *pool.Pool
 	b    *pool.Backend
 	conn metrics.Conn
-	idle prometheus.Gauge // wslb_idle_connections
 }
 
 // requestSeries is the wslb_http_requests_total child of one pool and status.
@@ -100,8 +98,9 @@ type requestSeries struct {
 }
 
 // ServeConn serves one client conn until it closes, errs, idles out or
-// becomes a tunnel that ends. It owns c.
-func (w *worker) ServeConn(ctx context.Context, c net.Conn) {
+// becomes a tunnel. It owns c until then; a tunnel (upgrade.go) takes c and
+// hold over and ServeConn returns at once.
+func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold) {
 	var cc *clientConn
 	defer func() {
 		if !cc.detached {
@@ -110,7 +109,7 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn) {
 	}()
 	st := w.px.cur.Load()
 	cc = &clientConn{
-		st: st, conn: c, accepted: time.Now(),
+		st: st, conn: c, hold: hold, accepted: time.Now(),
 		peer:  proxyheader.AddrPort(c.RemoteAddr()),
 		local: proxyheader.AddrPort(c.LocalAddr()),
 		// Drain cancels ctx: whatever the conn is doing, it ends.
@@ -217,176 +216,6 @@ func (cc *clientConn) headBuffered() bool {
 	return headEnd(buf, 0) >= 0
 }
 
-// awaitRequest waits up to timeout for the first byte of the next request.
-// A conn that idles between requests holds no buffer: when nothing is
-// buffered, br and bw go back to their pools and, on plain TCP, the socket is
-// waited on directly; a new br reads it once it is readable. A TLS conn keeps
-// its buffers (its records are read through br), as do pipelined requests.
-func (cc *clientConn) awaitRequest(timeout time.Duration) error {
-	_ = cc.conn.SetReadDeadline(time.Now().Add(timeout))
-	cc.readDeadline = true
-	if cc.br.Buffered() > 0 || cc.tls {
-		_, err := cc.br.Peek(1)
-		return err
-	}
-	if cc.raw == nil {
-		sc, ok := cc.conn.(syscall.Conn)
-		if !ok {
-			_, err := cc.br.Peek(1)
-			return err
-		}
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			return err
-		}
-		cc.raw = raw.Read
-	}
-	cc.releaseBuffers(nil)
-	if cc.probe == nil {
-		cc.probe = cc.readAwaited // a method value: allocated once per conn
-	}
-	// The first call reads at once (pipelining clients, and edge-triggered
-	// polling may have consumed the readiness of bytes already there); each
-	// later one follows readability. Between calls no buffer is held.
-	if err := cc.raw(cc.probe); err != nil {
-		return err
-	}
-	if err := cc.probeErr; err != nil {
-		cc.probeErr = nil
-		return err
-	}
-	cc.bw = getWriter(cc.conn)
-	return nil
-}
-
-// readAwaited is awaitRequest's read of the socket: it reports whether it is
-// done, with cc.br holding the first bytes or cc.probeErr the error.
-func (cc *clientConn) readAwaited(fd uintptr) bool {
-	br := getReader(&cc.src, cc.rsize)
-	cc.src.fd = int(fd)
-	_, err := br.Peek(1)
-	cc.src.fd = -1
-	if err == syscall.EAGAIN {
-		putReader(br)
-		return false
-	}
-	cc.br, cc.probeErr = br, err
-	return true
-}
-
-// releaseBuffers gives br and bw back to their pools, and bc's reader when
-// bc is not nil: the conn is ending, idling or becoming a tunnel, and what
-// they held has been written or copied.
-func (cc *clientConn) releaseBuffers(bc *backendConn) {
-	if cc.br != nil {
-		putReader(cc.br)
-		cc.br = nil
-	}
-	if cc.bw != nil {
-		putWriter(cc.bw)
-		cc.bw = nil
-	}
-	if bc != nil && bc.br != nil {
-		putReader(bc.br)
-		bc.br = nil
-	}
-}
-
-// rawConnFunc is syscall.RawConn's Read.
-type rawConnFunc func(f func(fd uintptr) bool) error
-
-// socketReader is the reader under a client conn's br: conn, or, while
-// awaitRequest holds fd (its socket, set non-blocking by the runtime), that
-// socket read directly, so that a read with nothing to read returns EAGAIN
-// rather than waiting.
-type socketReader struct {
-	conn net.Conn
-	fd   int // -1 outside awaitRequest
-}
-
-func (r *socketReader) Read(p []byte) (int, error) {
-	if r.fd < 0 {
-		return r.conn.Read(p)
-	}
-	for {
-		n, err := syscall.Read(r.fd, p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, err // the expected answer: not worth an allocation
-		case err != nil:
-			return 0, os.NewSyscallError("read", err)
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-// Buffer pools. A client conn's reader is as large as max_header_bytes, so
-// readers are pooled by size class, powers of two from 4 KiB; a size past
-// the largest class is allocated and dropped.
-const (
-	minBuffer     = 4096
-	readerClasses = 9 // 4 KiB to 1 MiB
-)
-
-var (
-	readerPools [readerClasses]sync.Pool // *bufio.Reader of minBuffer<<i bytes
-	writerPool  sync.Pool                // *bufio.Writer of minBuffer bytes
-)
-
-// readerClass is the pool of readers of at least size bytes, and their size;
-// -1 when size is past the largest class.
-func readerClass(size int) (class, classSize int) {
-	if size <= minBuffer {
-		return 0, minBuffer
-	}
-	class = bits.Len(uint(size-1)) - bits.Len(minBuffer-1)
-	if class >= readerClasses {
-		return -1, size
-	}
-	return class, minBuffer << class
-}
-
-// getReader returns a reader of r with a buffer of at least size bytes.
-func getReader(r io.Reader, size int) *bufio.Reader {
-	class, n := readerClass(size)
-	if class >= 0 {
-		if br, ok := readerPools[class].Get().(*bufio.Reader); ok {
-			br.Reset(r)
-			return br
-		}
-	}
-	return bufio.NewReaderSize(r, n)
-}
-
-// putReader gives br back; it must no longer be used. What it buffered is lost.
-func putReader(br *bufio.Reader) {
-	if class, n := readerClass(br.Size()); class >= 0 && n == br.Size() {
-		br.Reset(nil) // drop the conn
-		readerPools[class].Put(br)
-	}
-}
-
-// getWriter returns a writer to w with a buffer of minBuffer bytes.
-func getWriter(w io.Writer) *bufio.Writer {
-	if bw, ok := writerPool.Get().(*bufio.Writer); ok {
-		bw.Reset(w)
-		return bw
-	}
-	return bufio.NewWriterSize(w, minBuffer)
-}
-
-// putWriter gives bw back; it must no longer be used. What it buffered is lost.
-func putWriter(bw *bufio.Writer) {
-	if bw.Size() == minBuffer {
-		bw.Reset(nil)
-		writerPool.Put(bw)
-	}
-}
-
 // logRequest writes the access line of the request that began at begin.
 func (w *worker) logRequest(cc *clientConn, begin time.Time) {
 	if w.px.Access == nil || cc.detached {
@@ -476,83 +305,4 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 		return w.upgrade(ctx, cc, req, res, token)
 	}
 	return w.forward(ctx, cc, req, res)
-}
-
-// checkRequest returns why a parsed request must get a 400, or "".
-// http.ReadRequest leaves these checks to net/http's server, which wslb does
-// not use.
-func checkRequest(req *http.Request) string {
-	if req.ProtoAtLeast(1, 1) && req.Host == "" {
-		return "missing Host header" // RFC 9112 §3.2
-	}
-	if req.Method == http.MethodConnect {
-		return "CONNECT is not supported"
-	}
-	if req.ProtoMajor != 1 {
-		// net/http parses any HTTP/x.y; wslb would forward it as HTTP/1.1.
-		return "unsupported HTTP version"
-	}
-	if !validTarget(req) {
-		return "invalid request target"
-	}
-	for k, vv := range req.Header {
-		if strings.IndexByte(k, ' ') >= 0 {
-			// net/textproto keeps "Name :" as a header named "Name "
-			// (go.dev/issue/34540); RFC 9112 §5.1 makes it a 400, since a
-			// next hop that trims the space reads another header.
-			return "whitespace in a header name"
-		}
-		for _, v := range vv {
-			if !validFieldValue(v) {
-				return "invalid byte in header " + k
-			}
-		}
-	}
-	if !validHost(req.Host) {
-		return "invalid Host" // RFC 9112 §3.2
-	}
-	return ""
-}
-
-// validTarget reports whether the request target has a form RFC 9112 §3.2
-// allows for a request wslb forwards: origin-form, absolute-form with an http
-// or https URI (sent on as origin-form), or "*" for OPTIONS. Any other
-// target (an opaque "a:b", "*" for GET) would reach the backend as a request
-// line it cannot parse, or one it reads differently.
-func validTarget(req *http.Request) bool {
-	switch u := req.URL; {
-	case req.RequestURI == "*":
-		return req.Method == http.MethodOptions
-	case strings.HasPrefix(req.RequestURI, "/"):
-		return true
-	default:
-		return (strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) && u.Opaque == "" && u.Host != ""
-	}
-}
-
-// validHost reports whether h can be a Host value: the bytes of a uri-host
-// and port (RFC 3986 §3.2.2), as net/http's server accepts. net/http's
-// Request.Write silently sends an empty Host in place of any other.
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validFieldValue rejects control characters other than tab (RFC 9110 §5.5):
-// a NUL or a lone CR passed on to a backend is a classic smuggling vector.
-func validFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }

@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/textproto"
-	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -112,111 +109,67 @@ func hasField(head []byte, name string) bool {
 	return false
 }
 
-// writeRequestHead writes out, a request for a backend, as out.Write does,
-// byte for byte (head_write_test.go checks), when it has no body: the common
-// case of a plain request, and every upgrade. It skips what makes
-// Request.Write cost: fmt, a pooled sorter, an allocated transfer writer.
-// Requests with a body, trailers or an unusual Host go to out.Write, which
-// then gets an empty User-Agent when there is none: it would add Go's own,
-// and the backend must see what the client sent.
-func writeRequestHead(bw *bufio.Writer, out *http.Request) error {
-	host := out.Host
-	if host == "" && out.URL != nil {
-		host = out.URL.Host
+// checkRequest returns why a parsed request must get a 400, or "".
+// http.ReadRequest leaves these checks to net/http's server, which wslb does
+// not use.
+func checkRequest(req *http.Request) string {
+	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+		return "missing Host header" // RFC 9112 §3.2
 	}
-	if out.Body != nil || out.ContentLength != 0 || len(out.TransferEncoding) > 0 || out.Trailer != nil ||
-		out.Close || out.URL == nil || out.Method == http.MethodConnect || !plainHost(host) {
-		if _, ok := out.Header["User-Agent"]; !ok {
-			out.Header["User-Agent"] = []string{""}
+	if req.Method == http.MethodConnect {
+		return "CONNECT is not supported"
+	}
+	if req.ProtoMajor != 1 {
+		// net/http parses any HTTP/x.y; wslb would forward it as HTTP/1.1.
+		return "unsupported HTTP version"
+	}
+	if !validTarget(req) {
+		return "invalid request target"
+	}
+	for k, vv := range req.Header {
+		if strings.IndexByte(k, ' ') >= 0 {
+			// net/textproto keeps "Name :" as a header named "Name "
+			// (go.dev/issue/34540); RFC 9112 §5.1 makes it a 400, since a
+			// next hop that trims the space reads another header.
+			return "whitespace in a header name"
 		}
-		return out.Write(bw)
-	}
-	uri := out.URL.RequestURI()
-	if containsCTL(uri) {
-		return errors.New("net/http: can't write control character in Request.URL")
-	}
-	method := out.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	bw.WriteString(method)
-	bw.WriteByte(' ')
-	bw.WriteString(uri)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
-	bw.WriteString("\r\n")
-	if ua := out.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
-		writeField(bw, "User-Agent", ua[0])
-	}
-	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch:
-		// What transferWriter sends for a bodiless request of these methods.
-		bw.WriteString("Content-Length: 0\r\n")
-	}
-	writeFields(bw, out.Header, excludedFromRequest)
-	_, err := bw.WriteString("\r\n")
-	return err
-}
-
-// excludedFromResponse reports the fields Response.Write leaves out of the
-// header map, since it writes them from other fields.
-func excludedFromResponse(name string) bool {
-	switch name {
-	case "Content-Length", "Transfer-Encoding", "Trailer":
-		return true
-	}
-	return false
-}
-
-// writeStatusLine writes resp's status line as Response.Write does: the
-// backend's reason phrase, or the standard one when it gave none.
-func writeStatusLine(bw *bufio.Writer, resp *http.Response) {
-	var digits [3]byte
-	code := strconv.AppendInt(digits[:0], int64(resp.StatusCode), 10)
-	text := resp.Status
-	switch {
-	case text == "":
-		if text = http.StatusText(resp.StatusCode); text == "" {
-			text = "status code " + string(code)
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return "invalid byte in header " + k
+			}
 		}
-	case len(text) > len(code) && text[:len(code)] == string(code) && text[len(code)] == ' ':
-		text = text[len(code)+1:]
 	}
-	bw.WriteString("HTTP/")
-	bw.WriteByte('0' + byte(resp.ProtoMajor))
-	bw.WriteByte('.')
-	bw.WriteByte('0' + byte(resp.ProtoMinor))
-	bw.WriteByte(' ')
-	bw.Write(code)
-	bw.WriteByte(' ')
-	bw.WriteString(text)
-	bw.WriteString("\r\n")
+	if !validHost(req.Host) {
+		return "invalid Host" // RFC 9112 §3.2
+	}
+	return ""
 }
 
-// bodyAllowedForStatus is net/http's: whether a response with this status
-// may have a body.
-func bodyAllowedForStatus(status int) bool {
-	return (status < 100 || status > 199) && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// excludedFromRequest reports the fields Request.Write leaves out of the
-// header map, since it writes them from other fields.
-func excludedFromRequest(name string) bool {
-	switch name {
-	case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+// validTarget reports whether the request target has a form RFC 9112 §3.2
+// allows for a request wslb forwards: origin-form, absolute-form with an http
+// or https URI (sent on as origin-form), or "*" for OPTIONS. Any other
+// target (an opaque "a:b", "*" for GET) would reach the backend as a request
+// line it cannot parse, or one it reads differently.
+func validTarget(req *http.Request) bool {
+	switch u := req.URL; {
+	case req.RequestURI == "*":
+		return req.Method == http.MethodOptions
+	case strings.HasPrefix(req.RequestURI, "/"):
 		return true
+	default:
+		return (strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) && u.Opaque == "" && u.Host != ""
 	}
-	return false
 }
 
-// plainHost reports whether out.Write would send host unchanged: it is
-// ASCII (no punycode conversion), has only the bytes of a valid Host (so it is
-// not blanked), and has no "%" (so no IPv6 zone to remove).
-func plainHost(host string) bool {
-	for i := 0; i < len(host); i++ {
-		switch c := host[i]; {
+// validHost reports whether h can be a Host value: the bytes of a uri-host
+// and port (RFC 3986 §3.2.2), as net/http's server accepts. net/http's
+// Request.Write silently sends an empty Host in place of any other.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
 		default:
 			return false
 		}
@@ -224,76 +177,11 @@ func plainHost(host string) bool {
 	return true
 }
 
-// containsCTL reports whether s holds an ASCII control character, which
-// Request.Write refuses in a request target.
-func containsCTL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' || c == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// writeFields writes the fields of h, but those excluded, as
-// Header.WriteSubset does: sorted by name, names that are no token left out,
-// each value on a line of its own with CR and LF made spaces and the ends
-// trimmed.
-func writeFields(bw *bufio.Writer, h http.Header, excluded func(string) bool) {
-	var names [32]string // most heads: no allocation
-	keys := names[:0]
-	for k := range h {
-		if !excluded(k) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if !isFieldName(k) {
-			continue
-		}
-		for _, v := range h[k] {
-			writeField(bw, k, v)
-		}
-	}
-}
-
-// writeField writes one header line, its value cleaned as Header.Write does:
-// CR and LF made spaces, then the ends trimmed of spaces, tabs, CR and LF.
-func writeField(bw *bufio.Writer, name, value string) {
-	clean := true
-	for i := 0; i < len(value); i++ {
-		if c := value[i]; c == '\r' || c == '\n' {
-			clean = false
-			break
-		}
-	}
-	if !clean {
-		b := []byte(value)
-		for i, c := range b {
-			if c == '\r' || c == '\n' {
-				b[i] = ' ' // bytes, not runes: invalid UTF-8 passes as it is
-			}
-		}
-		value = string(b)
-	}
-	bw.WriteString(name)
-	bw.WriteString(": ")
-	bw.WriteString(textproto.TrimString(value))
-	bw.WriteString("\r\n")
-}
-
-// isFieldName reports whether name is an RFC 9110 token, as a field name must
-// be (httpguts.ValidHeaderFieldName).
-func isFieldName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
+// validFieldValue rejects control characters other than tab (RFC 9110 §5.5):
+// a NUL or a lone CR passed on to a backend is a classic smuggling vector.
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}

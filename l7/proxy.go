@@ -3,10 +3,17 @@
 // both sides of the handshake, forward a plain request over the worker's idle
 // backend conns, serve static files, or answer an error.
 //
-// conn.go holds the per-conn loop; read forward.go, upgrade.go and respond.go next.
+// Read conn.go (ServeConn, the request loop) first, then what a request
+// becomes: upgrade.go (handshake, then the tunnel via handoff) or forward.go
+// (the round trip), both getting their backend conn from backend.go
+// (upstream.Dialer and the idle cache) and their request head from
+// outgoing.go; response.go relays answers, respond.go writes wslb's own.
+// head.go reads and checks heads, keepalive.go and buffers.go keep idle
+// conns cheap.
 package l7
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -21,30 +28,22 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/handoff"
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/static"
-	"github.com/wslb/wslb/tunnel"
+	"github.com/wslb/wslb/upstream"
 )
 
 // Proxy is the handler of one l7 listener, shared by its workers. Update swaps
 // its settings for conns accepted later; a conn keeps the state it started with.
 type Proxy struct {
-	// Metrics receives every series; required.
-	Metrics *metrics.Metrics
-	// Log gets failures worth an operator's attention.
-	Log *slog.Logger
-	// OnDialError, when set, is told of every failed backend dial.
-	OnDialError func(b *pool.Backend, err error)
-	// Access gets one line per request and per tunnel; nil is off.
-	Access *access.Logger
-	// Engine, when set, carries established plain-TCP tunnels on its event
-	// loops (no goroutine or buffer per idle tunnel); TLS tunnels, or all
-	// when nil, are relayed on goroutines.
-	Engine *tunnel.Engine
+	// Wired by cmd/wslb. Engine carries the plain-TCP tunnels; TLS ones
+	// relay on goroutines.
+	handoff.Deps
 
 	cur atomic.Pointer[state]
 }
@@ -53,6 +52,7 @@ type Proxy struct {
 type state struct {
 	l      config.Listener
 	pools  map[string]*pool.Pool
+	dial   upstream.Dialer // to the backends of pools
 	routes *route.Table
 	static map[string]*static.Handler // by folder
 	tls    *tls.Config
@@ -62,22 +62,35 @@ type state struct {
 
 // New returns the Proxy of l7 listener l, whose routes use pools.
 func New(l config.Listener, pools map[string]*pool.Pool, m *metrics.Metrics, log *slog.Logger) (*Proxy, error) {
-	px := &Proxy{Metrics: m, Log: log}
+	px := &Proxy{Deps: handoff.Deps{Metrics: m, Log: log}}
 	if err := px.Update(l, pools); err != nil {
 		return nil, err
 	}
 	return px, nil
 }
 
-// Update makes conns accepted from now on use l and pools. It loads the TLS
-// certificate and opens the static folders first, so a bad file leaves the
-// running state untouched.
+// Update makes conns accepted from now on use l and pools: Stage, then the
+// commit. A bad file leaves the running state untouched.
 func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
+	commit, err := px.Stage(l, pools)
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// Stage prepares the state of l over pools, loading its TLS certificate and
+// opening its static folders, which may fail; commit makes conns accepted
+// from then on use it, and cannot fail. A reload stages every listener before
+// it changes anything. pools is read when commit runs, so a reload may still
+// reconcile its pools in between.
+func (px *Proxy) Stage(l config.Listener, pools map[string]*pool.Pool) (commit func(), err error) {
 	st := &state{l: l, pools: pools, routes: route.New(l.Routes, l.Pool), static: map[string]*static.Handler{}, m: px.Metrics}
 	if l.TLS != nil {
 		tc, err := tlsConfig(l.TLS)
 		if err != nil {
-			return fmt.Errorf("listener %s: %w", l.Name, err)
+			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
 		st.tls = tc
 	}
@@ -87,28 +100,19 @@ func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
 		}
 		h, err := static.New(r.Static)
 		if err != nil {
-			return fmt.Errorf("listener %s: route %s: %w", l.Name, r.Path, err)
+			return nil, fmt.Errorf("listener %s: route %s: %w", l.Name, r.Path, err)
 		}
 		st.static[r.Static] = h
 	}
 	st.errs = px.Metrics.ListenerErrors(l.Name)
-	for _, name := range l.PoolNames() {
-		if p := pools[name]; p != nil {
-			for _, b := range p.Backends() {
-				px.Metrics.ConnectionsActive.WithLabelValues(l.Name, p.Name(), b.String())
-			}
-		}
-	}
-	// Static handlers of the previous state are left open: conns that started
-	// with it may still be serving files. They hold one folder fd each.
-	px.cur.Store(st)
-	return nil
+	st.dial = px.Dialer(l, st.errs)
+	return func() { px.commit(st) }, nil
 }
 
-// idleGauge publishes b's idle conn count, all workers together.
-func (px *Proxy) idleGauge(p *pool.Pool, b *pool.Backend) {
-	px.Metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
-}
+// commit makes conns accepted from now on use st. Static handlers of the
+// previous state are left open: conns that started with it may still be
+// serving files. They hold one folder fd each.
+func (px *Proxy) commit(st *state) { px.cur.Store(st) }
 
 // OnLimit counts a conn refused by max_connections or an accept that ran out
 // of file descriptors; wire it to frontend.Listener.OnLimit.
@@ -117,13 +121,18 @@ func (px *Proxy) OnLimit() { px.cur.Load().errs.Limit.Inc() }
 // NewWorker returns the handler for one worker of the listener, with an idle
 // backend conn cache of its own; wire it to frontend.Listener.NewHandler.
 func (px *Proxy) NewWorker() frontend.Handler {
-	return &worker{px: px, cache: pool.NewIdleCache()}
+	w := &worker{px: px, cache: pool.NewIdleCache()}
+	w.idle = w.cache.Get
+	return w
 }
 
 // worker serves the conns one accept loop takes.
 type worker struct {
 	px    *Proxy
 	cache *pool.IdleCache
+	// idle is cache.Get, for upstream.Request.Idle: a method value made
+	// once, not per request.
+	idle func(b *pool.Backend) (net.Conn, *bufio.Reader, bool)
 }
 
 // Close closes the worker's idle backend conns; the listener calls it once

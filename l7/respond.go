@@ -2,16 +2,17 @@ package l7
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/wslb/wslb/header"
-	"github.com/wslb/wslb/route"
-	"github.com/wslb/wslb/static"
+	"github.com/wslb/wslb/upstream"
 )
 
 // respond writes a response wslb makes itself. req may be nil (the head could
@@ -68,7 +69,13 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 // status is harmless to continue after (404).
 func (cc *clientConn) respondError(req *http.Request, status int, reason string) bool {
 	closeConn := status != http.StatusNotFound
-	return cc.respond(req, "", status, nil, fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), reason), closeConn)
+	return cc.respond(req, "", status, nil, errorBody(status, reason), closeConn)
+}
+
+// errorBody is the plain-text body of an answer wslb makes: the status and
+// a one-line reason.
+func errorBody(status int, reason string) string {
+	return fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), reason)
 }
 
 // redirect answers with a 308 to location: unlike 301/302 it keeps the
@@ -115,88 +122,39 @@ func (cc *clientConn) count(req *http.Request, pool string, status int) {
 	}
 }
 
-// serveStatic answers from a static route's folder.
-func (cc *clientConn) serveStatic(req *http.Request, h *static.Handler, res route.Result) bool {
-	r := req.Clone(req.Context())
-	r.URL = res.URL
-	w := &staticWriter{cc: cc, req: req, header: http.Header{}}
-	h.ServeHTTP(w, r)
-	return w.finish()
+// respondConnectError answers when no backend conn could be had: 503 when
+// no backend was eligible, 502 when the dials failed (DESIGN: "502 or 503").
+func (cc *clientConn) respondConnectError(req *http.Request, poolName string, err error) bool {
+	if cc.e.Reason = upstream.Reason(err); cc.e.Reason == upstream.ReasonNoBackend {
+		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "no healthy backend")
+	}
+	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
 }
 
-// staticWriter is the http.ResponseWriter a static.Handler writes into. A
-// file (ServeContent sets Content-Length) streams straight to the client; a
-// short answer without a length (an error page) is buffered and sent by respond.
-type staticWriter struct {
-	cc        *clientConn
-	req       *http.Request
-	header    http.Header
-	status    int
-	streaming bool
-	buf       bytes.Buffer
-	err       error
+// respondBackendError answers when the backend failed before its response
+// head arrived: 504 when it was silent past timeouts.idle, 413 when the
+// client's chunked body outgrew max_body_bytes, else 502.
+func (cc *clientConn) respondBackendError(req *http.Request, poolName string, err, werr error) bool {
+	switch {
+	case errors.Is(werr, errBodyTooLarge):
+		cc.st.errs.BadRequest.Inc()
+		return cc.respondPool(req, poolName, http.StatusRequestEntityTooLarge, "request body too large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		cc.st.errs.Timeout.Inc()
+		cc.e.Reason = "idle"
+		return cc.respondPool(req, poolName, http.StatusGatewayTimeout, "backend did not answer in time")
+	default:
+		cc.e.Reason = "backend"
+		return cc.respondPool(req, poolName, http.StatusBadGateway, "invalid or no answer from backend")
+	}
 }
 
-func (w *staticWriter) Header() http.Header { return w.header }
-
-func (w *staticWriter) WriteHeader(status int) {
-	if w.status != 0 {
-		return
-	}
-	w.status = status
-	if w.header.Get("Content-Length") == "" {
-		return
-	}
-	w.streaming = true
-	cc := w.cc
-	header.SetResponseHeaders(w.header, cc.st.l.HTTP.ResponseHeaders)
-	minor := 1
-	if !w.req.ProtoAtLeast(1, 1) {
-		minor = 0
-		w.header.Set("Connection", "keep-alive")
-	}
-	if w.req.Close || w.req.ContentLength != 0 {
-		w.header.Set("Connection", "close")
-	}
-	cc.count(w.req, "", status)
-	cc.firstByte()
-	setWriteTimeout(cc.conn)
-	fmt.Fprintf(cc.bw, "HTTP/1.%d %03d %s\r\n", minor, status, http.StatusText(status))
-	w.err = w.header.Write(cc.bw)
-	cc.bw.WriteString("\r\n")
+// respondPool is respondError counted against a pool. The request body may
+// be half read, so the conn always closes.
+func (cc *clientConn) respondPool(req *http.Request, poolName string, status int, reason string) bool {
+	req.Close = true
+	return cc.respond(req, poolName, status, nil, errorBody(status, reason), true)
 }
 
-func (w *staticWriter) Write(p []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	if !w.streaming {
-		return w.buf.Write(p)
-	}
-	if w.err != nil {
-		return 0, w.err
-	}
-	setWriteTimeout(w.cc.conn)
-	n, err := w.cc.bw.Write(p)
-	w.err = err
-	return n, err
-}
-
-// finish completes the answer and reports whether the conn may go on.
-func (w *staticWriter) finish() bool {
-	w.WriteHeader(http.StatusOK)
-	cc := w.cc
-	if !w.streaming {
-		return cc.respond(w.req, "", w.status, w.header, w.buf.String(), false)
-	}
-	if w.err == nil {
-		w.err = cc.bw.Flush()
-	}
-	_ = cc.conn.SetWriteDeadline(time.Time{})
-	if w.err != nil {
-		cc.e.Reason = "client"
-	}
-	if w.err != nil || w.header.Get("Connection") == "close" {
-		lingerClose(cc.conn)
-		return false
-	}
-	return true
-}
+// setWriteTimeout bounds a write of an error answer to a client that may not read.
+func setWriteTimeout(c net.Conn) { _ = c.SetWriteDeadline(time.Now().Add(10 * time.Second)) }

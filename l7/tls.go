@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/wslb/wslb/config"
 )
@@ -115,6 +114,3 @@ func httpsURL(req *http.Request, port int) string {
 	}
 	return "https://" + host + uri
 }
-
-// setWriteTimeout bounds a write of an error answer to a client that may not read.
-func setWriteTimeout(c net.Conn) { _ = c.SetWriteDeadline(time.Now().Add(10 * time.Second)) }

@@ -23,31 +23,11 @@ import (
 // smuggle raw requests past it. It reports whether the conn may go on.
 func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request, res route.Result, token string) bool {
 	st := cc.st
-	if req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) {
+	key, bad := checkUpgrade(req, token)
+	if bad != nil {
 		st.errs.BadHandshake.Inc()
-		return cc.respondError(req, http.StatusBadRequest, "an upgrade must be a GET over HTTP/1.1")
+		return cc.respond(req, "", bad.status, bad.hdr, errorBody(bad.status, bad.reason), true)
 	}
-	if req.ContentLength != 0 {
-		// Bytes after the head belong to the new protocol; a body would be
-		// read as that protocol's first bytes by one side and not the other.
-		st.errs.BadHandshake.Inc()
-		return cc.respondError(req, http.StatusBadRequest, "an upgrade request cannot have a body")
-	}
-	var key string
-	if token == "websocket" {
-		k, err := header.CheckWebSocketRequest(req.Header)
-		switch {
-		case errors.Is(err, header.ErrBadVersion):
-			st.errs.BadHandshake.Inc()
-			h := http.Header{"Sec-Websocket-Version": {"13"}}
-			return cc.respond(req, "", http.StatusUpgradeRequired, h, "426 Upgrade Required: only WebSocket version 13 is supported\n", true)
-		case err != nil:
-			st.errs.BadHandshake.Inc()
-			return cc.respondError(req, http.StatusBadRequest, "invalid WebSocket handshake")
-		}
-		key = k
-	}
-
 	p := st.pools[res.Pool]
 	out, client := outgoing(cc, req, res)
 	// Upgrade and Connection are hop-by-hop and were removed with the rest;
@@ -60,6 +40,8 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
+	// Released here on every path that opens no tunnel; a tunnel's end
+	// releases it otherwise (handoff).
 	tunneled := false
 	defer func() {
 		if !tunneled {
@@ -69,29 +51,15 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
-
-	// A handshake must be quick: the backend gets timeouts.handshake to
-	// answer, not the idle timeout plain requests get.
-	_ = bc.conn.SetDeadline(time.Now().Add(st.l.Timeouts.Handshake))
-	if err := sendHead(bc.conn, out); err != nil {
-		bc.conn.Close()
-		return cc.respondBackendError(req, res.Pool, err, nil)
-	}
-	resp, err := http.ReadResponse(bc.br, out)
+	resp, err := handshake(bc, out, st.l.Timeouts.Handshake)
 	if err != nil {
 		bc.conn.Close()
 		return cc.respondBackendError(req, res.Pool, err, nil)
 	}
-	_ = bc.conn.SetDeadline(time.Time{})
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// 403, 426, a redirect: relayed as the backend sent it.
 		keep, reusable, err := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
-		if err == nil && reusable && st.l.ProxyProtocol == "" {
-			w.cache.Put(bc.b, bc.conn, bc.br)
-			w.px.idleGauge(p, bc.b)
-		} else {
-			bc.conn.Close()
-		}
+		w.putBack(cc, bc, err == nil && reusable)
 		return keep && err == nil
 	}
 	if err := header.CheckSwitch(resp.Header, token, key); err != nil {
@@ -106,10 +74,60 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	return false
 }
 
+// badUpgrade is why an upgrade request gets neither a backend nor a tunnel:
+// the status, reason and header it is answered with.
+type badUpgrade struct {
+	status int
+	reason string
+	hdr    http.Header
+}
+
+// checkUpgrade checks a request to switch to token before any backend sees
+// it, and returns its Sec-WebSocket-Key when token is websocket.
+func checkUpgrade(req *http.Request, token string) (key string, bad *badUpgrade) {
+	if req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) {
+		return "", &badUpgrade{status: http.StatusBadRequest, reason: "an upgrade must be a GET over HTTP/1.1"}
+	}
+	if req.ContentLength != 0 {
+		// Bytes after the head belong to the new protocol; a body would be
+		// read as that protocol's first bytes by one side and not the other.
+		return "", &badUpgrade{status: http.StatusBadRequest, reason: "an upgrade request cannot have a body"}
+	}
+	if token != "websocket" {
+		return "", nil
+	}
+	key, err := header.CheckWebSocketRequest(req.Header)
+	switch {
+	case errors.Is(err, header.ErrBadVersion):
+		return "", &badUpgrade{status: http.StatusUpgradeRequired, reason: "only WebSocket version 13 is supported",
+			hdr: http.Header{"Sec-Websocket-Version": {"13"}}}
+	case err != nil:
+		return "", &badUpgrade{status: http.StatusBadRequest, reason: "invalid WebSocket handshake"}
+	}
+	return key, nil
+}
+
+// handshake sends out, an upgrade request, on bc and reads the backend's
+// answer. A handshake must be quick: the backend gets timeouts.handshake to
+// answer, not the idle timeout plain requests get.
+func handshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
+	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
+	if err := sendHead(bc.conn, out); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bc.br, out)
+	if err != nil {
+		return nil, err
+	}
+	_ = bc.conn.SetDeadline(time.Time{})
+	return resp, nil
+}
+
 // tunnel relays the 101, then hands both conns, with what each side sent
-// early, to the tunnel and returns; the tunnel owns them from then on, and
-// its end settles the metrics, b's reservation, the listener's count and
-// the access line. It reports whether the tunnel took the reservation.
+// early, to the tunnel (handoff.Start) and returns. The tunnel owns both
+// conns and cc's hold from then on, and its end releases bc.b's reservation
+// and the hold, and writes the access line. It reports whether the tunnel
+// took the reservation; if not, the caller still holds it.
 func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, resp *http.Response, poolName string, p *pool.Pool, bc *backendConn, token string) bool {
 	st, m := cc.st, w.px.Metrics
 	ln, pn := st.l.Name, p.Name()
@@ -144,17 +162,25 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	cc.releaseBuffers(bc)
 	cc.unwatch() // if it already fired, ctx is done and the tunnel ends at once
 	cc.detached = true
-	// The access line is kept only when there is a log to write it to.
-	var ended func(tunnel.Stats, time.Duration)
-	if w.px.Access != nil {
-		e, begin := new(cc.e), cc.begin
-		ended = func(s tunnel.Stats, _ time.Duration) {
-			e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, s.Reason(), time.Since(begin)
-			w.px.Access.Log(e)
-		}
-	}
-	handoff.Start(ctx, w.px.Engine, r, m, ln, p, bc.b, conn, bc.conn, ended)
+	w.px.StartTunnel(handoff.Pair{
+		Client: conn, Hold: cc.hold, Backend: bc.conn, B: bc.b, Listener: ln, Pool: pn,
+		Relay: r, Ended: w.tunnelEnded(cc),
+	})
 	return true
+}
+
+// tunnelEnded returns what writes the access line of cc's tunnel when it
+// ends, or nil when there is no log to write it to: the line is then not
+// kept for the tunnel's life.
+func (w *worker) tunnelEnded(cc *clientConn) func(tunnel.Stats, time.Duration) {
+	if w.px.Access == nil {
+		return nil
+	}
+	e, begin := new(cc.e), cc.begin
+	return func(s tunnel.Stats, _ time.Duration) {
+		e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, s.Reason(), time.Since(begin)
+		w.px.Access.Log(e)
+	}
 }
 
 // buffered returns a copy of what br has read ahead, or nil: a copy, so that

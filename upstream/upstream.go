@@ -1,0 +1,156 @@
+// Package upstream connects l4 and l7 conns to backends: it picks a backend
+// of a pool and reserves it, takes a kept-alive conn to it or dials it within
+// the listener's connect timeout, tries one other backend when a dial fails,
+// tells the passive health checks, and sends the PROXY header.
+//
+// l4 and l7 differ only in what they do with the conn Connect returns; the
+// reservation it carries is theirs to release, once (see Conn).
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/metrics"
+	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
+)
+
+// The reason words of an Error, as wslb_errors_total counts them.
+const (
+	ReasonNoBackend = "no_backend" // nothing was eligible: l7 answers 503
+	ReasonDial      = "dial"       // the dial and its one retry failed: l7 answers 502
+)
+
+// Error is why Connect returned no conn. Reason is its wslb_errors_total
+// word, which l4 and l7 answer by (a close, a 503 or a 502).
+type Error struct {
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Reason + ": " + e.Err.Error() }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Reason returns the reason word of err if it is an *Error, else "error".
+func Reason(err error) string {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.Reason
+	}
+	return "error"
+}
+
+// Dialer connects the conns of one listener configuration. Set its fields
+// once, when the configuration is applied; every worker may then use it.
+type Dialer struct {
+	// Listener names the listener in log lines.
+	Listener string
+	// Timeout bounds a dial (timeouts.connect); 0 is no bound.
+	Timeout time.Duration
+	// ProxyProtocol is the PROXY header version sent on every new conn ("",
+	// "v1", "v2"). Such a conn belongs to its client: Connect never takes one
+	// from an idle cache.
+	ProxyProtocol string
+	// Metrics receives wslb_backend_connect_seconds; Errs counts no_backend
+	// and dial.
+	Metrics *metrics.Metrics
+	Errs    metrics.Errors
+	// OnDialError, when set, is told of every failed dial (the passive checks).
+	OnDialError func(b *pool.Backend, err error)
+	// Log gets a warning per failed dial.
+	Log *slog.Logger
+}
+
+// Request is what one connect is for.
+type Request struct {
+	Pool *pool.Pool
+	// ClientIP is what source_hash hashes: the peer, or the address a
+	// trusted proxy or an accepted PROXY header named.
+	ClientIP netip.Addr
+	// Source and Local are the addresses an outgoing PROXY header carries.
+	Source netip.AddrPort
+	Local  net.Addr
+	// Idle, when set, is asked first for a kept-alive conn to the picked
+	// backend (l7's per-worker cache: pool.IdleCache.Get).
+	Idle func(b *pool.Backend) (net.Conn, *bufio.Reader, bool)
+}
+
+// Conn is a conn to Backend, on which it holds one reservation: whoever
+// holds the Conn releases Backend exactly once, when done with it (or hands
+// that duty on, as a tunnel's handoff does).
+type Conn struct {
+	Backend *pool.Backend
+	Net     net.Conn
+	// Reader is what the idle cache kept with a reused conn (bytes may be
+	// buffered in it), or nil.
+	Reader *bufio.Reader
+	// Reused is set when the conn came from the idle cache: it may have
+	// died unnoticed since.
+	Reused bool
+}
+
+// Connect reserves a backend of r.Pool and returns a conn to it: an idle one
+// when r.Idle has one, else a new dial. A failed dial releases its backend,
+// is counted and reported, and one other backend is tried, as nginx's
+// proxy_next_upstream does for a refused connect: nothing has been sent, so
+// trying again is safe. The error is an *Error.
+func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
+	var tried *pool.Backend
+	for range 2 {
+		b, err := r.Pool.Pick(r.ClientIP, tried)
+		if err != nil {
+			if tried == nil {
+				d.Errs.NoBackend.Inc()
+				return Conn{}, &Error{Reason: ReasonNoBackend, Err: err}
+			}
+			// Only the backend that just failed was eligible.
+			return Conn{}, &Error{Reason: ReasonDial, Err: fmt.Errorf("no other backend after a failed dial: %w", err)}
+		}
+		if r.Idle != nil && d.ProxyProtocol == "" {
+			if c, br, ok := r.Idle(b); ok {
+				return Conn{Backend: b, Net: c, Reader: br, Reused: true}, nil
+			}
+		}
+		c, err := d.Dial(ctx, r, b)
+		if err == nil {
+			return c, nil
+		}
+		b.Release()
+		d.Errs.Dial.Inc()
+		if d.OnDialError != nil {
+			d.OnDialError(b, err)
+		}
+		d.Log.Warn("backend dial failed", "listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
+		tried = b
+	}
+	return Conn{}, &Error{Reason: ReasonDial, Err: errors.New("dial failed twice")}
+}
+
+// Dial opens a new conn to b, which the caller has reserved and keeps
+// reserved whatever happens, and sends the PROXY header when configured to.
+// It neither counts nor reports a failure: Connect does, and l7's replay of
+// a request whose kept-alive conn died counts its own.
+func (d *Dialer) Dial(ctx context.Context, r Request, b *pool.Backend) (Conn, error) {
+	nd := net.Dialer{Timeout: d.Timeout, KeepAliveConfig: frontend.KeepAlive()}
+	start := time.Now()
+	c, err := nd.DialContext(ctx, "tcp", b.String())
+	d.Metrics.BackendConnect.WithLabelValues(r.Pool.Name(), b.String()).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return Conn{}, fmt.Errorf("dial %s: %w", b, err)
+	}
+	if v := d.ProxyProtocol; v != "" {
+		if err := proxyheader.Write(c, v, r.Source, r.Local); err != nil {
+			c.Close()
+			return Conn{}, fmt.Errorf("PROXY header to %s: %w", b, err)
+		}
+	}
+	return Conn{Backend: b, Net: c}, nil
+}
