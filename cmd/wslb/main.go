@@ -1,7 +1,9 @@
 // Command wslb is a layer-4/layer-7 load balancer for WebSocket fleets.
 //
-// This file parses the command line; serve.go builds and runs everything,
-// demo.go adds the demo backends. No proxy logic lives here.
+// This file parses the command line; serve.go builds the listeners and
+// proxies and runs them, reload.go applies a changed file in named steps,
+// drain.go ends the process gracefully, observe.go feeds metrics, health
+// and /status, demo.go adds the demo backends. No proxy logic lives here.
 package main
 
 import (

@@ -46,8 +46,9 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 	in.metrics.ConfigReloads.WithLabelValues("ok").Inc()
 }
 
-// apply moves the running instance to cfg. Sockets are bound first, since
-// that is the one step that may fail; after it nothing is undone.
+// apply moves the running instance to cfg, in named steps. prepare is the
+// only one that may fail, and it undoes what it did; after it nothing fails
+// and nothing is undone.
 //
 //   - Listeners are matched by name. A new one is bound; a removed one stops
 //     accepting and its conns run out (drain_timeout, then close_spread); one
@@ -62,20 +63,47 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) error {
 	start := time.Now()
 	old := in.gen.Load()
+	next := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
+	ch, err := in.prepare(acceptCtx, old, next)
+	if err != nil {
+		return err
+	}
+	in.reconcilePools(old, next)
+	in.switchListeners(acceptCtx, next, ch)
+	in.retireListeners(ch.retired, cfg)
+	in.restartChecks(bg, old, next)
+	in.gen.Store(next)
+	in.refreshGauges()
+	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),
+		"listeners_bound", len(ch.bound), "listeners_retired", len(ch.retired), "pools", len(next.pools),
+		"took", time.Since(start))
+	return nil
+}
+
+// change is what prepare made ready for the rest of a reload.
+type change struct {
+	bound   []*listener // new sockets with their proxies, not yet accepting
+	commits []func()    // settings staged for kept listeners (l7.Proxy.Stage)
+	retired []*listener // running listeners no listener of next keeps
+}
+
+// prepare fills next.listeners and everything a reload may fail on: it binds
+// the sockets of added and rebound listeners and builds their proxies, and
+// stages the settings of kept l7 listeners (TLS files, static folders). The
+// proxies are built over next.pools, which holds the running pools (and new
+// ones) until reconcilePools swaps in their successors, so a failure here
+// has changed nothing: the new sockets are closed and the error returned.
+func (in *instance) prepare(acceptCtx context.Context, old, next *generation) (*change, error) {
+	cfg, ch := next.cfg, &change{}
 	oldByName := map[string]*listener{}
 	for _, l := range old.listeners {
 		oldByName[l.cfg.Name] = l
 	}
-	next := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
-
-	// 1. Sockets, and proxies for them. A proxy is built over the running
-	// pools (and the new ones), so a failure here has changed nothing.
-	var bound []*listener
-	fail := func(err error) error {
-		for _, b := range bound {
+	fail := func(err error) (*change, error) {
+		for _, b := range ch.bound {
 			b.fl.Close()
 		}
-		return err
+		return nil, err
 	}
 	for _, pc := range cfg.Pools {
 		next.pools[pc.Name] = old.pools[pc.Name]
@@ -87,6 +115,13 @@ func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) err
 		if ol := oldByName[lc.Name]; ol != nil && !mustRebind(old.cfg, ol.cfg, cfg, lc) {
 			kept := *ol // shares the running sockets, proxy and stop
 			kept.cfg = lc
+			if kept.l7 != nil {
+				commit, err := kept.l7.Stage(lc, next.pools)
+				if err != nil {
+					return fail(err)
+				}
+				ch.commits = append(ch.commits, commit)
+			}
 			next.listeners = append(next.listeners, &kept)
 			delete(oldByName, lc.Name)
 			continue
@@ -97,18 +132,28 @@ func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) err
 		if err != nil {
 			return fail(err)
 		}
-		bound = append(bound, l)
+		ch.bound = append(ch.bound, l)
 		if err := in.attach(l, next.pools); err != nil {
 			return fail(err)
 		}
 		next.listeners = append(next.listeners, l)
 	}
+	for _, ol := range oldByName {
+		ch.retired = append(ch.retired, ol)
+	}
 	if cfg.Admin.Listen != old.cfg.Admin.Listen {
 		in.log.Warn("admin.listen changed; the admin listener stays where it is until a restart",
 			"running", old.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
 	}
+	return ch, nil
+}
 
-	// 2. Pools. From here on nothing fails.
+// reconcilePools swaps the successor of every running pool into next.pools
+// (pool.ReconcileRetiring: kept backends keep their state, removed ones
+// retire), retires the pools next drops, and forgets the series of every
+// backend that left.
+func (in *instance) reconcilePools(old, next *generation) {
+	cfg := next.cfg
 	retire := pool.Retire{Grace: cfg.Shutdown.DrainTimeout, Spread: cfg.Shutdown.CloseSpread}
 	for _, pc := range cfg.Pools {
 		if op := old.pools[pc.Name]; op != nil {
@@ -122,46 +167,47 @@ func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) err
 		}
 	}
 	in.forgetRemoved(old, next)
+}
 
-	// 3. Every proxy takes the reconciled pools and its new settings, for
-	// conns accepted from now on; then the new sockets start accepting.
+// switchListeners makes every proxy of next use the reconciled pools and its
+// new settings, for conns accepted from now on, then starts the new sockets.
+// (An l7 proxy reads next.pools, the map reconcilePools filled in.)
+func (in *instance) switchListeners(acceptCtx context.Context, next *generation, ch *change) {
+	for _, commit := range ch.commits {
+		commit()
+	}
 	for _, l := range next.listeners {
-		switch {
-		case l.l4 != nil:
+		if l.l4 != nil {
 			l.l4.Update(l.cfg, next.pools[l.cfg.Pool])
-		case l.l7 != nil:
-			if err := l.l7.Update(l.cfg, next.pools); err != nil {
-				in.log.Error("reload: listener keeps its previous settings", "listener", l.cfg.Name, "err", err)
-			}
 		}
 		l.fl.SetMaxConns(l.cfg.MaxConnections)
 	}
-	for _, l := range bound {
+	in.listenerSeries(next)
+	for _, l := range ch.bound {
 		in.start(acceptCtx, l)
 	}
+}
 
-	// 4. Retire the sockets no listener uses any more. The conns of a
-	// removed listener run for drain_timeout; those of a rebound one are
-	// not cut by the reload (DESIGN: they continue) but by the next drain.
+// retireListeners closes the sockets no listener of cfg uses any more. The
+// conns of a removed listener run for drain_timeout; those of a rebound one
+// are not cut by the reload (DESIGN: they continue) but by the next drain.
+func (in *instance) retireListeners(retired []*listener, cfg *config.Config) {
 	stillConfigured := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		stillConfigured[lc.Name] = true
 	}
-	for _, ol := range oldByName {
+	for _, ol := range retired {
 		in.retireListener(ol, stillConfigured[ol.cfg.Name], cfg.Shutdown.DrainTimeout, cfg.Shutdown.CloseSpread)
 	}
+}
 
-	// 5. Health checks follow the new pools; kept backends keep their state.
+// restartChecks stops old's health checks and starts next's, over the
+// reconciled pools; kept backends keep their up or down state meanwhile.
+func (in *instance) restartChecks(bg context.Context, old, next *generation) {
 	for _, stop := range old.stopChecks {
 		stop()
 	}
 	next.stopChecks = in.startChecks(bg, next)
-	in.gen.Store(next)
-	in.refreshGauges()
-	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),
-		"listeners_bound", len(bound), "listeners_retired", len(oldByName), "pools", len(next.pools),
-		"took", time.Since(start))
-	return nil
 }
 
 // mustRebind reports whether listener l (of configuration cfg) needs new

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/admin"
@@ -87,10 +86,6 @@ type listener struct {
 	served chan struct{}      // closed once Serve has returned
 }
 
-// statusInterval is how often the status board samples every backend's
-// active count, the resolution of the /status page's sparklines.
-const statusInterval = time.Second
-
 // newInstance builds everything cfg describes and binds every socket, so that
 // a port in use is reported before anything serves.
 func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger) (*instance, error) {
@@ -125,6 +120,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 		g.listeners = append(g.listeners, l)
 	}
 	in.gen.Store(g)
+	in.listenerSeries(g)
 	in.refreshGauges()
 	if cfg.Admin.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Admin.Listen)
@@ -140,15 +136,6 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 		}
 	}
 	return in, nil
-}
-
-// newSeries creates p's per-backend series that have no other source before
-// the first event: dashboards see every backend from the start.
-func (in *instance) newSeries(p *pool.Pool) {
-	for _, b := range p.Backends() {
-		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
-		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
-	}
 }
 
 // bind binds the sockets of listener lc; attach gives it a proxy.
@@ -217,26 +204,6 @@ func (in *instance) close(g *generation) {
 
 // addr is the bound address of the i-th listener, for tests and the demo.
 func (in *instance) addr(i int) string { return in.gen.Load().listeners[i].fl.BoundAddr().String() }
-
-// ready is /readyz: every listener is bound (true once newInstance returned)
-// and every pool has a backend that may take conns; never while draining.
-func (in *instance) ready() (bool, string) {
-	if in.draining.Load() {
-		return false, "draining"
-	}
-	for name, p := range in.gen.Load().pools {
-		up := false
-		for _, b := range p.Backends() {
-			// Healthy, not Available: a pool whose backends are all busy
-			// (max_connections_per_backend) is still ready.
-			up = up || b.Healthy()
-		}
-		if !up {
-			return false, "pool " + name + " has no backend up"
-		}
-	}
-	return true, "ready"
-}
 
 // serveOptions are what the command line adds to a configuration.
 type serveOptions struct {
@@ -323,152 +290,5 @@ wait:
 	in.engine.Close() // every conn has ended
 	adminServing.Wait()
 	log.Info("stopped")
-	return 0
-}
-
-// drain stops every listener accepting at once (new conns are refused, not
-// left queued), lets the conns run for drain_timeout, then closes the rest
-// spread over close_spread, waits for listeners retired by reloads, and stops
-// the admin server. Another SIGTERM/SIGINT cuts it short.
-func (in *instance) drain(sigs <-chan os.Signal) {
-	in.mu.Lock() // no reload from here on
-	defer in.mu.Unlock()
-	in.draining.Store(true)
-	in.beginDrain()
-	g := in.gen.Load()
-	for _, l := range g.listeners {
-		l.stop()
-	}
-	for _, l := range g.listeners {
-		<-l.served
-	}
-	ctx, cutShort := context.WithCancel(context.Background())
-	defer cutShort()
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case s := <-sigs:
-				switch s {
-				case syscall.SIGHUP:
-					in.log.Warn("SIGHUP ignored: draining")
-				case syscall.SIGUSR1:
-					in.reopenAccessLog()
-				default:
-					in.log.Warn("second signal: closing every conn now", "signal", s.String())
-					cutShort()
-					in.cutRetiring()
-					return
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for _, l := range g.listeners {
-		wg.Go(func() { l.fl.Drain(ctx, g.cfg.Shutdown.DrainTimeout, g.cfg.Shutdown.CloseSpread) })
-	}
-	wg.Wait()
-	in.retiring.Wait()
-	close(done)
-	if in.admin != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		in.admin.Shutdown(shutdownCtx)
-		cancel()
-	}
-}
-
-// reopenAccessLog is SIGUSR1: logrotate moved the file away.
-func (in *instance) reopenAccessLog() {
-	if err := in.access.Reopen(); err != nil {
-		in.log.Error("cannot reopen the access log; still writing to the old file", "err", err)
-		return
-	}
-	in.log.Info("access log reopened")
-}
-
-// startChecks starts the active health checks of every pool of g and
-// returns their stop funcs.
-func (in *instance) startChecks(ctx context.Context, g *generation) []func() {
-	var stops []func()
-	for _, pc := range g.cfg.Pools {
-		stops = append(stops, health.Start(ctx, g.pools[pc.Name], pc.Health, in.log, in.healthHooks()))
-	}
-	return stops
-}
-
-// healthHooks feed the health checks' results into the metrics.
-func (in *instance) healthHooks() health.Hooks {
-	return health.Hooks{
-		OnResult: func(poolName string, b *pool.Backend, err error) {
-			result := "ok"
-			if err != nil {
-				result = "fail"
-			}
-			in.metrics.HealthChecks.WithLabelValues(poolName, b.String(), result).Inc()
-			in.board.CheckDone(poolName, b.String(), err, time.Now())
-		},
-		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, lastErr error) {
-			in.metrics.BackendUp.WithLabelValues(poolName, b.String()).Set(boolFloat(b.Healthy()))
-			if !up {
-				// A passive ejection's dial error, which no check reported.
-				in.board.Failed(poolName, b.String(), lastErr, time.Now())
-			}
-		},
-	}
-}
-
-// gatherer refreshes the gauges that are derived from pool state before every
-// scrape: a passive ejection ends when fail_timeout passes, with no event to
-// hook, and idle caches change in every worker.
-func (in *instance) gatherer() prometheus.Gatherer {
-	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		in.refreshGauges()
-		return in.reg.Gather()
-	})
-}
-
-func (in *instance) refreshGauges() {
-	for _, p := range in.gen.Load().pools {
-		for _, b := range p.Backends() {
-			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
-			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
-		}
-	}
-}
-
-// status is /status.json, read from the running instance.
-func (in *instance) status() status.Snapshot {
-	g := in.gen.Load()
-	fls := make([]*frontend.Listener, len(g.listeners))
-	for i, l := range g.listeners {
-		fls[i] = l.fl
-	}
-	return in.board.Snapshot(status.Sources{
-		Version: buildVersion(), Started: in.started, Config: g.cfg, Pools: g.pools,
-		Listeners: fls, Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
-	}, time.Now())
-}
-
-// sample feeds the status board's history once per statusInterval.
-func (in *instance) sample(ctx context.Context) {
-	t := time.NewTicker(statusInterval)
-	defer t.Stop()
-	in.board.Sample(in.gen.Load().pools)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			in.board.Sample(in.gen.Load().pools)
-		}
-	}
-}
-
-func boolFloat(v bool) float64 {
-	if v {
-		return 1
-	}
 	return 0
 }
