@@ -112,19 +112,22 @@ func TestIdleTimeout(t *testing.T) {
 	})
 
 	t.Run("one-way stream is not killed", func(t *testing.T) {
-		// The backend talks for 4 idle periods while the client never sends:
-		// a per-direction read deadline would kill this tunnel.
+		// The backend talks for 2 idle periods while the client never sends:
+		// a per-direction read deadline would kill this tunnel. A byte every
+		// tenth of the idle timeout leaves 900 ms for a write that comes late
+		// on a loaded machine (a fifth of 300 ms, 240 ms, was once too little).
+		const streamIdle = time.Second
 		be := tcptest.Serve(t, func(c net.Conn) {
 			for i := range 20 {
 				if _, err := c.Write([]byte{byte('a' + i)}); err != nil {
 					return
 				}
-				time.Sleep(idle / 5)
+				time.Sleep(streamIdle / 10) // pacing: the trickle
 			}
 			c.(*net.TCPConn).CloseWrite()
 			io.Copy(io.Discard, c)
 		})
-		lb := startLB(t, "timeouts: {idle: 300ms}", be.Addr())
+		lb := startLB(t, "timeouts: {idle: 1s}", be.Addr())
 		c := tcptest.Dial(t, lb.addr)
 		got, err := io.ReadAll(c)
 		if err != nil {
