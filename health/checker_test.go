@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/wait"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -83,12 +84,12 @@ func TestKilledBackend(t *testing.T) {
 			var logs logBuffer
 			startChecks(t, p, cfg, logs.logger(), rec.hooks())
 			victim, peer := p.Backends()[1], p.Backends()[0]
-			waitFor(t, "both up", margin, func() bool { return victim.Up() && peer.Up() })
+			wait.Within(t, "both up", margin, func() bool { return victim.Up() && peer.Up() })
 
 			bes[1].stop()
 			killed := time.Now()
 			bound := time.Duration(float64(cfg.Interval)*1.1)*time.Duration(cfg.Fall) + margin
-			took := waitFor(t, "marked down", bound, func() bool { return victim.State() == pool.StateDown })
+			took := wait.Within(t, "marked down", bound, func() bool { return victim.State() == pool.StateDown })
 			t.Logf("down %v after the kill (bound %v)", took, bound)
 			if victim.Available() {
 				t.Fatal("down but Available")
@@ -99,7 +100,7 @@ func TestKilledBackend(t *testing.T) {
 			}
 
 			bes[1].start()
-			back := waitFor(t, "back up", time.Duration(float64(cfg.Interval)*1.1)*time.Duration(cfg.Rise)+margin, victim.Up)
+			back := wait.Within(t, "back up", time.Duration(float64(cfg.Interval)*1.1)*time.Duration(cfg.Rise)+margin, victim.Up)
 			t.Logf("up %v after the restart; %v kill to up", back, time.Since(killed))
 			if !victim.Available() {
 				t.Fatal("up but not Available")
@@ -149,7 +150,7 @@ func TestStartUpWaitsForFirstPass(t *testing.T) {
 	}
 
 	startChecks(t, p, cfg, nil, Hooks{})
-	waitFor(t, "fast backend up", margin, bf.Up)
+	wait.Within(t, "fast backend up", margin, bf.Up)
 	if bs.State() != pool.StateUnknown {
 		t.Fatalf("slow backend is %v; want still unknown", bs.State())
 	}
@@ -178,7 +179,7 @@ func TestHTTPCheck(t *testing.T) {
 			var rec recorder
 			startChecks(t, p, cfg, nil, rec.hooks())
 			b := p.Backends()[0]
-			waitFor(t, "first verdict", margin, func() bool { return b.State() != pool.StateUnknown })
+			wait.Within(t, "first verdict", margin, func() bool { return b.State() != pool.StateUnknown })
 			if b.Up() != tt.up {
 				t.Fatalf("Up() = %v; want %v", b.Up(), tt.up)
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/syncbuf"
 	"github.com/wslb/wslb/pool"
 )
@@ -157,20 +158,6 @@ func (l *logBuffer) count(substr string) int { return strings.Count(l.String(), 
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
-// waitFor polls cond every few milliseconds until it holds or within has
-// passed, and returns how long it took.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // neverPicked runs n picks and fails if any returns b.
 func neverPicked(t *testing.T, p *pool.Pool, b *pool.Backend, n int) {
 	t.Helper()
@@ -201,7 +188,7 @@ func startChecks(t *testing.T, p *pool.Pool, cfg config.Health, log *slog.Logger
 func handlerFor(check string) http.Handler {
 	switch check {
 	case config.CheckWebSocket:
-		return wsEcho(nil)
+		return echo.WSHandler(echo.WSOptions{})
 	case config.CheckHTTP:
 		return statusHandler(http.StatusOK, nil)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/wait"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -21,10 +22,10 @@ func TestPassiveChecksOn(t *testing.T) {
 	var rec recorder
 	var logs logBuffer
 	startChecks(t, p, cfg, logs.logger(), rec.hooks())
-	waitFor(t, "up", margin, b.Up)
+	wait.Within(t, "up", margin, b.Up)
 	// Right after a pass the next one is an interval away.
 	okBefore := rec.ok.Load()
-	waitFor(t, "a second pass", cfg.Interval*2, func() bool { return rec.ok.Load() > okBefore })
+	wait.Within(t, "a second pass", cfg.Interval*2, func() bool { return rec.ok.Load() > okBefore })
 
 	passive := &Passive{Log: logs.logger(), Hooks: rec.hooks()}
 	dialErr := errors.New("connection refused")
@@ -35,7 +36,7 @@ func TestPassiveChecksOn(t *testing.T) {
 		t.Fatal("not ejected after max_fails failures")
 	}
 	neverPicked(t, p, b, 100)
-	took := waitFor(t, "back after the next pass", cfg.Interval+margin, b.Available)
+	took := wait.Within(t, "back after the next pass", cfg.Interval+margin, b.Available)
 	t.Logf("back %v after the ejection", took)
 
 	ev := rec.changes(b.String())

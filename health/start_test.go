@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/wait"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -21,14 +22,14 @@ func TestSlowStartAfterRecovery(t *testing.T) {
 	p := pool.NewWithClock(c, clk.now)
 	startChecks(t, p, cfg, nil, Hooks{})
 	b := p.Backends()[1]
-	waitFor(t, "both up", margin, func() bool { return p.Backends()[0].Up() && b.Up() })
+	wait.Within(t, "both up", margin, func() bool { return p.Backends()[0].Up() && b.Up() })
 	if got := heldShare(t, p, b, 1000); got < 0.45 {
 		t.Fatalf("share %.3f before any recovery; want about 0.5 (a first pass does not ramp)", got)
 	}
 	bes[1].stop()
-	waitFor(t, "down", time.Duration(cfg.Fall)*cfg.Interval+margin, func() bool { return b.State() == pool.StateDown })
+	wait.Within(t, "down", time.Duration(cfg.Fall)*cfg.Interval+margin, func() bool { return b.State() == pool.StateDown })
 	bes[1].start()
-	waitFor(t, "back up", time.Duration(cfg.Rise)*cfg.Interval+margin, b.Up)
+	wait.Within(t, "back up", time.Duration(cfg.Rise)*cfg.Interval+margin, b.Up)
 	points := []struct {
 		at   time.Duration
 		want float64
@@ -52,11 +53,11 @@ func TestAllDown(t *testing.T) {
 	cfg := healthConfig(config.CheckTCP)
 	p := pool.New(poolConfig(cfg, bes...))
 	startChecks(t, p, cfg, nil, Hooks{})
-	waitFor(t, "up", margin, func() bool { return p.Backends()[0].Up() && p.Backends()[1].Up() })
+	wait.Within(t, "up", margin, func() bool { return p.Backends()[0].Up() && p.Backends()[1].Up() })
 	for _, be := range bes {
 		be.stop()
 	}
-	waitFor(t, "all down", time.Duration(cfg.Fall)*cfg.Interval+margin, func() bool {
+	wait.Within(t, "all down", time.Duration(cfg.Fall)*cfg.Interval+margin, func() bool {
 		return !p.Backends()[0].Up() && !p.Backends()[1].Up()
 	})
 	start := time.Now()
@@ -85,11 +86,11 @@ func TestStopLeavesNoGoroutine(t *testing.T) {
 		p := pool.New(poolConfig(cfg, bes[2*i], bes[2*i+1]))
 		stops = append(stops, Start(t.Context(), p, cfg, nil, rec.hooks()))
 	}
-	waitFor(t, "checks running", 2*time.Second, func() bool { return rec.ok.Load() >= 18 })
+	wait.Within(t, "checks running", 2*time.Second, func() bool { return rec.ok.Load() >= 18 })
 	for _, stop := range stops {
 		stop()
 	}
-	waitFor(t, "goroutines back to "+itoa(before), 2*time.Second, func() bool { return runtime.NumGoroutine() <= before })
+	wait.Within(t, "goroutines back to "+itoa(before), 2*time.Second, func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // TestRunStopsWhenRemoved: a reload that drops a backend ends its checker.

@@ -10,31 +10,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/echo"
+	"github.com/wslb/wslb/internal/wait"
 	"github.com/wslb/wslb/pool"
 )
-
-// wsEcho is a real coder/websocket server; it sends the close status it got
-// from each client to closes, when set.
-func wsEcho(closes chan<- websocket.StatusCode) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			if _, _, err := c.Read(r.Context()); err != nil {
-				if closes != nil {
-					select {
-					case closes <- websocket.CloseStatus(err):
-					default:
-					}
-				}
-				return
-			}
-		}
-	})
-}
 
 // badAccept answers the upgrade with a 101 whose Sec-WebSocket-Accept is wrong.
 func badAccept() http.Handler {
@@ -52,13 +31,21 @@ func badAccept() http.Handler {
 }
 
 func TestWebSocketCheck(t *testing.T) {
+	// A real coder/websocket server, which sends the close status it got
+	// from each client to closes.
 	closes := make(chan websocket.StatusCode, 16)
+	real := echo.WSHandler(echo.WSOptions{OnClose: func(s websocket.StatusCode) {
+		select {
+		case closes <- s:
+		default:
+		}
+	}})
 	tests := []struct {
 		name string
 		h    http.Handler
 		up   bool
 	}{
-		{name: "real websocket server", h: wsEcho(closes), up: true},
+		{name: "real websocket server", h: real, up: true},
 		{name: "200 instead of 101", h: statusHandler(http.StatusOK, nil), up: false},
 		{name: "101 with a wrong accept", h: badAccept(), up: false},
 	}
@@ -70,7 +57,7 @@ func TestWebSocketCheck(t *testing.T) {
 			b := p.Backends()[0]
 			var rec recorder
 			startChecks(t, p, cfg, nil, rec.hooks())
-			waitFor(t, "first verdict", margin, func() bool { return b.State() != pool.StateUnknown })
+			wait.Within(t, "first verdict", margin, func() bool { return b.State() != pool.StateUnknown })
 			if b.Up() != tt.up {
 				t.Fatalf("Up() = %v; want %v (events %+v)", b.Up(), tt.up, rec.changes(b.String()))
 			}

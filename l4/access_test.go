@@ -7,18 +7,20 @@ import (
 	"testing"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestAccessLogConns(t *testing.T) {
 	var buf syncbuf.Buffer
 	setup := func(px *Proxy) { px.Access = access.New(slog.New(slog.NewJSONHandler(&buf, nil))) }
-	be := startBackend(t, echo)
-	l := startLBWith(t, setup, "", be.addr())
+	be := echo.TCP(t)
+	l := startLBWith(t, setup, "", be.Addr())
 
-	c := dial(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	roundTrip(t, c, "hello")
 	roundTrip(t, c, "world!")
 	if n := len(buf.Lines()); n != 0 {
@@ -28,7 +30,7 @@ func TestAccessLogConns(t *testing.T) {
 	wait.For(t, "one access line", func() bool { return len(buf.Lines()) == 1 })
 
 	dead := startLBWith(t, setup, "", loopback.DeadAddr(t))
-	dc := dial(t, dead.addr)
+	dc := tcptest.Dial(t, dead.addr)
 	dc.Read(make([]byte, 1)) // closed once both dials failed
 	wait.For(t, "two access lines", func() bool { return len(buf.Lines()) == 2 })
 
@@ -41,7 +43,7 @@ func TestAccessLogConns(t *testing.T) {
 		lines = append(lines, m)
 	}
 	want := []map[string]any{
-		{"msg": "conn", "listener": "l4test", "pool": "p", "backend": be.addr(), "rx": 11.0, "tx": 11.0, "reason": "client", "status": 0.0, "upgrade": false},
+		{"msg": "conn", "listener": "l4test", "pool": "p", "backend": be.Addr(), "rx": 11.0, "tx": 11.0, "reason": "client", "status": 0.0, "upgrade": false},
 		{"msg": "conn", "listener": "l4test", "pool": "p", "rx": 0.0, "tx": 0.0, "reason": "dial"},
 	}
 	for i, w := range want {

@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,56 +17,6 @@ import (
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/tunnel"
 )
-
-// backend is a real TCP server on loopback that runs serve on each conn and
-// remembers how many conns it has taken.
-type backend struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startBackend(t *testing.T, serve func(net.Conn)) *backend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{ln: ln}
-	b.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			b.wg.Go(func() { defer c.Close(); serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
-func (b *backend) addr() string { return b.ln.Addr().String() }
-
-func (b *backend) accepted() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.conns)
-}
-
-func echo(c net.Conn) { io.Copy(c, c) }
 
 // lb is a running l4 listener in front of some backends.
 type lb struct {
@@ -122,17 +70,6 @@ func startLBWith(t *testing.T, setup func(*Proxy), extra string, backends ...str
 	}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), proxy: px, pool: p, fl: fl, metrics: m, reg: reg}
-}
-
-func dial(t *testing.T, addr string) *net.TCPConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c.(*net.TCPConn)
 }
 
 // roundTrip writes msg and reads the same number of bytes back.

@@ -17,7 +17,9 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
@@ -35,17 +37,16 @@ func mErrCounts(l *lb) map[string]float64 { return l.metrics.ErrorCounts("l4test
 func mExpectErrs(t *testing.T, l *lb, want map[string]float64) {
 	t.Helper()
 	var moves map[string]float64
-	for range 500 {
+	if wait.Until(wait.Timeout, func() bool {
 		moves = map[string]float64{}
 		for r, v := range mErrCounts(l) {
 			if v != 0 {
 				moves[r] = v
 			}
 		}
-		if maps.Equal(moves, want) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+		return maps.Equal(moves, want)
+	}) {
+		return
 	}
 	var got, exp []string
 	for _, r := range slices.Sorted(maps.Keys(moves)) {
@@ -71,40 +72,40 @@ func mExpectClosed(t *testing.T, c net.Conn) {
 func TestMetricsErrorReasons(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(t *testing.T) (l *lb, be *backend)
+		setup func(t *testing.T) (l *lb, be *tcptest.Server)
 		run   func(t *testing.T, l *lb)
 		want  map[string]float64
 		held  float64 // conns still open at the end
 	}{
-		{"no backend up", func(t *testing.T) (*lb, *backend) {
-			be := startBackend(t, echo)
-			l := startLB(t, "", be.addr())
+		{"no backend up", func(t *testing.T) (*lb, *tcptest.Server) {
+			be := echo.TCP(t)
+			l := startLB(t, "", be.Addr())
 			l.pool.Backends()[0].SetUp(false)
 			return l, be
 		}, func(t *testing.T, l *lb) {
-			mExpectClosed(t, dial(t, l.addr))
+			mExpectClosed(t, tcptest.Dial(t, l.addr))
 		}, map[string]float64{"no_backend": 1}, 0},
 
-		{"dial fails on both tries", func(t *testing.T) (*lb, *backend) {
+		{"dial fails on both tries", func(t *testing.T) (*lb, *tcptest.Server) {
 			return startLB(t, "timeouts: {connect: 1s}", loopback.DeadAddr(t), loopback.DeadAddr(t)), nil
 		}, func(t *testing.T, l *lb) {
-			mExpectClosed(t, dial(t, l.addr))
+			mExpectClosed(t, tcptest.Dial(t, l.addr))
 		}, map[string]float64{"dial": 2}, 0},
 
-		{"no PROXY header", func(t *testing.T) (*lb, *backend) {
-			be := startBackend(t, echo)
-			return startLB(t, "accept_proxy_protocol: true", be.addr()), be
+		{"no PROXY header", func(t *testing.T) (*lb, *tcptest.Server) {
+			be := echo.TCP(t)
+			return startLB(t, "accept_proxy_protocol: true", be.Addr()), be
 		}, func(t *testing.T, l *lb) {
-			c := dial(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 			mExpectClosed(t, c)
 		}, map[string]float64{"proxy_protocol": 1}, 0},
 
-		{"PROXY header too slow", func(t *testing.T) (*lb, *backend) {
-			be := startBackend(t, echo)
-			return startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 200ms}", be.addr()), be
+		{"PROXY header too slow", func(t *testing.T) (*lb, *tcptest.Server) {
+			be := echo.TCP(t)
+			return startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 200ms}", be.Addr()), be
 		}, func(t *testing.T, l *lb) {
-			c := dial(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			// Part of the signature, and no more. (A started v1 line that
 			// stops is refused at once as a bad header by go-proxyproto,
 			// which wants the line in one read; that is proxy_protocol.)
@@ -112,13 +113,13 @@ func TestMetricsErrorReasons(t *testing.T) {
 			mExpectClosed(t, c)
 		}, map[string]float64{"timeout": 1}, 0},
 
-		{"max_connections", func(t *testing.T) (*lb, *backend) {
-			be := startBackend(t, echo)
-			return startLB(t, "max_connections: 1", be.addr()), be
+		{"max_connections", func(t *testing.T) (*lb, *tcptest.Server) {
+			be := echo.TCP(t)
+			return startLB(t, "max_connections: 1", be.Addr()), be
 		}, func(t *testing.T, l *lb) {
-			held := dial(t, l.addr)
+			held := tcptest.Dial(t, l.addr)
 			roundTrip(t, held, "x")
-			mExpectClosed(t, dial(t, l.addr))
+			mExpectClosed(t, tcptest.Dial(t, l.addr))
 			if got := roundTrip(t, held, "y"); got != "y" {
 				t.Errorf("the conn within the limit got %q", got)
 			}
@@ -128,8 +129,8 @@ func TestMetricsErrorReasons(t *testing.T) {
 			l, be := tc.setup(t)
 			tc.run(t, l)
 			mExpectErrs(t, l, tc.want)
-			if be != nil && float64(be.accepted()) != tc.held {
-				t.Errorf("backend accepted %d conns, want %v", be.accepted(), tc.held)
+			if be != nil && float64(be.Accepted()) != tc.held {
+				t.Errorf("backend accepted %d conns, want %v", be.Accepted(), tc.held)
 			}
 			var active, total float64
 			for _, b := range l.pool.Backends() {
@@ -177,7 +178,7 @@ func TestMetricsBytesExact(t *testing.T) {
 		{"backend closes first", "backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			be := startBackend(t, func(c net.Conn) {
+			be := tcptest.Serve(t, func(c net.Conn) {
 				if tc.closer == "client" {
 					io.Copy(io.Discard, c)
 				} else {
@@ -186,8 +187,8 @@ func TestMetricsBytesExact(t *testing.T) {
 				c.Write(make([]byte, down))
 				c.(*net.TCPConn).CloseWrite()
 			})
-			l := startLB(t, "", be.addr())
-			c := dial(t, l.addr)
+			l := startLB(t, "", be.Addr())
+			c := tcptest.Dial(t, l.addr)
 			data := make([]byte, up)
 			rand.Read(data)
 			if _, err := c.Write(data); err != nil {
@@ -204,13 +205,13 @@ func TestMetricsBytesExact(t *testing.T) {
 			if r := mClosed(t, l); r != tc.closer {
 				t.Errorf("tunnels_closed_total{reason=%s}, want %s", r, tc.closer)
 			}
-			if rx, tx := mBytes(l, be.addr()); rx != up || tx != down {
+			if rx, tx := mBytes(l, be.Addr()); rx != up || tx != down {
 				t.Errorf("bytes_total rx=%v tx=%v, want rx=%d tx=%d", rx, tx, up, down)
 			}
-			if got := testutil.ToFloat64(l.metrics.ConnectionsTotal.WithLabelValues("l4test", "p", be.addr())); got != 1 {
+			if got := testutil.ToFloat64(l.metrics.ConnectionsTotal.WithLabelValues("l4test", "p", be.Addr())); got != 1 {
 				t.Errorf("connections_total = %v, want 1", got)
 			}
-			if got := testutil.ToFloat64(l.metrics.ConnectionsActive.WithLabelValues("l4test", "p", be.addr())); got != 0 {
+			if got := testutil.ToFloat64(l.metrics.ConnectionsActive.WithLabelValues("l4test", "p", be.Addr())); got != 0 {
 				t.Errorf("connections_active = %v, want 0", got)
 			}
 			if n := testutil.CollectAndCount(l.metrics.TunnelDuration); n != 1 {
@@ -228,26 +229,37 @@ func TestMetricsBytesExact(t *testing.T) {
 func TestMetricsBytesExactBehindProxyHeaders(t *testing.T) {
 	const early, later, answer = "early bytes", "and later bytes", "the answer"
 	got := make(chan string, 1)
-	be := startBackend(t, func(c net.Conn) {
+	earlyIn := make(chan struct{}) // closed once the backend has the early bytes, or has failed
+	be := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := proxyproto.Read(br); err != nil {
+			close(earlyIn)
 			got <- "no PROXY header: " + err.Error()
 			return
 		}
+		first := make([]byte, len(early))
+		io.ReadFull(br, first)
+		close(earlyIn)
 		b, _ := io.ReadAll(br)
-		got <- string(b)
+		got <- string(first) + string(b)
 		io.WriteString(c, answer)
 		c.(*net.TCPConn).CloseWrite()
 	})
-	l := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v1", be.addr())
-	c := dial(t, l.addr)
+	l := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v1", be.Addr())
+	c := tcptest.Dial(t, l.addr)
 	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort("203.0.113.7:51000")),
 		net.TCPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:443")))
 	var head bytes.Buffer
 	h.WriteTo(&head)
 	head.WriteString(early)
 	c.Write(head.Bytes())
-	time.Sleep(20 * time.Millisecond) // a separate read for what follows
+	// What follows comes in a read of its own: wslb has relayed the early
+	// bytes before it is sent.
+	select {
+	case <-earlyIn:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the early bytes never reached the backend")
+	}
 	io.WriteString(c, later)
 	c.CloseWrite()
 	reply, err := io.ReadAll(c)
@@ -258,7 +270,7 @@ func TestMetricsBytesExactBehindProxyHeaders(t *testing.T) {
 		t.Fatalf("backend got %q, want %q", s, early+later)
 	}
 	mClosed(t, l)
-	if rx, tx := mBytes(l, be.addr()); rx != float64(len(early+later)) || tx != float64(len(answer)) {
+	if rx, tx := mBytes(l, be.Addr()); rx != float64(len(early+later)) || tx != float64(len(answer)) {
 		t.Errorf("bytes_total rx=%v tx=%v, want rx=%d (the client's bytes, headers not included: %d that came with "+
 			"the incoming header, %d later) tx=%d", rx, tx, len(early+later), len(early), len(later), len(answer))
 	}

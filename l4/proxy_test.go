@@ -15,14 +15,16 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestBulkBothWays(t *testing.T) {
-	be := startBackend(t, echo)
-	lb := startLB(t, "", be.addr())
-	c := dial(t, lb.addr)
+	be := echo.TCP(t)
+	lb := startLB(t, "", be.Addr())
+	c := tcptest.Dial(t, lb.addr)
 
 	const size = 16 << 20
 	data := make([]byte, size)
@@ -52,8 +54,8 @@ func TestBulkBothWays(t *testing.T) {
 		t.Fatalf("sha256 differs: got %x want %x", got, want)
 	}
 	wait.For(t, "conn released", func() bool { return lb.pool.Backends()[0].Active() == 0 })
-	rx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.addr(), "rx"))
-	tx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.addr(), "tx"))
+	rx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.Addr(), "rx"))
+	tx := testutil.ToFloat64(lb.metrics.Bytes.WithLabelValues("l4test", "p", be.Addr(), "tx"))
 	if rx != size || tx != size {
 		t.Fatalf("bytes metrics rx=%v tx=%v, want %d each", rx, tx, size)
 	}
@@ -65,13 +67,13 @@ func TestBulkBothWays(t *testing.T) {
 // TestHalfClose: the client finishes sending; the backend still answers after
 // seeing EOF, and the client reads that answer.
 func TestHalfClose(t *testing.T) {
-	be := startBackend(t, func(c net.Conn) {
+	be := tcptest.Serve(t, func(c net.Conn) {
 		got, _ := io.ReadAll(c)
 		c.Write([]byte("you said: " + string(got)))
 		c.(*net.TCPConn).CloseWrite()
 	})
-	lb := startLB(t, "", be.addr())
-	c := dial(t, lb.addr)
+	lb := startLB(t, "", be.Addr())
+	c := tcptest.Dial(t, lb.addr)
 	c.Write([]byte("hello"))
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -89,9 +91,9 @@ func TestIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
 
 	t.Run("silent tunnel is closed", func(t *testing.T) {
-		be := startBackend(t, echo)
-		lb := startLB(t, "timeouts: {idle: 300ms}", be.addr())
-		c := dial(t, lb.addr)
+		be := echo.TCP(t)
+		lb := startLB(t, "timeouts: {idle: 300ms}", be.Addr())
+		c := tcptest.Dial(t, lb.addr)
 		if got := roundTrip(t, c, "ping"); got != "ping" {
 			t.Fatalf("echo %q", got)
 		}
@@ -110,20 +112,23 @@ func TestIdleTimeout(t *testing.T) {
 	})
 
 	t.Run("one-way stream is not killed", func(t *testing.T) {
-		// The backend talks for 4 idle periods while the client never sends:
-		// a per-direction read deadline would kill this tunnel.
-		be := startBackend(t, func(c net.Conn) {
+		// The backend talks for 2 idle periods while the client never sends:
+		// a per-direction read deadline would kill this tunnel. A byte every
+		// tenth of the idle timeout leaves 900 ms for a write that comes late
+		// on a loaded machine (a fifth of 300 ms, 240 ms, was once too little).
+		const streamIdle = time.Second
+		be := tcptest.Serve(t, func(c net.Conn) {
 			for i := range 20 {
 				if _, err := c.Write([]byte{byte('a' + i)}); err != nil {
 					return
 				}
-				time.Sleep(idle / 5)
+				time.Sleep(streamIdle / 10) // pacing: the trickle
 			}
 			c.(*net.TCPConn).CloseWrite()
 			io.Copy(io.Discard, c)
 		})
-		lb := startLB(t, "timeouts: {idle: 300ms}", be.addr())
-		c := dial(t, lb.addr)
+		lb := startLB(t, "timeouts: {idle: 1s}", be.Addr())
+		c := tcptest.Dial(t, lb.addr)
 		got, err := io.ReadAll(c)
 		if err != nil {
 			t.Fatalf("stream cut: %v after %q", err, got)
@@ -135,17 +140,17 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestDeadBackendNextTried(t *testing.T) {
-	be := startBackend(t, echo)
-	lb := startLB(t, "", loopback.DeadAddr(t), be.addr())
+	be := echo.TCP(t)
+	lb := startLB(t, "", loopback.DeadAddr(t), be.Addr())
 	for i := range 6 {
-		c := dial(t, lb.addr)
+		c := tcptest.Dial(t, lb.addr)
 		if got := roundTrip(t, c, "x"); got != "x" {
 			t.Fatalf("conn %d: echo %q", i, got)
 		}
 		c.Close()
 	}
-	if be.accepted() != 6 {
-		t.Fatalf("live backend took %d conns, want 6", be.accepted())
+	if be.Accepted() != 6 {
+		t.Fatalf("live backend took %d conns, want 6", be.Accepted())
 	}
 	if got := testutil.ToFloat64(lb.metrics.Errors.WithLabelValues("l4test", "dial")); got < 1 {
 		t.Fatalf("errors_total{reason=dial} = %v, want >= 1", got)
@@ -154,7 +159,7 @@ func TestDeadBackendNextTried(t *testing.T) {
 
 func TestAllBackendsDeadCloses(t *testing.T) {
 	lb := startLB(t, "timeouts: {connect: 1s}", loopback.DeadAddr(t), loopback.DeadAddr(t))
-	c := dial(t, lb.addr)
+	c := tcptest.Dial(t, lb.addr)
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read succeeded with every backend dead")
 	}
@@ -165,22 +170,22 @@ func TestAllBackendsDeadCloses(t *testing.T) {
 
 // TestLeastConnSpreadsEvenly holds 30 long-lived conns over 3 backends.
 func TestLeastConnSpreadsEvenly(t *testing.T) {
-	var bes []*backend
+	var bes []*tcptest.Server
 	var addrs []string
 	for range 3 {
-		b := startBackend(t, echo)
+		b := echo.TCP(t)
 		bes = append(bes, b)
-		addrs = append(addrs, b.addr())
+		addrs = append(addrs, b.Addr())
 	}
 	lb := startLB(t, "", addrs...)
 	for i := range 30 {
-		c := dial(t, lb.addr)
+		c := tcptest.Dial(t, lb.addr)
 		roundTrip(t, c, "x") // established end to end before the next one
 		_ = i
 	}
 	for i, b := range bes {
-		if b.accepted() != 10 {
-			t.Errorf("backend %d holds %d conns, want 10", i, b.accepted())
+		if b.Accepted() != 10 {
+			t.Errorf("backend %d holds %d conns, want 10", i, b.Accepted())
 		}
 		if got := lb.pool.Backends()[i].Active(); got != 10 {
 			t.Errorf("backend %d Active() = %d, want 10", i, got)
@@ -194,7 +199,7 @@ func TestLeastConnSpreadsEvenly(t *testing.T) {
 // TestCountsReturnToZero ends conns from either side and checks the pool and
 // the gauges come back to their prior values.
 func TestCountsReturnToZero(t *testing.T) {
-	be := startBackend(t, func(c net.Conn) {
+	be := tcptest.Serve(t, func(c net.Conn) {
 		buf := make([]byte, 5)
 		io.ReadFull(c, buf)
 		if string(buf) == "close" {
@@ -202,19 +207,19 @@ func TestCountsReturnToZero(t *testing.T) {
 		}
 		io.Copy(c, c)
 	})
-	lb := startLB(t, "", be.addr())
+	lb := startLB(t, "", be.Addr())
 	b := lb.pool.Backends()[0]
-	gauge := lb.metrics.ConnectionsActive.WithLabelValues("l4test", "p", be.addr())
+	gauge := lb.metrics.ConnectionsActive.WithLabelValues("l4test", "p", be.Addr())
 
 	var byClient []net.Conn
 	for range 5 {
-		c := dial(t, lb.addr)
+		c := tcptest.Dial(t, lb.addr)
 		c.Write([]byte("hello"))
 		byClient = append(byClient, c)
 		// The backend closes this one; like any real client, this one
 		// closes its side once it reads EOF (until then the tunnel is only
 		// half-closed and may still carry the client's bytes).
-		c2 := dial(t, lb.addr)
+		c2 := tcptest.Dial(t, lb.addr)
 		c2.Write([]byte("close"))
 		go func() { io.Copy(io.Discard, c2); c2.Close() }()
 	}
@@ -235,13 +240,13 @@ func TestCountsReturnToZero(t *testing.T) {
 }
 
 func TestMaxConnections(t *testing.T) {
-	be := startBackend(t, echo)
-	lb := startLB(t, "max_connections: 2", be.addr())
-	a, b := dial(t, lb.addr), dial(t, lb.addr)
+	be := echo.TCP(t)
+	lb := startLB(t, "max_connections: 2", be.Addr())
+	a, b := tcptest.Dial(t, lb.addr), tcptest.Dial(t, lb.addr)
 	roundTrip(t, a, "a")
 	roundTrip(t, b, "b")
 
-	c := dial(t, lb.addr)
+	c := tcptest.Dial(t, lb.addr)
 	c.Write([]byte("c"))
 	if n, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("third conn got %d bytes; want it closed", n)
@@ -249,13 +254,13 @@ func TestMaxConnections(t *testing.T) {
 	if got := testutil.ToFloat64(lb.metrics.Errors.WithLabelValues("l4test", "limit")); got != 1 {
 		t.Fatalf("errors_total{reason=limit} = %v, want 1", got)
 	}
-	if be.accepted() != 2 {
-		t.Fatalf("backend saw %d conns, want 2", be.accepted())
+	if be.Accepted() != 2 {
+		t.Fatalf("backend saw %d conns, want 2", be.Accepted())
 	}
 	// A slot frees up when a conn ends.
 	a.Close()
 	wait.For(t, "slot freed", func() bool { return lb.fl.Active() == 1 })
-	d := dial(t, lb.addr)
+	d := tcptest.Dial(t, lb.addr)
 	if got := roundTrip(t, d, "d"); got != "d" {
 		t.Fatalf("echo %q", got)
 	}
@@ -266,7 +271,7 @@ func TestMaxConnections(t *testing.T) {
 // bytes the client sent right behind the header arrive intact.
 func TestProxyProtocol(t *testing.T) {
 	got := make(chan *proxyproto.Header, 1)
-	be := startBackend(t, func(c net.Conn) {
+	be := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		h, err := proxyproto.Read(br)
 		if err != nil {
@@ -276,8 +281,8 @@ func TestProxyProtocol(t *testing.T) {
 		got <- h
 		io.Copy(c, br)
 	})
-	lb := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v1", be.addr())
-	c := dial(t, lb.addr)
+	lb := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v1", be.Addr())
+	c := tcptest.Dial(t, lb.addr)
 
 	client := netip.MustParseAddrPort("203.0.113.7:51000")
 	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(client),
@@ -300,9 +305,9 @@ func TestProxyProtocol(t *testing.T) {
 }
 
 func TestProxyProtocolGarbageRejected(t *testing.T) {
-	be := startBackend(t, echo)
-	lb := startLB(t, "accept_proxy_protocol: true", be.addr())
-	c := dial(t, lb.addr)
+	be := echo.TCP(t)
+	lb := startLB(t, "accept_proxy_protocol: true", be.Addr())
+	c := tcptest.Dial(t, lb.addr)
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("conn without a PROXY header was served")
@@ -310,15 +315,15 @@ func TestProxyProtocolGarbageRejected(t *testing.T) {
 	if got := testutil.ToFloat64(lb.metrics.Errors.WithLabelValues("l4test", "proxy_protocol")); got != 1 {
 		t.Fatalf("errors_total{reason=proxy_protocol} = %v, want 1", got)
 	}
-	if be.accepted() != 0 {
+	if be.Accepted() != 0 {
 		t.Fatal("backend was dialed for a bad header")
 	}
 }
 
 func TestProxyProtocolHeaderTimeout(t *testing.T) {
-	be := startBackend(t, echo)
-	lb := startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 200ms}", be.addr())
-	c := dial(t, lb.addr) // and never send the header
+	be := echo.TCP(t)
+	lb := startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 200ms}", be.Addr())
+	c := tcptest.Dial(t, lb.addr) // and never send the header
 	start := time.Now()
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("conn with an unfinished PROXY header was served")

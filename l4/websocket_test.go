@@ -3,8 +3,6 @@ package l4
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,24 +10,19 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/wslb/wslb/demo"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/wait"
 )
 
-// TestWebSocketPassesUntouched runs real WebSocket sessions (the demo echo
-// backends) through the l4 listener: the upgrade, frames both ways and the
-// close handshake all pass byte for byte, and the sessions spread over the
-// backends by least connections.
+// TestWebSocketPassesUntouched runs real WebSocket sessions (echo backends
+// that greet a client with their names, as the demo's do) through the l4
+// listener: the upgrade, frames both ways and the close handshake all pass
+// byte for byte, and the sessions spread over the backends by least
+// connections.
 func TestWebSocketPassesUntouched(t *testing.T) {
 	var addrs []string
 	for i := range 3 {
-		b := &demo.Backend{Name: fmt.Sprintf("demo-%d", i+1), Addr: "127.0.0.1:0",
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		addrs = append(addrs, b.BoundAddr())
+		addrs = append(addrs, echo.WS(t, echo.WSOptions{Name: fmt.Sprintf("demo-%d", i+1)}))
 	}
 	lb := startLB(t, "", addrs...)
 

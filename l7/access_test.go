@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/syncbuf"
 	"github.com/wslb/wslb/internal/wait"
@@ -112,7 +113,7 @@ pools:
 }
 
 func TestAccessLogTunnel(t *testing.T) {
-	be := newBackend(t, &wsEcho{})
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{}))
 	var lines accessLines
 	l := startLB(t, fmt.Sprintf(`
 listeners:

@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
@@ -38,9 +40,9 @@ func checkOwnAnswer(t *testing.T, resp *http.Response, body string, status int) 
 }
 
 // sendRaw writes raw on a new conn and reads one answer to method.
-func sendRaw(t *testing.T, addr, raw, method string) (net.Conn, *bufio.Reader, *http.Response, string) {
+func sendRaw(t *testing.T, addr, raw, method string) (*net.TCPConn, *bufio.Reader, *http.Response, string) {
 	t.Helper()
-	c := rawConn(t, addr)
+	c := tcptest.Dial(t, addr)
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func TestHeadSizeLimit(t *testing.T) {
 				}
 			}
 			// Pipelined behind a request that fits, too.
-			c := rawConn(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			io.WriteString(c, padHead(t, max)+padHead(t, max))
 			br := bufio.NewReader(c)
 			for i := range 2 {
@@ -191,14 +193,14 @@ func TestSlowHeadTimesOut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := l.errs("timeout")
 			all := mErrCounts(l)
-			c := rawConn(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			br := bufio.NewReader(c)
 			if tc.first != "" {
 				io.WriteString(c, tc.first)
 				if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
 					t.Fatalf("first request: %d", resp.StatusCode)
 				}
-				time.Sleep(400 * time.Millisecond) // longer than handshake, shorter than keepalive
+				time.Sleep(400 * time.Millisecond) // pacing: an idle gap longer than handshake, shorter than keepalive
 			}
 			reqs := be.reqs.Load()
 			io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n")
@@ -221,7 +223,7 @@ func TestSlowHeadTimesOut(t *testing.T) {
 func TestKeepaliveIdleClose(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(echoBody))
 	l := simpleLB(t, "    timeouts:\n      keepalive: 500ms\n", be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	// Requests within the keepalive time keep the conn.
 	for range 3 {
@@ -229,7 +231,7 @@ func TestKeepaliveIdleClose(t *testing.T) {
 		if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // pacing: a gap between requests, well within keepalive
 	}
 	start := time.Now()
 	expectClosed(t, br, c)
@@ -284,11 +286,11 @@ func TestBodyTooLarge(t *testing.T) {
 		// Growing past it: the backend request is aborted and the client,
 		// to whom nothing was answered yet, gets 413. The client keeps
 		// its conn open and stops sending, as a real uploader would.
-		c := rawConn(t, l.addr)
+		c := tcptest.Dial(t, l.addr)
 		io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
 		for range 3 {
 			io.WriteString(c, chunk([]byte(strings.Repeat("x", 400))))
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // pacing: the uploader's chunks come one by one
 		}
 		br := bufio.NewReader(c)
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -334,10 +336,9 @@ func TestNoBackendAvailable(t *testing.T) {
 		mExpectErrs(t, l, nil, map[string]float64{"no_backend": 1})
 	})
 	t.Run("full", func(t *testing.T) {
-		echo := &wsEcho{}
-		be := newBackend(t, echo)
+		be := newBackend(t, echo.WSHandler(echo.WSOptions{}))
 		l := simpleLBWithPool(t, "    max_connections_per_backend: 1\n", be.addr())
-		ws := rawConn(t, l.addr)
+		ws := tcptest.Dial(t, l.addr)
 		io.WriteString(ws, upgradeHead("/"))
 		if resp, err := http.ReadResponse(bufio.NewReader(ws), nil); err != nil || resp.StatusCode != 101 {
 			t.Fatalf("tunnel: %v %v", resp, err)
@@ -439,7 +440,8 @@ func TestBackendFaults(t *testing.T) {
 		}, http.StatusBadGateway, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, accepted := rawBackend(t, tc.serve)
+			be := tcptest.Serve(t, tc.serve)
+			addr := be.Addr()
 			l := simpleLB(t, "    timeouts:\n      idle: 300ms\n", addr)
 			start := time.Now()
 			c, br, resp, body := sendRaw(t, l.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET")
@@ -458,7 +460,7 @@ func TestBackendFaults(t *testing.T) {
 				wantErrs[tc.reason] = 1
 			}
 			mExpectErrs(t, l, nil, wantErrs)
-			if accepted.Load() < 1 {
+			if be.Accepted() < 1 {
 				t.Errorf("backend was never dialed")
 			}
 			b := l.pools["p"].Backends()[0]
@@ -474,7 +476,7 @@ func TestBackendFaults(t *testing.T) {
 }
 
 func TestBackendClosesMidTunnel(t *testing.T) {
-	addr, _ := rawBackend(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -484,12 +486,12 @@ func TestBackendClosesMidTunnel(t *testing.T) {
 			"Sec-WebSocket-Accept: "+header.AcceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\nfrom backend")
 		buf := make([]byte, 4)
 		io.ReadFull(br, buf) // then close, mid-tunnel
-	})
+	}).Addr()
 	l := simpleLB(t, "", addr)
 	b := l.pools["p"].Backends()[0]
 	active := l.metrics.ConnectionsActive.WithLabelValues("web", "p", addr)
 
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, upgradeHead("/"))
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -538,7 +540,7 @@ func TestBadWebSocketHandshakes(t *testing.T) {
 		{"GET with a body", "GET /ws HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + ver + key + "Content-Length: 2\r\n\r\nhi", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			be := newBackend(t, &wsEcho{})
+			be := newBackend(t, echo.WSHandler(echo.WSOptions{}))
 			l := simpleLB(t, "", be.addr())
 			c, br, resp, body := sendRaw(t, l.addr, tc.raw, "GET")
 			checkOwnAnswer(t, resp, body, tc.status)
@@ -565,7 +567,7 @@ func TestTLSHandshakeGarbage(t *testing.T) {
 	certFile, keyFile, _ := selfSigned(t)
 	be := newBackend(t, http.HandlerFunc(echoBody))
 	l := simpleLB(t, fmt.Sprintf("    tls: {cert: %s, key: %s, redirect_http: false}\n", certFile, keyFile), be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, "\x16\x03\x01\x00\x05hello")
 	br := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -574,7 +576,7 @@ func TestTLSHandshakeGarbage(t *testing.T) {
 	mExpectErrs(t, l, nil, map[string]float64{"tls": 1})
 
 	// Plain HTTP with redirect_http off: closed, counted, nothing forwarded.
-	c2 := rawConn(t, l.addr)
+	c2 := tcptest.Dial(t, l.addr)
 	io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	expectClosed(t, bufio.NewReader(c2), c2)
 	wait.For(t, "tls error counted", func() bool { return l.errs("tls") == 2 })

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/tcptest"
 )
 
 // BenchmarkHandshake is one WebSocket client through an l7 listener: a new
@@ -17,25 +18,11 @@ import (
 // handshake and waits for the close, so that most of the CPU left is the
 // client's and wslb's.
 func BenchmarkHandshake(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	asSide("backend", func() {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go serveHandshake(c)
-			}
-		}()
-	})
+	var be *tcptest.Server
+	asSide("backend", func() { be = tcptest.Serve(b, serveHandshake) })
 	var l *lb
 	asSide("proxy", func() {
-		l = startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+ln.Addr().String()+"}]}\n")
+		l = startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+be.Addr()+"}]}\n")
 	})
 	head := []byte(upgradeHead("/ws"))
 	b.ReportAllocs()
@@ -64,7 +51,6 @@ func BenchmarkHandshake(b *testing.B) {
 // serveHandshake answers one upgrade on c with a valid 101 and waits for
 // the client to close.
 func serveHandshake(c net.Conn) {
-	defer c.Close()
 	req, err := http.ReadRequest(bufio.NewReader(c))
 	if err != nil {
 		return

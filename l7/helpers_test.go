@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/internal/servetest"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/tunnel"
@@ -125,58 +125,10 @@ func newBackend(t testing.TB, h http.Handler) *countingServer {
 
 func (cs *countingServer) addr() string { return cs.Listener.Addr().String() }
 
-// rawBackend runs serve on every conn of a plain TCP listener.
-func rawBackend(t *testing.T, serve func(c net.Conn)) (addr string, accepted *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int32
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { defer c.Close(); serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String(), &n
-}
-
-// rawConn dials addr with a deadline on everything.
-func rawConn(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c
-}
-
 // exchange sends raw request bytes and parses one response.
 func exchange(t *testing.T, addr, raw string) (*http.Response, string) {
 	t.Helper()
-	c := rawConn(t, addr)
+	c := tcptest.Dial(t, addr)
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}

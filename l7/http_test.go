@@ -23,6 +23,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wslb/wslb/internal/echo"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
@@ -49,10 +51,15 @@ type headerRecorder struct {
 
 func (h *headerRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
-	h.mu.Lock()
-	h.reqs = append(h.reqs, r)
-	h.mu.Unlock()
+	h.add(r)
 	io.WriteString(w, "recorded")
+}
+
+// add records r; it is also the OnRequest hook of a WebSocket echo.
+func (h *headerRecorder) add(r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reqs = append(h.reqs, r)
 }
 
 func (h *headerRecorder) last(t *testing.T) *http.Request {
@@ -69,9 +76,9 @@ func (h *headerRecorder) last(t *testing.T) *http.Request {
 // conn: it reads a request and its body and writes answer(req) verbatim. An
 // answer ending in "\x00close" is written without that suffix and the conn
 // closed after it.
-func scriptedBackend(t *testing.T, answer func(req *http.Request) string) (string, *atomic.Int32) {
+func scriptedBackend(t *testing.T, answer func(req *http.Request) string) *tcptest.Server {
 	t.Helper()
-	return rawBackend(t, func(c net.Conn) {
+	return tcptest.Serve(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		br := bufio.NewReader(c)
 		for range 1000 {
@@ -122,7 +129,7 @@ func TestKeepAliveReusesBackendConns(t *testing.T) {
 		io.WriteString(w, "ok "+r.URL.Path)
 	}))
 	l := simpleLB(t, "", be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	const n = 200
 	for i := range n {
@@ -168,7 +175,7 @@ func TestRequestBodiesStream(t *testing.T) {
 		{"chunked", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := rawConn(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			br := bufio.NewReader(c)
 			for i := range 2 { // twice on one conn: it stays usable
 				req, _ := http.NewRequest("POST", "http://example.test/echo", io.NopCloser(bytes.NewReader(body)))
@@ -211,7 +218,7 @@ func TestRequestBodiesNotBuffered(t *testing.T) {
 		{"chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", chunk(first), chunk(second) + "0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := rawConn(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			io.WriteString(c, tc.head+tc.first)
 			select {
 			case <-firstPart:
@@ -241,9 +248,9 @@ func TestResponseBodiesRelayed(t *testing.T) {
 		{"HTTP/1.0 close-delimited", "HTTP/1.0 200 OK\r\n\r\n" + string(body) + "\x00close", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, accepted := scriptedBackend(t, func(*http.Request) string { return tc.answer })
-			l := simpleLB(t, "", addr)
-			c := rawConn(t, l.addr)
+			be := scriptedBackend(t, func(*http.Request) string { return tc.answer })
+			l := simpleLB(t, "", be.Addr())
+			c := tcptest.Dial(t, l.addr)
 			br := bufio.NewReader(c)
 			for i := range 3 {
 				io.WriteString(c, "GET /file HTTP/1.1\r\nHost: example.test\r\n\r\n")
@@ -255,11 +262,11 @@ func TestResponseBodiesRelayed(t *testing.T) {
 					t.Fatalf("request %d: client conn closed although the body was framed for it", i)
 				}
 			}
-			want := int32(1)
+			want := 1
 			if !tc.reusable {
 				want = 3
 			}
-			if got := accepted.Load(); got != want {
+			if got := be.Accepted(); got != want {
 				t.Errorf("backend accepted %d conns for 3 requests, want %d", got, want)
 			}
 			wait.For(t, "backend released", func() bool { return l.pools["p"].Backends()[0].Active() == 0 })
@@ -278,7 +285,7 @@ func TestHTTP10Client(t *testing.T) {
 			}
 		}))
 		l := simpleLB(t, "", be.addr())
-		c := rawConn(t, l.addr)
+		c := tcptest.Dial(t, l.addr)
 		io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: example.test\r\nConnection: keep-alive\r\n\r\n")
 		raw, err := io.ReadAll(c)
 		if err != nil {
@@ -301,7 +308,7 @@ func TestHTTP10Client(t *testing.T) {
 			io.WriteString(w, "hello")
 		}))
 		l := simpleLB(t, "", be.addr())
-		c := rawConn(t, l.addr)
+		c := tcptest.Dial(t, l.addr)
 		br := bufio.NewReader(c)
 		for i := range 3 {
 			io.WriteString(c, "GET / HTTP/1.0\r\nHost: example.test\r\nConnection: keep-alive\r\n\r\n")
@@ -323,7 +330,7 @@ func TestHTTP10Client(t *testing.T) {
 }
 
 func TestNoBodyAnswers(t *testing.T) {
-	addr, accepted := scriptedBackend(t, func(req *http.Request) string {
+	be := scriptedBackend(t, func(req *http.Request) string {
 		switch req.URL.Path {
 		case "/head":
 			// A HEAD answer announces the length of a body it does not send.
@@ -335,8 +342,8 @@ func TestNoBodyAnswers(t *testing.T) {
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
 	})
-	l := simpleLB(t, "", addr)
-	c := rawConn(t, l.addr)
+	l := simpleLB(t, "", be.Addr())
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	for _, tc := range []struct {
 		name, method, path string
@@ -366,7 +373,7 @@ func TestNoBodyAnswers(t *testing.T) {
 			}
 		})
 	}
-	if got := accepted.Load(); got != 1 {
+	if got := be.Accepted(); got != 1 {
 		t.Errorf("backend accepted %d conns, want 1 (no-body answers leave the conn reusable)", got)
 	}
 }
@@ -374,12 +381,12 @@ func TestNoBodyAnswers(t *testing.T) {
 func TestPipelinedRequestsInOrder(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/1" {
-			time.Sleep(50 * time.Millisecond) // the slow first answer must still come first
+			time.Sleep(50 * time.Millisecond) // pacing: a slow first answer, which must still come first
 		}
 		io.WriteString(w, "answer"+r.URL.Path)
 	}))
 	l := simpleLB(t, "", be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"+
 		"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"+
 		"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -395,7 +402,7 @@ func TestPipelinedRequestsInOrder(t *testing.T) {
 func TestExpectContinue(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(echoBody))
 	l := simpleLB(t, "", be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
@@ -411,7 +418,7 @@ func TestExpectContinue(t *testing.T) {
 		t.Fatalf("final answer %d %q", resp.StatusCode, body)
 	}
 	// HTTP/1.0 clients never get interim answers (RFC 9110 §15.2).
-	c2 := rawConn(t, l.addr)
+	c2 := tcptest.Dial(t, l.addr)
 	io.WriteString(c2, "POST /up HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
 	resp, body = readResp(t, bufio.NewReader(c2), "POST")
 	if resp.StatusCode != 200 || body != "hi" {
@@ -430,12 +437,12 @@ func TestServerSentEventsStream(t *testing.T) {
 		case <-release:
 		case <-time.After(5 * time.Second):
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // pacing: a quiet spell in the stream before the second event
 		secondWritten.Store(true)
 		io.WriteString(w, "data: two\n\n")
 	}))
 	l := simpleLB(t, "", be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, "GET /events HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -551,13 +558,13 @@ func TestForwardingHeaders(t *testing.T) {
 
 func TestResponseHeadersEverywhere(t *testing.T) {
 	const hsts = "max-age=63072000; includeSubDomains"
-	addr, _ := scriptedBackend(t, func(req *http.Request) string {
+	addr := scriptedBackend(t, func(req *http.Request) string {
 		if req.Header.Get("Upgrade") == "websocket" {
 			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 		}
 		return "HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
-	})
+	}).Addr()
 	l := simpleLB(t, "    http:\n      response_headers:\n        Strict-Transport-Security: \""+hsts+"\"\n        X-Frame-Options: DENY\n", addr)
 	for _, tc := range []struct {
 		name, raw string
@@ -604,10 +611,10 @@ func TestStaticRoute(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	echo := &wsEcho{}
-	be := newBackend(t, echo)
+	var seen headerRecorder
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{OnRequest: seen.add}))
 	l := simpleLB(t, fmt.Sprintf("    routes:\n      - {path: /, static: %s}\n      - {path: /websocket/, pool: p, strip_prefix: true}\n", web), be.addr())
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	get := func(method, path string) (*http.Response, string) {
 		t.Helper()
@@ -656,7 +663,7 @@ func TestStaticRoute(t *testing.T) {
 	// The demo's shape: the WebSocket route beside the static root.
 	ws := dialWS(t, "ws://"+l.addr+"/websocket/", nil)
 	echoOnce(t, ws, websocket.MessageText, []byte("hi"))
-	if got := echo.last().URL.Path; got != "/" {
+	if got := seen.last(t).URL.Path; got != "/" {
 		t.Errorf("backend saw path %q, want / (prefix stripped)", got)
 	}
 }
@@ -690,10 +697,10 @@ func TestRedirectHTTPS(t *testing.T) {
 func TestRequestTargets(t *testing.T) {
 	// A raw backend: net/http's server answers OPTIONS * itself.
 	seen := make(chan *http.Request, 10)
-	addr, _ := scriptedBackend(t, func(req *http.Request) string {
+	addr := scriptedBackend(t, func(req *http.Request) string {
 		seen <- req
 		return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-	})
+	}).Addr()
 	l := simpleLB(t, "", addr)
 	for _, tc := range []struct {
 		name, line, host, uri string
@@ -721,14 +728,14 @@ func TestRequestTargets(t *testing.T) {
 func TestMaxConnections(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(echoBody))
 	l := simpleLB(t, "    max_connections: 1\n", be.addr())
-	c1 := rawConn(t, l.addr)
+	c1 := tcptest.Dial(t, l.addr)
 	br1 := bufio.NewReader(c1)
 	io.WriteString(c1, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp, _ := readResp(t, br1, "GET"); resp.StatusCode != 200 {
 		t.Fatalf("first conn: %d", resp.StatusCode)
 	}
 	// c1 is kept alive: a second conn is over the limit.
-	c2 := rawConn(t, l.addr)
+	c2 := tcptest.Dial(t, l.addr)
 	io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	br2 := bufio.NewReader(c2)
 	resp, body := readResp(t, br2, "GET")
@@ -773,7 +780,7 @@ pools:
   - name: b
     backends: [{address: %s}]
 `, a.addr(), b.addr()))
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	br := bufio.NewReader(c)
 	for _, tc := range []struct {
 		path   string
@@ -810,46 +817,49 @@ pools:
 // at timeouts.idle: the process exits after drain_timeout + close_spread.
 func TestDrainEndsInFlightRequests(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		serve func(c net.Conn)
+		name   string
+		answer string // what the backend sends before it goes quiet
 	}{
-		{"waiting for the answer", func(c net.Conn) {
-			http.ReadRequest(bufio.NewReader(c))
-			c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			io.Copy(io.Discard, c)
-		}},
-		{"quiet stream", func(c net.Conn) {
-			http.ReadRequest(bufio.NewReader(c))
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+chunk([]byte("data: 1\n\n")))
-			c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			io.Copy(io.Discard, c)
-		}},
+		{"waiting for the answer", ""},
+		{"quiet stream", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk([]byte("data: 1\n\n"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, accepted := rawBackend(t, tc.serve)
+			requested := make(chan struct{}) // closed once the backend has read the request
+			addr := tcptest.Serve(t, func(c net.Conn) {
+				http.ReadRequest(bufio.NewReader(c))
+				close(requested)
+				io.WriteString(c, tc.answer)
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				io.Copy(io.Discard, c)
+			}).Addr()
 			l := simpleLB(t, "", addr) // idle: the default hour
 			px := l.proxy
 			w := px.NewWorker()
 			defer w.(interface{ Close() error }).Close()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
 			ctx, cancel := context.WithCancelCause(t.Context())
 			done := make(chan struct{})
-			go func() {
+			front := tcptest.Serve(t, func(c net.Conn) { // dialed once
 				defer close(done)
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
 				w.ServeConn(ctx, c, nil) // a plain request: no tunnel takes the hold
-			}()
-			c := rawConn(t, ln.Addr().String())
+			})
+			c := tcptest.Dial(t, front.Addr())
 			io.WriteString(c, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
-			wait.For(t, "request at the backend", func() bool { return accepted.Load() == 1 })
-			time.Sleep(50 * time.Millisecond)
+			// Cancel once wslb waits on the backend: for the answer, or for
+			// the stream's next event once the first has come through.
+			select {
+			case <-requested:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the request never reached the backend")
+			}
+			if tc.answer != "" {
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("the stream's head: %v", err)
+				}
+				if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+					t.Fatalf("the stream's first event: %v", err)
+				}
+			}
 			cancel(errors.New("drain"))
 			select {
 			case <-done:

@@ -2,14 +2,19 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // TestIdleConnsHoldNoBuffers checks that a kept-alive client conn waiting
@@ -37,13 +42,13 @@ func TestIdleConnsHoldNoBuffers(t *testing.T) {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
 		}
 	}
-	request(rawConn(t, l.addr)) // start the worker's backend conn and pools
+	request(tcptest.Dial(t, l.addr)) // start the worker's backend conn and pools
 	before := heap()
 	for i := range conns {
-		conns[i] = rawConn(t, l.addr)
+		conns[i] = tcptest.Dial(t, l.addr)
 		request(conns[i])
 	}
-	time.Sleep(100 * time.Millisecond) // the last conns reach awaitRequest
+	wait.For(t, "every conn idle in awaitRequest", func() bool { return awaiting() >= n+1 })
 	perConn := (heap() - before) / n
 	t.Logf("%d bytes of heap per idle conn, both ends", perConn)
 	if perConn > 16<<10 {
@@ -58,22 +63,8 @@ func TestIdleConnsHoldNoBuffers(t *testing.T) {
 // there, bytes that come later, a head split over several writes, the
 // keepalive deadline, and the client's close.
 func TestAwaitRequest(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	pair := func() (client net.Conn, cc *clientConn) {
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close() })
-		server, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { server.Close() })
+		client, server := tcptest.Pair(t)
 		cc = &clientConn{conn: server, src: socketReader{conn: server, fd: -1}, rsize: 32 << 10}
 		cc.br, cc.bw = getReader(&cc.src, cc.rsize), getWriter(server)
 		return client, cc
@@ -93,7 +84,7 @@ func TestAwaitRequest(t *testing.T) {
 	t.Run("already there", func(t *testing.T) {
 		client, cc := pair()
 		io.WriteString(client, head)
-		time.Sleep(20 * time.Millisecond)
+		wait.For(t, "the head at the server's socket", func() bool { return readable(t, cc.conn) })
 		if err := cc.awaitRequest(time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -101,10 +92,13 @@ func TestAwaitRequest(t *testing.T) {
 	})
 	t.Run("later, split", func(t *testing.T) {
 		client, cc := pair()
+		parked := awaiting() + 1
 		go func() {
-			time.Sleep(50 * time.Millisecond)
+			// Once awaitRequest waits (or after 5 s, which fails the test
+			// only if the head then comes too late).
+			wait.Until(wait.Timeout, func() bool { return awaiting() >= parked })
 			io.WriteString(client, head[:5])
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // pacing: the rest of the head comes in a later read
 			io.WriteString(client, head[5:])
 		}()
 		if err := cc.awaitRequest(5 * time.Second); err != nil {
@@ -135,12 +129,56 @@ func TestAwaitRequest(t *testing.T) {
 	})
 	t.Run("client closes", func(t *testing.T) {
 		client, cc := pair()
+		parked := awaiting() + 1
 		go func() {
-			time.Sleep(50 * time.Millisecond)
+			wait.Until(wait.Timeout, func() bool { return awaiting() >= parked })
 			client.Close()
 		}()
 		if err := cc.awaitRequest(5 * time.Second); !errors.Is(err, io.EOF) {
 			t.Fatalf("awaitRequest = %v; want EOF", err)
 		}
 	})
+}
+
+// awaiting counts the goroutines parked in awaitRequest on a socket with
+// nothing to read: idle client conns, which hold no buffer.
+func awaiting() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("[IO wait")) && bytes.Contains(g, []byte("(*clientConn).awaitRequest(")) {
+			count++
+		}
+	}
+	return count
+}
+
+// readable reports whether bytes wait to be read on c, without reading them.
+func readable(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for more
+	})
+	if err == nil && rerr != nil && rerr != syscall.EAGAIN {
+		err = rerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
 }

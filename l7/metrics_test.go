@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/echo"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
 
@@ -48,12 +50,11 @@ func mExpectErrs(t *testing.T, l *lb, before, want map[string]float64) {
 		want = map[string]float64{}
 	}
 	var moves map[string]float64
-	for range 500 {
+	if wait.Until(wait.Timeout, func() bool {
 		moves = mErrMoves(before, mErrCounts(l))
-		if maps.Equal(moves, want) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+		return maps.Equal(moves, want)
+	}) {
+		return
 	}
 	t.Errorf("errors_total moved by %s, want %s", mFmtMoves(moves), mFmtMoves(want))
 }
@@ -84,13 +85,13 @@ func TestMetricsErrorsProxyHeader(t *testing.T) {
 	mExpectErrs(t, l, before, nil)
 
 	before = mErrCounts(l)
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	expectClosed(t, bufio.NewReader(c), c)
 	mExpectErrs(t, l, before, map[string]float64{"proxy_protocol": 1})
 
 	before = mErrCounts(l)
-	c = rawConn(t, l.addr) // and never send the header
+	c = tcptest.Dial(t, l.addr) // and never send the header
 	expectClosed(t, bufio.NewReader(c), c)
 	mExpectErrs(t, l, before, map[string]float64{"timeout": 1})
 	if n := be.reqs.Load(); n != 1 {
@@ -102,7 +103,7 @@ func TestMetricsErrorsProxyHeader(t *testing.T) {
 // that counts as "bad_upgrade_response" only, and as no upgrade, no tunnel
 // and no active conn.
 func TestMetricsBadUpgradeResponse(t *testing.T) {
-	addr, _ := rawBackend(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
@@ -111,7 +112,7 @@ func TestMetricsBadUpgradeResponse(t *testing.T) {
 			"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		io.Copy(io.Discard, br)
-	})
+	}).Addr()
 	l := simpleLB(t, "", addr)
 	c, _, resp, _ := sendRaw(t, l.addr, upgradeHead("/"), "GET")
 	if resp.StatusCode != http.StatusBadGateway {
@@ -163,33 +164,14 @@ func mNoTunnel(t *testing.T, l *lb, backend string) {
 	}
 }
 
-// mClosingWS is a WebSocket echo backend that drops the conn, with no close
-// frame, when it gets the message "bye".
-type mClosingWS struct{}
-
-func (mClosingWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
-	for {
-		typ, msg, err := c.Read(r.Context())
-		if err != nil || string(msg) == "bye" {
-			return
-		}
-		if err := c.Write(r.Context(), typ, msg); err != nil {
-			return
-		}
-	}
-}
-
 // TestMetricsBackendClosesMidTunnel: with another tunnel open, a backend that
 // drops its tunnel takes the client side down too, every gauge returns to
 // its prior value (1, not 0), the close counts as the backend's, and no
 // error reason moves.
 func TestMetricsBackendClosesMidTunnel(t *testing.T) {
-	be := newBackend(t, mClosingWS{})
+	// A WebSocket echo that drops the conn, with no close frame, when it
+	// gets the message "bye".
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{Drop: "bye"}))
 	l := simpleLB(t, "", be.addr())
 	m := l.metrics
 	b := l.pools["p"].Backends()[0]
@@ -246,7 +228,7 @@ func TestMetricsBackendClosesMidTunnel(t *testing.T) {
 // heads themselves do not.
 func TestMetricsEarlyFramesCounted(t *testing.T) {
 	const fromBackend, fromClient, later = "BACKEND-FIRST", "CLIENT-FIRST", "later bytes"
-	addr, _ := rawBackend(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -256,9 +238,9 @@ func TestMetricsEarlyFramesCounted(t *testing.T) {
 			"Sec-WebSocket-Accept: "+header.AcceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n"+fromBackend)
 		buf := make([]byte, len(fromClient)+len(later))
 		io.ReadFull(br, buf)
-	})
+	}).Addr()
 	l := simpleLB(t, "", addr)
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, upgradeHead("/")+fromClient)
 	br := bufio.NewReader(c)
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {

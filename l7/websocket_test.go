@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,41 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/echo"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
-
-// wsEcho is a WebSocket echo backend that records the upgrade request.
-type wsEcho struct {
-	mu  sync.Mutex
-	req []*http.Request
-}
-
-func (e *wsEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.mu.Lock()
-	e.req = append(e.req, r)
-	e.mu.Unlock()
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
-	c.SetReadLimit(64 << 20)
-	for {
-		typ, msg, err := c.Read(r.Context())
-		if err != nil {
-			return
-		}
-		if err := c.Write(r.Context(), typ, msg); err != nil {
-			return
-		}
-	}
-}
-
-func (e *wsEcho) last() *http.Request {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.req[len(e.req)-1]
-}
 
 func dialWS(t *testing.T, url string, opts *websocket.DialOptions) *websocket.Conn {
 	t.Helper()
@@ -86,8 +54,8 @@ func echoOnce(t *testing.T, c *websocket.Conn, typ websocket.MessageType, msg []
 }
 
 func TestWebSocketEchoAndHeaders(t *testing.T) {
-	echo := &wsEcho{}
-	be := newBackend(t, echo)
+	var seen headerRecorder
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{OnRequest: seen.add}))
 	l := simpleLB(t, "    routes:\n      - {path: /websocket/, pool: p, strip_prefix: true}\n", be.addr())
 
 	c := dialWS(t, "ws://"+l.addr+"/websocket/chat?room=1", nil)
@@ -97,7 +65,7 @@ func TestWebSocketEchoAndHeaders(t *testing.T) {
 	c.SetReadLimit(32 << 20)
 	echoOnce(t, c, websocket.MessageBinary, big)
 
-	r := echo.last()
+	r := seen.last(t)
 	_, port, _ := net.SplitHostPort(l.addr)
 	for name, want := range map[string]string{
 		"Upgrade":           "websocket",
@@ -137,7 +105,7 @@ func TestWebSocketEchoAndHeaders(t *testing.T) {
 }
 
 func TestBarePrefixRedirects(t *testing.T) {
-	be := newBackend(t, &wsEcho{})
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{}))
 	l := simpleLB(t, "    routes:\n      - {path: /websocket/, pool: p, strip_prefix: true}\n", be.addr())
 	resp, _ := exchange(t, l.addr, "GET /websocket?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "/websocket/?x=1" {
@@ -147,12 +115,12 @@ func TestBarePrefixRedirects(t *testing.T) {
 
 func TestWSS(t *testing.T) {
 	certFile, keyFile, roots := selfSigned(t)
-	echo := &wsEcho{}
-	be := newBackend(t, echo)
+	var seen headerRecorder
+	be := newBackend(t, echo.WSHandler(echo.WSOptions{OnRequest: seen.add}))
 	l := simpleLB(t, fmt.Sprintf("    tls: {cert: %s, key: %s}\n", certFile, keyFile), be.addr())
 	c := dialWS(t, "wss://"+l.addr+"/ws", &websocket.DialOptions{HTTPClient: tlsClient(roots)})
 	echoOnce(t, c, websocket.MessageText, []byte("over tls"))
-	if got := echo.last().Header.Get("X-Forwarded-Proto"); got != "https" {
+	if got := seen.last(t).Header.Get("X-Forwarded-Proto"); got != "https" {
 		t.Fatalf("X-Forwarded-Proto %q on a TLS listener", got)
 	}
 
@@ -171,7 +139,7 @@ func TestWSS(t *testing.T) {
 // must arrive, though each was read into a buffer before the tunnel opened.
 func TestFirstFramesTravelWithHeads(t *testing.T) {
 	fromClient := make(chan []byte, 1)
-	addr, _ := rawBackend(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -184,9 +152,9 @@ func TestFirstFramesTravelWithHeads(t *testing.T) {
 		io.ReadFull(br, buf)
 		fromClient <- buf
 		io.Copy(io.Discard, br)
-	})
+	}).Addr()
 	l := simpleLB(t, "", addr)
-	c := rawConn(t, l.addr)
+	c := tcptest.Dial(t, l.addr)
 	io.WriteString(c, upgradeHead("/")+"CLIENT-FIRST")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -230,7 +198,7 @@ func TestBad101Refused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
-			addr, _ := rawBackend(t, func(c net.Conn) {
+			addr := tcptest.Serve(t, func(c net.Conn) {
 				br := bufio.NewReader(c)
 				if _, err := http.ReadRequest(br); err != nil {
 					return
@@ -239,9 +207,9 @@ func TestBad101Refused(t *testing.T) {
 				c.SetReadDeadline(time.Now().Add(2 * time.Second))
 				rest, _ := io.ReadAll(br)
 				got <- string(rest)
-			})
+			}).Addr()
 			l := simpleLB(t, "", addr)
-			c := rawConn(t, l.addr)
+			c := tcptest.Dial(t, l.addr)
 			io.WriteString(c, upgradeHead("/"))
 			resp, _ := readResp(t, bufio.NewReader(c), "GET")
 			if resp.StatusCode != http.StatusBadGateway {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // pair is one loopback TCP conn: the end the cache holds and the backend's end.
@@ -18,26 +20,12 @@ type pair struct {
 	server net.Conn
 }
 
-// dialPairs opens n loopback conns to one listener. Dial completes from the
-// listen backlog, so Accept needs no goroutine.
+// dialPairs opens n loopback conns.
 func dialPairs(t *testing.T, n int) []pair {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	ps := make([]pair, n)
 	for i := range ps {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(); s.Close() })
+		c, s := tcptest.Pair(t)
 		ps[i] = pair{client: c, server: s}
 	}
 	return ps
@@ -74,13 +62,7 @@ func openByCache(t *testing.T, p pair) bool {
 // its bytes crossing loopback), with a bound.
 func waitStale(t *testing.T, c net.Conn) {
 	t.Helper()
-	for range 200 {
-		if !alive(idleConn{conn: c}) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("the probe never saw the backend's close or bytes")
+	wait.For(t, "the probe to see the backend's close or bytes", func() bool { return !alive(idleConn{conn: c}) })
 }
 
 func testBackends(idleMax int, n int) []*Backend {
@@ -290,9 +272,7 @@ func TestIdleRemovedBackendPurged(t *testing.T) {
 	if !closedByCache(t, ps[0]) {
 		t.Fatal("idle conn to the removed backend not closed")
 	}
-	for i := 0; gone.Idle() != 0 && i < 200; i++ { // the purge runs in context.AfterFunc's goroutine
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(wait.Timeout, func() bool { return gone.Idle() == 0 }) // the purge runs in context.AfterFunc's goroutine
 	if gone.Idle() != 0 || c.Len(gone) != 0 {
 		t.Errorf("removed backend: Idle, Len = %d, %d; want 0, 0", gone.Idle(), c.Len(gone))
 	}

@@ -3,6 +3,7 @@ package pool
 import (
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/wslb/wslb/config"
@@ -12,62 +13,60 @@ import (
 // after the grace, one by one over the spread, while a conn that ended by
 // itself is not called back.
 func TestRemovedBackendConnsSpread(t *testing.T) {
-	old := New(testConfig(config.BalanceLeastConn, 1))
-	b := old.Backends()[0]
-	const n = 4
-	var mu sync.Mutex
-	var ends []time.Duration
-	var start time.Time
-	stops := make([]func(), n+1)
-	for i := range n + 1 {
-		if _, err := old.Pick(clientIP(i), nil); err != nil {
-			t.Fatal(err)
+	// In a synctest bubble the grace and spread timers run on a fake clock:
+	// each end comes exactly on time, and waiting for them takes no time.
+	synctest.Test(t, func(t *testing.T) {
+		old := New(testConfig(config.BalanceLeastConn, 1))
+		b := old.Backends()[0]
+		const n = 4
+		var mu sync.Mutex
+		var ends []time.Duration
+		var start time.Time
+		stops := make([]func(), n+1)
+		for i := range n + 1 {
+			if _, err := old.Pick(clientIP(i), nil); err != nil {
+				t.Fatal(err)
+			}
+			stops[i] = b.OnRemoved(func() {
+				mu.Lock()
+				defer mu.Unlock()
+				ends = append(ends, time.Since(start))
+			})
 		}
-		stops[i] = b.OnRemoved(func() {
-			mu.Lock()
-			defer mu.Unlock()
-			ends = append(ends, time.Since(start))
-		})
-	}
-	stops[n]() // this conn ended before the reload
-	b.Release()
+		stops[n]() // this conn ended before the reload
+		b.Release()
 
-	grace, spread := 100*time.Millisecond, 400*time.Millisecond
-	start = time.Now()
-	p := ReconcileRetiring(old, testConfig(config.BalanceLeastConn), Retire{Grace: grace, Spread: spread})
-	if len(p.Backends()) != 0 {
-		t.Fatal("backend kept")
-	}
-	if _, err := old.Pick(clientIP(9), nil); err == nil {
-		t.Fatal("a removed backend was picked")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+		grace, spread := 100*time.Millisecond, 400*time.Millisecond
+		start = time.Now()
+		p := ReconcileRetiring(old, testConfig(config.BalanceLeastConn), Retire{Grace: grace, Spread: spread})
+		if len(p.Backends()) != 0 {
+			t.Fatal("backend kept")
+		}
+		if _, err := old.Pick(clientIP(9), nil); err == nil {
+			t.Fatal("a removed backend was picked")
+		}
+		// The fake clock: past the last end, and past where a stopped
+		// conn's call would come; then every call due has been made.
+		time.Sleep(grace + spread)
+		synctest.Wait()
 		mu.Lock()
-		got := len(ends)
-		mu.Unlock()
-		if got >= n || time.Now().After(deadline) {
-			break
+		defer mu.Unlock()
+		if len(ends) != n {
+			t.Fatalf("%d conns ended, want %d: %v", len(ends), n, ends)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // a stopped conn's call would come now
-	mu.Lock()
-	defer mu.Unlock()
-	if len(ends) != n {
-		t.Fatalf("%d conns ended, want %d: %v", len(ends), n, ends)
-	}
-	// The i-th of n ends at grace + i·spread/n: 100, 200, 300, 400 ms. The
-	// slack is for timers on a loaded machine; no end may come early.
-	for i, d := range ends {
-		want := grace + spread*time.Duration(i)/n
-		if d < want-5*time.Millisecond || d > want+spread/n {
-			t.Errorf("conn %d ended at %v, want about %v (all: %v)", i, d, want, ends)
+		// The i-th of n ends at grace + i·spread/n: 100, 200, 300, 400 ms. The
+		// slack is for real timers on a loaded machine (on the fake clock the
+		// ends are exact); no end may come early.
+		for i, d := range ends {
+			want := grace + spread*time.Duration(i)/n
+			if d < want-5*time.Millisecond || d > want+spread/n {
+				t.Errorf("conn %d ended at %v, want about %v (all: %v)", i, d, want, ends)
+			}
 		}
-	}
-	for _, stop := range stops {
-		stop()
-	}
+		for _, stop := range stops {
+			stop()
+		}
+	})
 }
 
 // TestReloadAddedBackendRamps: a backend a reload adds starts slow start; the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestAccessLogUnwritable(t *testing.T) {
@@ -42,7 +44,7 @@ listeners:
   - {name: t, listen: %s, mode: l4, pool: p}
 pools:
   - {name: p, backends: [{address: %s}]}
-`, listen, echoBackend(t)), 0o644)
+`, listen, echo.TCP(t).Addr()), 0o644)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -59,21 +61,18 @@ pools:
 		}
 	}()
 
+	running := func() {
+		t.Helper()
+		select {
+		case code := <-done:
+			done <- code // for the deferred wait
+			t.Fatalf("wslb exited with %d: %s", code, stderr.String())
+		default:
+		}
+	}
 	oneConn := func() {
 		t.Helper()
-		var c net.Conn
-		var err error
-		for range 500 { // the listener binds in the background
-			if c, err = net.DialTimeout("tcp", listen, time.Second); err == nil {
-				break
-			}
-			select {
-			case code := <-done:
-				done <- code // for the deferred wait
-				t.Fatalf("wslb exited with %d: %s", code, stderr.String())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+		c, err := tcptest.Redial(t, listen, running) // the listener binds in the background
 		if err != nil {
 			t.Fatalf("%v; stderr: %s", err, stderr.String())
 		}
@@ -84,12 +83,11 @@ pools:
 	}
 	waitLines := func(path string, n int) {
 		t.Helper()
-		for range 500 {
+		if wait.Until(wait.Timeout, func() bool {
 			b, _ := os.ReadFile(path)
-			if strings.Count(string(b), `"msg":"conn"`) == n {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+			return strings.Count(string(b), `"msg":"conn"`) == n
+		}) {
+			return
 		}
 		b, _ := os.ReadFile(path)
 		t.Fatalf("%s: want %d conn lines, have:\n%s", path, n, b)
@@ -104,12 +102,10 @@ pools:
 		t.Fatal(err)
 	}
 	// The reopen happens on the signal loop; poll for the new file.
-	for range 500 {
-		if _, err := os.Stat(logPath); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, "the reopened access log", func() bool {
+		_, err := os.Stat(logPath)
+		return err == nil
+	})
 	oneConn()
 	waitLines(logPath, 1)
 	waitLines(logPath+".1", 1)

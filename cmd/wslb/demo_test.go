@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // TestDemoProcess runs `wslb demo` as a process on a copy of the shipped
@@ -252,29 +253,39 @@ func demoStart(ctx context.Context, t *testing.T, exe string, args ...string) *d
 	return p
 }
 
+// running fails the test if the process has exited.
+func (p *demoProc) running(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("wslb exited (%v); stderr:\n%s", p.err, p.stderr.String())
+	default:
+	}
+}
+
 // waitStdout waits until a stdout line contains marker and returns the lines
 // so far; it fails if the process exits first or within is over.
 func (p *demoProc) waitStdout(t *testing.T, marker string, within time.Duration) []string {
 	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	var printed []string
+	if !wait.Until(within, func() bool {
 		lines := p.stdout.Lines()
 		for i, l := range lines {
 			if strings.Contains(l, marker) {
-				return lines[:i+1]
+				printed = lines[:i+1]
+				return true
 			}
 		}
 		select {
 		case <-p.done:
 			t.Fatalf("wslb exited (%v) before printing %q; stdout:\n%s\nstderr:\n%s", p.err, marker, p.stdout.String(), p.stderr.String())
-		case <-deadline.C:
-			t.Fatalf("wslb did not print %q within %v; stdout:\n%s\nstderr:\n%s", marker, within, p.stdout.String(), p.stderr.String())
-		case <-tick.C:
+		default:
 		}
+		return false
+	}) {
+		t.Fatalf("wslb did not print %q within %v; stdout:\n%s\nstderr:\n%s", marker, within, p.stdout.String(), p.stderr.String())
 	}
+	return printed
 }
 
 // signalAndWait sends sig and expects the process to exit 0 within d.

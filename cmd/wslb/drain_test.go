@@ -16,7 +16,10 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // TestDrainSpreadsCloses opens 60 WebSocket tunnels through an l7 listener,
@@ -42,7 +45,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		timeout = 300 * time.Millisecond
 		spread  = time.Second
 	)
-	backend := wsBackend(t, "drain-backend")
+	backend := echo.WS(t, echo.WSOptions{Name: "drain-backend"})
 	listen := loopback.FreeAddr(t)
 	r := startServe(t, fmt.Sprintf(`
 workers: 2
@@ -134,7 +137,7 @@ listeners:
   - {name: t, listen: %s, mode: l4, pool: p}
 pools:
   - {name: p, backends: [{address: %s}], health: {check: none}}
-`, listen, echoBackend(t)), 0o644); err != nil {
+`, listen, echo.TCP(t).Addr()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := demoStart(ctx, t, exe, "-config", cfgPath, "-access-log", "off")
@@ -142,7 +145,10 @@ pools:
 	// Three conns, each echoing.
 	var conns []net.Conn
 	for i := range 3 {
-		c := drainDial(t, p, listen)
+		c, err := tcptest.Redial(t, listen, func() { p.running(t) })
+		if err != nil {
+			t.Fatalf("dial %s: %v; stderr:\n%s", listen, err, p.stderr.String())
+		}
 		conns = append(conns, c)
 		drainEcho(t, c, fmt.Sprintf("c%d", i))
 	}
@@ -152,16 +158,14 @@ pools:
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	refused := false
-	for range 500 { // up to 5s
+	refused := wait.Until(5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", listen, time.Second)
 		if err != nil {
-			refused = true
-			break
+			return true
 		}
 		c.Close()
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 	if !refused {
 		t.Fatal("new conns still accepted 5s after SIGTERM")
 	}
@@ -203,26 +207,6 @@ pools:
 	if !strings.Contains(p.stderr.String(), "second signal") {
 		t.Errorf("the log does not say the second signal cut the drain short:\n%s", p.stderr.String())
 	}
-}
-
-// drainDial connects to the process's listener, retrying while it binds.
-func drainDial(t *testing.T, p *demoProc, addr string) net.Conn {
-	t.Helper()
-	var err error
-	for range 1000 { // up to 10s
-		var c net.Conn
-		if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
-			t.Cleanup(func() { c.Close() })
-			return c
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("wslb exited (%v); stderr:\n%s", p.err, p.stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	t.Fatalf("dial %s: %v; stderr:\n%s", addr, err, p.stderr.String())
-	return nil
 }
 
 func drainEcho(t *testing.T, c net.Conn, msg string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -12,28 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wslb/wslb/config"
-	"github.com/wslb/wslb/demo"
 )
-
-// echoBackend is a TCP echo server on loopback, closed when the test ends.
-func echoBackend(t *testing.T) net.Addr {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr()
-}
 
 // running is serve running a test config in the background.
 type running struct {
@@ -103,18 +81,6 @@ func startServeConfig(t *testing.T, cfg *config.Config, so serveOptions) *runnin
 		t.Fatal("serve did not start")
 	}
 	return r
-}
-
-// wsBackend starts a demo WebSocket echo backend named name on loopback; a
-// conn with ?hello=1 is first greeted with "connected to NAME".
-func wsBackend(t *testing.T, name string) string {
-	t.Helper()
-	b := &demo.Backend{Name: name, Addr: "127.0.0.1:0"}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.BoundAddr()
 }
 
 // dialWS opens a WebSocket to url, allowing 10 s, and closes it when the

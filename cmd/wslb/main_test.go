@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +15,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wslb/wslb/internal/echo"
+	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 func TestVersion(t *testing.T) {
@@ -92,18 +97,13 @@ listeners:
   - {name: t, listen: 127.0.0.1:0, mode: l4, pool: p}
 pools:
   - {name: p, backends: [{address: %s}]}
-`, echoBackend(t)))
+`, echo.TCP(t).Addr()))
 	in := r.in
 	adminURL := "http://" + in.adminLn.Addr().String()
 	if code := get(t, adminURL+"/readyz"); code != 200 {
 		t.Fatalf("/readyz %d before drain", code)
 	}
-	c, err := net.Dial("tcp", in.addr(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := tcptest.Dial(t, in.addr(0))
 	c.Write([]byte("hi"))
 	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
 		t.Fatal(err)
@@ -152,10 +152,8 @@ func fetch(t *testing.T, url string) (int, string) {
 // backend: the dead one is reported down in /metrics and /readyz stays ready,
 // conns only reach the live one, and the checks are counted.
 func TestHealthWiring(t *testing.T) {
-	live := echoBackend(t)
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	live := echo.TCP(t).Addr()
+	deadAddr := loopback.DeadAddr(t)
 
 	in := startServe(t, fmt.Sprintf(`
 shutdown: {drain_timeout: 0s, close_spread: 0s}
@@ -170,13 +168,10 @@ pools:
 	metricsURL := "http://" + in.adminLn.Addr().String() + "/metrics"
 	want := fmt.Sprintf(`wslb_backend_up{backend=%q,pool="p"} 0`, deadAddr)
 	var body string
-	for range 200 {
+	wait.Until(wait.Timeout, func() bool {
 		body = getBody(t, metricsURL)
-		if strings.Contains(body, want) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return strings.Contains(body, want)
+	})
 	if !strings.Contains(body, want) {
 		t.Fatalf("dead backend never reported down; metrics:\n%s", grepLines(body, "wslb_backend_up"))
 	}
@@ -190,11 +185,7 @@ pools:
 		t.Fatalf("/readyz %d with one backend up", code)
 	}
 	for i := range 10 {
-		c, err := net.Dial("tcp", in.addr(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := tcptest.Dial(t, in.addr(0))
 		c.Write([]byte("x"))
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatalf("conn %d: %v", i, err)
@@ -219,12 +210,8 @@ func grepLines(s, prefix string) string {
 // TestAllDownFast503: a backend that was up dies; once its checks take it out,
 // an l7 request gets a 503 at once, with no dial attempted.
 func TestAllDownFast503(t *testing.T) {
-	be, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
-	go srv.Serve(be)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(be.Close)
 	in := startServe(t, fmt.Sprintf(`
 shutdown: {drain_timeout: 0s, close_spread: 0s}
 admin: {listen: ""}
@@ -234,19 +221,15 @@ pools:
   - name: p
     backends: [{address: %s}]
     health: {check: http, interval: 50ms, timeout: 40ms, rise: 1, fall: 2}
-`, be.Addr())).in
+`, be.Listener.Addr())).in
 	url := "http://" + in.addr(0) + "/"
 	b := in.gen.Load().pools["p"].Backends()[0]
-	for i := 0; i < 200 && !b.Up(); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, "the backend up", b.Up)
 	if code := get(t, url); code != 200 {
 		t.Fatalf("status %d with the backend up", code)
 	}
-	srv.Close() // the backend dies
-	for i := 0; i < 200 && b.Healthy(); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
+	be.Close() // the backend dies
+	wait.Until(wait.Timeout, func() bool { return !b.Healthy() })
 	if b.Healthy() {
 		t.Fatal("dead backend never taken out")
 	}

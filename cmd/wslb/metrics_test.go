@@ -22,7 +22,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // DESIGN.md "Metrics" end to end: serve runs real listeners in front of real
@@ -160,17 +162,12 @@ func (s scrapeResult) lines(name string) string {
 // scrape; what and the last scrape's lines of show explain a timeout.
 func scrapeUntil(t *testing.T, admin, what string, cond func(s scrapeResult) bool, show ...string) scrapeResult {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
 	var s scrapeResult
-	for range 500 {
+	if wait.Until(wait.Timeout, func() bool {
 		s = scrapeMetrics(t, admin)
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		return cond(s)
+	}) {
+		return s
 	}
 	var detail []string
 	for _, name := range show {
@@ -185,29 +182,12 @@ func scrapeUntil(t *testing.T, admin, what string, cond func(s scrapeResult) boo
 // carry different byte counts and a swapped rx/tx shows.
 func mWSBackend(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
+	return echo.WS(t, echo.WSOptions{Reply: func(r *http.Request, msg []byte) []byte {
+		if strings.HasSuffix(r.URL.Path, "/quarter") {
+			return msg[:len(msg)/4]
 		}
-		defer c.CloseNow()
-		c.SetReadLimit(16 << 20)
-		quarter := strings.HasSuffix(r.URL.Path, "/quarter")
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if quarter {
-				msg = msg[:len(msg)/4]
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+		return msg
+	}})
 }
 
 // mHTTPBackend answers a POST with the first third of its body and anything
@@ -764,12 +744,8 @@ pools:
 	}, "wslb_connections_active")
 
 	r.cancel() // as SIGTERM does
-	deadline := time.Now().Add(5 * time.Second)
-	for get(t, "http://"+admin+"/readyz") != 503 {
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz never turned 503 during the drain")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !wait.Until(wait.Timeout, func() bool { return get(t, "http://"+admin+"/readyz") == 503 }) {
+		t.Fatal("/readyz never turned 503 during the drain")
 	}
 	if !mStatusDraining(t, admin) {
 		t.Error("/status.json does not say draining during the drain")

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/wait"
 )
@@ -41,7 +42,7 @@ func reloadBackends(t *testing.T, names ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, n := range names {
-		out[n] = wsBackend(t, n)
+		out[n] = echo.WS(t, echo.WSOptions{Name: n})
 	}
 	return out
 }
@@ -89,13 +90,9 @@ func (f *reloadFixture) reload(text, want string) {
 	before := testutil.ToFloat64(in.metrics.ConfigReloads.WithLabelValues(want))
 	f.write(text)
 	in.reloadNow <- struct{}{}
-	for range 500 {
-		if testutil.ToFloat64(in.metrics.ConfigReloads.WithLabelValues(want)) == before+1 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	f.t.Fatalf("no reload counted as %q", want)
+	wait.For(f.t, fmt.Sprintf("a reload counted as %q", want), func() bool {
+		return testutil.ToFloat64(in.metrics.ConfigReloads.WithLabelValues(want)) == before+1
+	})
 }
 
 func (f *reloadFixture) dial(ctx context.Context, listener string, i int) *reloadConn {
@@ -351,6 +348,9 @@ pools:
 	if _, _, err := gone.c.Read(rctx); err == nil || rctx.Err() != nil {
 		t.Fatalf("the removed listener's conn was not ended: %v", err)
 	}
+	// A gap past drain_timeout, not a wait for an event: had the rebound
+	// listener's old socket been drained as the removed one's was (above),
+	// its conn would be cut by now.
 	time.Sleep(400 * time.Millisecond)
 	if err := tcp.exchange(ctx); err != nil {
 		t.Fatalf("a conn of the rebound listener was cut: %v", err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -20,7 +19,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/syncbuf"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // TestStatusPageInBrowser opens the admin /status page in headless Chromium
@@ -32,7 +34,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	beA, beB := wsBackend(t, "browser-test"), wsBackend(t, "browser-test")
+	beA, beB := echo.WS(t, echo.WSOptions{Name: "browser-test"}), echo.WS(t, echo.WSOptions{Name: "browser-test"})
 	in := startServe(t, fmt.Sprintf(`
 workers: 2
 shutdown: {drain_timeout: 0s, close_spread: 0s}
@@ -121,11 +123,7 @@ func browserFind(t *testing.T) string {
 // the listener row has an error reason to show.
 func browserBadRequest(t *testing.T, addr string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := tcptest.Dial(t, addr)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "NOT HTTP\r\n\r\n")
 	if b, _ := io.ReadAll(c); !bytes.HasPrefix(b, []byte("HTTP/1.1 400 ")) {
@@ -219,7 +217,10 @@ func browserWaitTexts(ctx context.Context, t *testing.T, what string, want map[s
 	expr := `(() => { const out = {}; for (const s of ` + string(js) + `) {
 		const el = document.querySelector(s); out[s] = el ? el.textContent.trim() : "(missing)"; } return out; })()`
 	var got map[string]string
-	for range 300 { // 30 s at 100 ms
+	if !wait.Until(30*time.Second, func() bool {
+		if ctx.Err() != nil {
+			t.Fatalf("waiting for %s: %v; page shows %v, want %v", what, ctx.Err(), got, want)
+		}
 		got, err = chromedp.Run(ctx, chromedp.Evaluate[map[string]string](expr))
 		if err != nil {
 			t.Fatalf("waiting for %s: %v", what, err)
@@ -228,17 +229,11 @@ func browserWaitTexts(ctx context.Context, t *testing.T, what string, want map[s
 		for _, s := range sels {
 			ok = ok && got[s] == want[s]
 		}
-		if ok {
-			return got
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v; page shows %v, want %v", what, ctx.Err(), got, want)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return ok
+	}) {
+		t.Fatalf("waiting for %s: page shows %v, want %v", what, got, want)
 	}
-	t.Fatalf("waiting for %s: page shows %v, want %v", what, got, want)
-	return nil
+	return got
 }
 
 // browserUpdates is the page's count of successful redraws.
