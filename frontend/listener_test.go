@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/tcptest"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -52,14 +54,10 @@ func start(t *testing.T, l *Listener) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
+// dialRead dials addr and reads the handler's 2-byte greeting.
 func dialRead(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := tcptest.Dial(t, addr)
 	buf := make([]byte, 2)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatalf("greeting: %v", err)
@@ -185,15 +183,10 @@ func TestPanicInHandlerIsContained(t *testing.T) {
 	stop := start(t, l)
 	defer func() { stop(); l.Drain(t.Context(), time.Second, 0) }()
 	for range 3 {
-		c, err := net.DialTimeout("tcp", l.BoundAddr().String(), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := tcptest.Dial(t, l.BoundAddr().String())
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatal("conn of a panicking handler not closed")
 		}
-		c.Close()
 	}
 }
 

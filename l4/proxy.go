@@ -1,7 +1,7 @@
 // Package l4 serves raw TCP passthrough conns: read an accepted PROXY
 // header if configured, connect to a backend (upstream.Dialer: pick, dial,
 // one retry, outgoing PROXY header), then hand both conns to the tunnel
-// (handoff.Start), which releases the backend when the conn ends.
+// (handoff.Deps.StartTunnel), which releases the backend when the conn ends.
 //
 // Conns arrive from frontend.Listener; the bytes move in package tunnel.
 package l4

@@ -124,7 +124,7 @@ func handshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http
 }
 
 // tunnel relays the 101, then hands both conns, with what each side sent
-// early, to the tunnel (handoff.Start) and returns. The tunnel owns both
+// early, to the tunnel (handoff.Deps.StartTunnel) and returns. The tunnel owns both
 // conns and cc's hold from then on, and its end releases bc.b's reservation
 // and the hold, and writes the access line. It reports whether the tunnel
 // took the reservation; if not, the caller still holds it.
