@@ -17,7 +17,7 @@ import (
 
 // This file is the one place in wslb with raw socket syscalls. An idle
 // tunnel under Relay.Run costs two goroutines, their stacks and two netpoll
-// registrations: 50 KB and more. Here it costs one Tunnel struct: its two
+// registrations: 50 KB and more. Here it costs one loopTunnel struct: its two
 // sockets are taken out of Go's netpoller and registered, edge-triggered,
 // with the epoll set of one of a few loops. When bytes move, a loop copies a message through
 // its small buffer (one recv, one send) or splices a stream through its one
@@ -57,7 +57,8 @@ const spares = 16
 var ErrEngineClosed = errors.New("tunnel engine closed")
 
 // Engine relays plain-TCP tunnels on a fixed set of event loops, each owned
-// by one goroutine. Create it with NewEngine and stop it with Close.
+// by one goroutine. Create it with NewEngine and stop it with Close. A nil
+// *Engine is usable: its Start relays every tunnel on goroutines.
 type Engine struct {
 	loops []*loop
 	wg    sync.WaitGroup
@@ -122,7 +123,7 @@ func (e *Engine) pick() *loop {
 }
 
 // take starts the tunnel on the engine when both conns are plain TCP; see
-// Relay.Start. It reports false, having done nothing, for any other conn.
+// Engine.Start. It reports false, having done nothing, for any other conn.
 func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(Stats)) (stop func(cause error), ok bool) {
 	ct, ok1 := c.(*net.TCPConn)
 	bt, ok2 := b.(*net.TCPConn)
@@ -137,7 +138,7 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		go done(Stats{End: EndCanceled, Cause: context.Cause(ctx)})
 		return func(error) {}, true
 	}
-	t := &Tunnel{idle: r.Idle, live: [2]Adder{r.Rx, r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
+	t := &loopTunnel{idle: r.Idle, live: [2]Adder{r.Rx, r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
 	// Bytes read ahead go out while the conns are still Go's: a write
 	// that blocks holds the caller's goroutine, not a loop.
 	n, err := writeAhead(b, r.ToBackend, r.Rx)
@@ -178,17 +179,17 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 	t.l = e.pick()
 	// A cancel that beats the add is kept in t.cause and honoured when
 	// the loop registers t.
-	stopCtx := context.AfterFunc(ctx, func() { t.Close(context.Cause(ctx)) })
+	stopCtx := context.AfterFunc(ctx, func() { t.cancel(context.Cause(ctx)) })
 	t.done = func(s Stats) {
 		stopCtx()
 		done(s)
 	}
 	t.l.add(t)
-	return t.Close, true
+	return t.cancel, true
 }
 
 // add queues t for the loop to register.
-func (l *loop) add(t *Tunnel) {
+func (l *loop) add(t *loopTunnel) {
 	l.live.Add(1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -225,16 +226,16 @@ func detach(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// side indexes a Tunnel's two sockets, and also names the direction that
+// side indexes a loopTunnel's two sockets, and also names the direction that
 // reads from that socket: direction client moves client→backend.
 const (
 	client  = 0
 	backend = 1
 )
 
-// Tunnel is one tunnel held by an Engine. Apart from cause (under l.mu),
+// loopTunnel is one tunnel held by an Engine. Apart from cause (under l.mu),
 // its fields belong to the loop goroutine.
-type Tunnel struct {
+type loopTunnel struct {
 	// An idle tunnel costs this struct and little else, so it is packed.
 	l        *loop
 	done     func(Stats)
@@ -269,9 +270,9 @@ type direction struct {
 	bulk bool  // splice: the last read filled the copy buffer
 }
 
-// Close ends t with EndCanceled and the given cause, from any goroutine. It
-// does nothing once t has ended.
-func (t *Tunnel) Close(cause error) {
+// cancel ends t with EndCanceled and the given cause, from any goroutine. It
+// does nothing once t has ended. It is the stop func Engine.Start returns.
+func (t *loopTunnel) cancel(cause error) {
 	l := t.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -308,8 +309,8 @@ type loop struct {
 	live       atomic.Int64 // tunnels added and not yet ended
 
 	mu      sync.Mutex
-	adds    []*Tunnel
-	cancels []*Tunnel
+	adds    []*loopTunnel
+	cancels []*loopTunnel
 	closing bool
 	stopped bool // evfd is closed: nobody may wake the loop
 
@@ -319,9 +320,9 @@ type loop struct {
 	pipe   *pipe         // empty between splices
 	buf    []byte        // copySize, empty between copies
 	spare  []*pipe
-	slots  []*Tunnel // by slot, the id in each epoll event
+	slots  []*loopTunnel // by slot, the id in each epoll event
 	free   []int32
-	ready  []*Tunnel // directions left with bytes to read after their budget
+	ready  []*loopTunnel // directions left with bytes to read after their budget
 	heap   idleHeap
 	events []unix.EpollEvent
 }
@@ -448,7 +449,7 @@ func (l *loop) inbox() bool {
 	return true
 }
 
-func (l *loop) register(t *Tunnel) {
+func (l *loop) register(t *loopTunnel) {
 	if len(l.free) > 0 {
 		t.slot = l.free[len(l.free)-1]
 		l.free = l.free[:len(l.free)-1]
@@ -481,7 +482,7 @@ func (l *loop) register(t *Tunnel) {
 }
 
 // event records what epoll reported for one socket and moves what can move.
-func (t *Tunnel) event(side int, ev uint32) {
+func (t *loopTunnel) event(side int, ev uint32) {
 	if t.ended {
 		return
 	}
@@ -506,7 +507,7 @@ func (t *Tunnel) event(side int, ev uint32) {
 }
 
 // progress moves both directions as far as they go now.
-func (t *Tunnel) progress() {
+func (t *loopTunnel) progress() {
 	more := t.move(client)
 	if !t.ended {
 		more = t.move(backend) || more
@@ -532,7 +533,7 @@ func (l *loop) serveReady() {
 // move moves bytes from socket src to the other one until one of them would
 // block, src ends, or the budget is spent; it reports whether src may still
 // have bytes (budget spent).
-func (t *Tunnel) move(src int) bool {
+func (t *loopTunnel) move(src int) bool {
 	dst := 1 - src
 	d := &t.dirs[src]
 	if d.n > 0 && !t.flush(src) {
@@ -587,7 +588,7 @@ func (t *Tunnel) move(src int) bool {
 
 // readDone handles what a read from src returned, and reports whether n > 0
 // bytes came (else the direction stops for now, or the tunnel ended).
-func (t *Tunnel) readDone(src, n int, err error) bool {
+func (t *loopTunnel) readDone(src, n int, err error) bool {
 	switch {
 	case err == unix.EAGAIN:
 		t.readable[src] = false
@@ -606,7 +607,7 @@ func (t *Tunnel) readDone(src, n int, err error) bool {
 // send writes p, read from src, to the other socket. What the peer cannot
 // take now waits in a pipe of the direction's, as spliced bytes do; it
 // reports whether all of p went.
-func (t *Tunnel) send(src int, p []byte) bool {
+func (t *loopTunnel) send(src int, p []byte) bool {
 	dst := 1 - src
 	n, err := unix.Write(int(t.fd[dst]), p)
 	switch {
@@ -638,7 +639,7 @@ func (t *Tunnel) send(src int, p []byte) bool {
 }
 
 // sent counts n bytes that src's direction wrote.
-func (t *Tunnel) sent(src, n int) {
+func (t *loopTunnel) sent(src, n int) {
 	if n <= 0 {
 		return
 	}
@@ -651,7 +652,7 @@ func (t *Tunnel) sent(src, n int) {
 
 // flush writes the bytes direction src holds in its pipe to the other
 // socket, and reports whether all went. A drained pipe goes back to the loop.
-func (t *Tunnel) flush(src int) bool {
+func (t *loopTunnel) flush(src int) bool {
 	dst := 1 - src
 	d := &t.dirs[src]
 	for d.n > 0 {
@@ -714,7 +715,7 @@ func (l *loop) putPipe(p *pipe) {
 // eof handles the end of socket src's stream: the first side to end decides
 // the reason; with FullClose, or when the other side had already ended, the
 // tunnel ends; otherwise the peer gets a half-close and may still answer.
-func (t *Tunnel) eof(src int) {
+func (t *loopTunnel) eof(src int) {
 	dst := 1 - src
 	t.dirs[src].eof = true
 	if !t.firstSet {
@@ -745,7 +746,7 @@ func (l *loop) expire() {
 
 // end closes t's sockets and pipes and reports it, once. e is kept unless
 // an earlier half-close already decided the reason.
-func (t *Tunnel) end(e End, err error) {
+func (t *loopTunnel) end(e End, err error) {
 	if t.ended {
 		return
 	}
@@ -782,7 +783,7 @@ func (t *Tunnel) end(e End, err error) {
 
 // finish reports the ended tunnel on a goroutine of its own: done may log
 // or take locks, and the loop must not wait for it.
-func (t *Tunnel) finish(e End, err error) {
+func (t *loopTunnel) finish(e End, err error) {
 	s := Stats{Rx: t.count[client], Tx: t.count[backend], End: e, Err: err}
 	if e == EndCanceled {
 		s.Cause = t.cause
@@ -791,9 +792,9 @@ func (t *Tunnel) finish(e End, err error) {
 }
 
 // idleHeap is a min-heap of tunnels by deadline; each knows its index.
-type idleHeap []*Tunnel
+type idleHeap []*loopTunnel
 
-func (h *idleHeap) push(t *Tunnel) {
+func (h *idleHeap) push(t *loopTunnel) {
 	t.hidx = int32(len(*h))
 	*h = append(*h, t)
 	h.up(int(t.hidx))

@@ -19,7 +19,7 @@ import (
 // the whole answer; the first side to end names the reason.
 func TestHalfClose(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{})
+		c, b, done := relay(t, e, t.Context(), Relay{})
 		c.Write([]byte("request"))
 		c.CloseWrite()
 		b.SetDeadline(time.Now().Add(5 * time.Second))
@@ -45,7 +45,7 @@ func TestHalfClose(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx atomicAdder
-		c, b, done := relay(t, e, t.Context(), &Relay{Rx: &rx})
+		c, b, done := relay(t, e, t.Context(), Relay{Rx: &rx})
 		data := make([]byte, 24<<20)
 		rand.Read(data)
 		want := sha256.Sum256(data)
@@ -86,7 +86,7 @@ func TestBackpressure(t *testing.T) {
 // doing, and the backend sees its conn close.
 func TestReset(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{})
+		c, b, done := relay(t, e, t.Context(), Relay{})
 		c.Write([]byte("x"))
 		b.SetReadDeadline(time.Now().Add(5 * time.Second))
 		io.ReadFull(b, make([]byte, 1))
@@ -107,7 +107,7 @@ func TestCanceledBeforeStart(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		ctx, cancel := context.WithCancelCause(t.Context())
 		cancel(namedCause{})
-		_, _, done := relay(t, e, ctx, &Relay{})
+		_, _, done := relay(t, e, ctx, Relay{})
 		if s := wait(t, done); s.End != EndCanceled || s.Reason() != "drain" {
 			t.Fatalf("got %+v, want EndCanceled with the cause's reason", s)
 		}
@@ -120,7 +120,7 @@ func TestStop(t *testing.T) {
 		client, lbFront := pair(t)
 		lbBack, _ := pair(t)
 		ch := make(chan Stats, 1)
-		stop := (&Relay{}).Start(t.Context(), e, lbFront, lbBack, func(s Stats) { ch <- s })
+		stop := e.Start(t.Context(), Relay{}, lbFront, lbBack, func(s Stats) { ch <- s })
 		stop(namedCause{})
 		if s := wait(t, ch); s.End != EndCanceled || s.Reason() != "drain" {
 			t.Fatalf("got %+v, want EndCanceled with the cause's reason", s)
@@ -142,7 +142,7 @@ func TestIdleTunnelsHoldNoGoroutines(t *testing.T) {
 	ends := make([]end, n)
 	dones := make([]<-chan Stats, n)
 	for i := range ends {
-		ends[i].c, ends[i].b, dones[i] = relay(t, e, t.Context(), &Relay{Idle: time.Hour})
+		ends[i].c, ends[i].b, dones[i] = relay(t, e, t.Context(), Relay{Idle: time.Hour})
 	}
 	if got := e.Tunnels(); got != n {
 		t.Fatalf("engine holds %d tunnels, want %d", got, n)
@@ -176,14 +176,14 @@ func TestEngineClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, done := relay(t, e, t.Context(), &Relay{})
+	c, _, done := relay(t, e, t.Context(), Relay{})
 	// Make sure the loop registered it before closing.
 	c.Write([]byte("x"))
 	e.Close()
 	if s := wait(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("got %+v, want EndCanceled by ErrEngineClosed", s)
 	}
-	_, _, done = relay(t, e, t.Context(), &Relay{})
+	_, _, done = relay(t, e, t.Context(), Relay{})
 	if s := wait(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("after Close: got %+v, want EndCanceled by ErrEngineClosed", s)
 	}

@@ -52,7 +52,7 @@ func TestTLSRelay(t *testing.T) {
 		c, front := tlsPair(t)
 		lbBack, b := pair(t)
 		done := make(chan Stats, 1)
-		(&Relay{Idle: time.Hour}).Start(t.Context(), e, front, lbBack, func(s Stats) { done <- s })
+		e.Start(t.Context(), Relay{Idle: time.Hour}, front, lbBack, func(s Stats) { done <- s })
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		b.SetDeadline(time.Now().Add(20 * time.Second))
 

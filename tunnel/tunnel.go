@@ -61,7 +61,8 @@ type Stats struct {
 	End End
 	// Err is the I/O error behind EndError (or the first error seen), if any.
 	Err error
-	// Cause is context.Cause of Run's ctx when it ended the tunnel (EndCanceled).
+	// Cause is what cancelled the tunnel (EndCanceled): context.Cause of
+	// Start's ctx, the cause given to its stop, or ErrEngineClosed.
 	Cause error
 }
 
@@ -119,30 +120,10 @@ const (
 	maxWake  = time.Minute
 )
 
-// Start runs the tunnel without holding the caller's goroutine and calls
-// done once, on a goroutine of its own, after it has ended and both conns are
-// closed. Two plain *net.TCPConn go to e's event loops, where an idle tunnel
-// costs no goroutine and no buffer; other conns (TLS), or a nil e, get Run on
-// a goroutine. Start owns the conns from the moment it is called. Cancelling
-// ctx ends the tunnel (EndCanceled, Cause context.Cause(ctx)); so does the
-// returned stop, with the cause it is given, from any goroutine.
-func (r *Relay) Start(ctx context.Context, e *Engine, client, backend net.Conn, done func(Stats)) (stop func(cause error)) {
-	if stop, ok := e.take(ctx, r, client, backend, done); ok {
-		return stop
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	go func() {
-		s := r.Run(ctx, client, backend)
-		cancel(nil)
-		done(s)
-	}()
-	return cancel
-}
-
-// Run copies between client and backend until the tunnel ends, then closes both
-// conns: Run owns them from the moment it is called. Cancelling ctx closes them
+// run copies between client and backend until the tunnel ends, then closes both
+// conns: run owns them from the moment it is called. Cancelling ctx closes them
 // early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
-func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
+func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 	t := &tunnel{r: r, client: client, backend: backend, start: time.Now()}
 	t.touch()
 	stop := context.AfterFunc(ctx, func() {
@@ -175,7 +156,7 @@ func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
 	return st
 }
 
-// tunnel is the shared state of one Run; the two directions touch it only
+// tunnel is the shared state of one run; the two directions touch it only
 // through atomics.
 type tunnel struct {
 	r               *Relay

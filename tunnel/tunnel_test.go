@@ -40,11 +40,11 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 // relay wires client ⇄ [Relay] ⇄ backend over real sockets, on engine e or
 // (e nil) on goroutines, and returns the outer ends plus a channel with the
 // Stats.
-func relay(t testing.TB, e *Engine, ctx context.Context, r *Relay) (client, backend *net.TCPConn, done <-chan Stats) {
+func relay(t testing.TB, e *Engine, ctx context.Context, r Relay) (client, backend *net.TCPConn, done <-chan Stats) {
 	client, lbFront := pair(t)
 	lbBack, backend := pair(t)
 	ch := make(chan Stats, 1)
-	r.Start(ctx, e, lbFront, lbBack, func(s Stats) { ch <- s })
+	e.Start(ctx, r, lbFront, lbBack, func(s Stats) { ch <- s })
 	return client, backend, ch
 }
 
@@ -80,7 +80,7 @@ func wait(t *testing.T, done <-chan Stats) Stats {
 func TestEndReasons(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		t.Run("client closes", func(t *testing.T) {
-			c, b, done := relay(t, e, t.Context(), &Relay{})
+			c, b, done := relay(t, e, t.Context(), Relay{})
 			c.Write([]byte("abc"))
 			c.Close()
 			io.Copy(io.Discard, b)
@@ -90,7 +90,7 @@ func TestEndReasons(t *testing.T) {
 			}
 		})
 		t.Run("backend closes", func(t *testing.T) {
-			c, b, done := relay(t, e, t.Context(), &Relay{})
+			c, b, done := relay(t, e, t.Context(), Relay{})
 			b.Write([]byte("abcd"))
 			b.Close()
 			io.Copy(io.Discard, c)
@@ -101,7 +101,7 @@ func TestEndReasons(t *testing.T) {
 		})
 		t.Run("canceled", func(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(t.Context())
-			c, _, done := relay(t, e, ctx, &Relay{})
+			c, _, done := relay(t, e, ctx, Relay{})
 			cause := errors.New("drain")
 			cancel(cause)
 			if s := wait(t, done); s.End != EndCanceled {
@@ -113,7 +113,7 @@ func TestEndReasons(t *testing.T) {
 			}
 		})
 		t.Run("idle", func(t *testing.T) {
-			_, _, done := relay(t, e, t.Context(), &Relay{Idle: 100 * time.Millisecond})
+			_, _, done := relay(t, e, t.Context(), Relay{Idle: 100 * time.Millisecond})
 			start := time.Now()
 			s := wait(t, done)
 			if s.End != EndIdle {
@@ -131,7 +131,7 @@ func TestEndReasons(t *testing.T) {
 func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		const idle = 200 * time.Millisecond
-		c, b, done := relay(t, e, t.Context(), &Relay{Idle: idle})
+		c, b, done := relay(t, e, t.Context(), Relay{Idle: idle})
 		buf := make([]byte, 1)
 		for i := range 8 {
 			from, to := c, b
@@ -160,7 +160,7 @@ func (a *adder) Add(v float64) { a.n += v }
 func TestLiveCounters(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx, tx adder
-		c, b, done := relay(t, e, t.Context(), &Relay{Rx: &rx, Tx: &tx})
+		c, b, done := relay(t, e, t.Context(), Relay{Rx: &rx, Tx: &tx})
 		c.Write(make([]byte, 1000))
 		io.ReadFull(b, make([]byte, 1000))
 		b.Write(make([]byte, 10))
@@ -186,7 +186,7 @@ func BenchmarkRelay(b *testing.B) {
 			if mode == "epoll" {
 				e = newEngine(b, 1)
 			}
-			c, be, done := relay(b, e, b.Context(), &Relay{Idle: time.Minute})
+			c, be, done := relay(b, e, b.Context(), Relay{Idle: time.Minute})
 			buf := make([]byte, 256<<10)
 			go func() { io.Copy(io.Discard, be) }()
 			b.SetBytes(int64(len(buf)))
@@ -212,7 +212,7 @@ func BenchmarkRelay(b *testing.B) {
 // conn too, though the client never closes or sends.
 func TestFullClose(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{FullClose: true})
+		c, b, done := relay(t, e, t.Context(), Relay{FullClose: true})
 		b.Write([]byte("bye"))
 		b.Close()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -234,7 +234,7 @@ func (namedCause) Reason() string { return "drain" }
 func TestReasonFromCause(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		ctx, cancel := context.WithCancelCause(t.Context())
-		_, _, done := relay(t, e, ctx, &Relay{})
+		_, _, done := relay(t, e, ctx, Relay{})
 		cancel(namedCause{})
 		if s := wait(t, done); s.Reason() != "drain" {
 			t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
@@ -257,7 +257,7 @@ func (a *atomicAdder) Add(v float64) { a.n.Add(int64(v)) }
 func TestTrickleCountedWhileOpen(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx, tx atomicAdder
-		c, b, done := relay(t, e, t.Context(), &Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
+		c, b, done := relay(t, e, t.Context(), Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
 		c.Write([]byte("ping"))
 		if _, err := io.ReadFull(b, make([]byte, 4)); err != nil {
 			t.Fatal(err)
@@ -288,7 +288,7 @@ func TestTrickleCountedWhileOpen(t *testing.T) {
 // side ahead of everything else and count as the tunnel's.
 func TestReadAheadBytesGoFirst(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
+		c, b, done := relay(t, e, t.Context(), Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
 		c.Write([]byte("cd"))
 		got := make([]byte, 4)
 		if _, err := io.ReadFull(b, got); err != nil || string(got) != "abcd" {
