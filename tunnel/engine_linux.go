@@ -138,14 +138,14 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		go done(Stats{End: EndCanceled, Cause: context.Cause(ctx)})
 		return func(error) {}, true
 	}
-	t := &loopTunnel{idle: r.Idle, live: [2]Adder{r.Rx, r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
+	t := &loopTunnel{idle: r.Idle, live: [2]Adder{clientSide: r.Rx, backendSide: r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
 	// Bytes read ahead go out while the conns are still Go's: a write
 	// that blocks holds the caller's goroutine, not a loop.
 	n, err := writeAhead(b, r.ToBackend, r.Rx)
-	t.count[client] = int64(n)
+	t.count[clientSide] = int64(n)
 	if err == nil {
 		n, err = writeAhead(c, r.ToClient, r.Tx)
-		t.count[backend] = int64(n)
+		t.count[backendSide] = int64(n)
 		if err != nil {
 			err = fmt.Errorf("write to client: %w", err)
 		}
@@ -159,7 +159,7 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		} else if bfd, err = detach(bt); err != nil {
 			unix.Close(cfd)
 		}
-		t.fd = [2]int32{int32(cfd), int32(bfd)}
+		t.fd = [2]int32{clientSide: int32(cfd), backendSide: int32(bfd)}
 	}
 	if err != nil {
 		c.Close()
@@ -168,11 +168,11 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
 			// The side being written to went away.
 			end = EndBackend
-			if t.count[client] == int64(len(r.ToBackend)) {
+			if t.count[clientSide] == int64(len(r.ToBackend)) {
 				end = EndClient
 			}
 		}
-		s := Stats{Rx: t.count[client], Tx: t.count[backend], End: end, Err: err}
+		s := Stats{Rx: t.count[clientSide], Tx: t.count[backendSide], End: end, Err: err}
 		go done(s)
 		return func(error) {}, true
 	}
@@ -226,12 +226,26 @@ func detach(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// side indexes a loopTunnel's two sockets, and also names the direction that
-// reads from that socket: direction client moves client→backend.
+// side names one of a loopTunnel's two sockets, and indexes its per-socket
+// arrays; it also names the direction that reads from that socket:
+// clientSide's direction moves client→backend.
+type side uint8
+
 const (
-	client  = 0
-	backend = 1
+	clientSide side = iota
+	backendSide
 )
+
+// end is the End that names s as the side that ended a tunnel.
+func (s side) end() End {
+	if s == clientSide {
+		return EndClient
+	}
+	return EndBackend
+}
+
+// peer is the other side: where s's direction writes.
+func (s side) peer() side { return 1 - s }
 
 // loopTunnel is one tunnel held by an Engine. Apart from cause (under l.mu),
 // its fields belong to the loop goroutine.
@@ -254,8 +268,9 @@ type loopTunnel struct {
 	// rdhup: the peer shut down its writing; an EOF waits behind the data,
 	// so a short read does not mean the socket is drained.
 	rdhup [2]bool
-	// first is the first way it ended, set with firstSet, for half-closes.
-	first     int8
+	// first is the side whose stream ended first (set with firstSet): after
+	// a half-close it names the reason.
+	first     side
 	firstSet  bool
 	fullClose bool
 	queued    bool // on the loop's ready list
@@ -401,7 +416,7 @@ func (l *loop) run() {
 				continue
 			}
 			if t := l.slots[ev.Fd]; t != nil {
-				t.event(int(ev.Pad), ev.Events)
+				t.event(side(ev.Pad), ev.Events)
 			}
 		}
 		l.serveReady()
@@ -459,11 +474,11 @@ func (l *loop) register(t *loopTunnel) {
 		l.slots = append(l.slots, t)
 	}
 	t.last, t.hidx = l.now, -1
-	for side, fd := range t.fd {
+	for s, fd := range t.fd {
 		// Edge-triggered: no epoll_ctl is needed as a tunnel pauses and
 		// resumes, and a socket that stays readable while its peer is full
 		// wakes nobody. Adding reports the current state at once.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: t.slot, Pad: int32(side)}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: t.slot, Pad: int32(s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			t.end(EndError, fmt.Errorf("epoll_ctl: %w", err))
 			return
@@ -482,35 +497,35 @@ func (l *loop) register(t *loopTunnel) {
 }
 
 // event records what epoll reported for one socket and moves what can move.
-func (t *loopTunnel) event(side int, ev uint32) {
+func (t *loopTunnel) event(s side, ev uint32) {
 	if t.ended {
 		return
 	}
 	if ev&unix.EPOLLERR != 0 {
 		err := unix.ENOTCONN
-		if n, gerr := unix.GetsockoptInt(int(t.fd[side]), unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
+		if n, gerr := unix.GetsockoptInt(int(t.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
 			err = unix.Errno(n)
 		}
-		t.end(classify(err, End(side), End(side)), err)
+		t.end(classify(err, s.end(), s.end()), err)
 		return
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		t.readable[side] = true
+		t.readable[s] = true
 	}
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		t.rdhup[side] = true
+		t.rdhup[s] = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP) != 0 {
-		t.writable[side] = true
+		t.writable[s] = true
 	}
 	t.progress()
 }
 
 // progress moves both directions as far as they go now.
 func (t *loopTunnel) progress() {
-	more := t.move(client)
+	more := t.move(clientSide)
 	if !t.ended {
-		more = t.move(backend) || more
+		more = t.move(backendSide) || more
 	}
 	if more && !t.ended && !t.queued {
 		t.queued = true
@@ -533,8 +548,8 @@ func (l *loop) serveReady() {
 // move moves bytes from socket src to the other one until one of them would
 // block, src ends, or the budget is spent; it reports whether src may still
 // have bytes (budget spent).
-func (t *loopTunnel) move(src int) bool {
-	dst := 1 - src
+func (t *loopTunnel) move(src side) bool {
+	dst := src.peer()
 	d := &t.dirs[src]
 	if d.n > 0 && !t.flush(src) {
 		return false
@@ -588,13 +603,13 @@ func (t *loopTunnel) move(src int) bool {
 
 // readDone handles what a read from src returned, and reports whether n > 0
 // bytes came (else the direction stops for now, or the tunnel ended).
-func (t *loopTunnel) readDone(src, n int, err error) bool {
+func (t *loopTunnel) readDone(src side, n int, err error) bool {
 	switch {
 	case err == unix.EAGAIN:
 		t.readable[src] = false
 	case err == unix.EINTR:
 	case err != nil:
-		t.end(classify(err, End(src), EndError), err)
+		t.end(classify(err, src.end(), EndError), err)
 	case n == 0:
 		t.readable[src] = false
 		t.eof(src)
@@ -607,14 +622,14 @@ func (t *loopTunnel) readDone(src, n int, err error) bool {
 // send writes p, read from src, to the other socket. What the peer cannot
 // take now waits in a pipe of the direction's, as spliced bytes do; it
 // reports whether all of p went.
-func (t *loopTunnel) send(src int, p []byte) bool {
-	dst := 1 - src
+func (t *loopTunnel) send(src side, p []byte) bool {
+	dst := src.peer()
 	n, err := unix.Write(int(t.fd[dst]), p)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		n = 0
 	case err != nil:
-		t.end(classify(err, End(dst), End(dst)), err)
+		t.end(classify(err, dst.end(), dst.end()), err)
 		return false
 	}
 	t.sent(src, n)
@@ -639,7 +654,7 @@ func (t *loopTunnel) send(src int, p []byte) bool {
 }
 
 // sent counts n bytes that src's direction wrote.
-func (t *loopTunnel) sent(src, n int) {
+func (t *loopTunnel) sent(src side, n int) {
 	if n <= 0 {
 		return
 	}
@@ -652,8 +667,8 @@ func (t *loopTunnel) sent(src, n int) {
 
 // flush writes the bytes direction src holds in its pipe to the other
 // socket, and reports whether all went. A drained pipe goes back to the loop.
-func (t *loopTunnel) flush(src int) bool {
-	dst := 1 - src
+func (t *loopTunnel) flush(src side) bool {
+	dst := src.peer()
 	d := &t.dirs[src]
 	for d.n > 0 {
 		if !t.writable[dst] {
@@ -668,7 +683,7 @@ func (t *loopTunnel) flush(src int) bool {
 			continue
 		case err != nil:
 			// A write fails because the peer is gone, whichever way.
-			t.end(classify(err, End(dst), End(dst)), err)
+			t.end(classify(err, dst.end(), dst.end()), err)
 			return false
 		}
 		d.n -= int32(n)
@@ -715,14 +730,14 @@ func (l *loop) putPipe(p *pipe) {
 // eof handles the end of socket src's stream: the first side to end decides
 // the reason; with FullClose, or when the other side had already ended, the
 // tunnel ends; otherwise the peer gets a half-close and may still answer.
-func (t *loopTunnel) eof(src int) {
-	dst := 1 - src
+func (t *loopTunnel) eof(src side) {
+	dst := src.peer()
 	t.dirs[src].eof = true
 	if !t.firstSet {
-		t.first, t.firstSet = int8(src), true
+		t.first, t.firstSet = src, true
 	}
 	if t.fullClose || t.dirs[dst].eof {
-		t.end(End(t.first), nil)
+		t.end(t.first.end(), nil)
 		return
 	}
 	if err := unix.Shutdown(int(t.fd[dst]), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
@@ -776,7 +791,7 @@ func (t *loopTunnel) end(e End, err error) {
 	if canceled && e != EndIdle {
 		e, err = EndCanceled, nil
 	} else if t.firstSet && e == EndError {
-		e = End(t.first)
+		e = t.first.end()
 	}
 	t.finish(e, err)
 }
@@ -784,7 +799,7 @@ func (t *loopTunnel) end(e End, err error) {
 // finish reports the ended tunnel on a goroutine of its own: done may log
 // or take locks, and the loop must not wait for it.
 func (t *loopTunnel) finish(e End, err error) {
-	s := Stats{Rx: t.count[client], Tx: t.count[backend], End: e, Err: err}
+	s := Stats{Rx: t.count[clientSide], Tx: t.count[backendSide], End: e, Err: err}
 	if e == EndCanceled {
 		s.Cause = t.cause
 	}
