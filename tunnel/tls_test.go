@@ -68,7 +68,8 @@ func TestTLSRelay(t *testing.T) {
 			t.Fatalf("client got %d bytes intact=%v: %v", len(got), bytes.Equal(got, up), err)
 		}
 		for i := range 3 {
-			time.Sleep(2 * pause) // each message after the buffers went back
+			// A gap on purpose: each message comes after the buffers went back.
+			time.Sleep(2 * pause)
 			c.Write([]byte{byte(i)})
 			one := make([]byte, 1)
 			if _, err := io.ReadFull(b, one); err != nil || one[0] != byte(i) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // pair returns the two ends of a real loopback TCP conn.
@@ -66,7 +68,8 @@ func newEngine(t testing.TB, n int) *Engine {
 	return e
 }
 
-func wait(t *testing.T, done <-chan Stats) Stats {
+// waitEnd returns the Stats a relay's done reported.
+func waitEnd(t *testing.T, done <-chan Stats) Stats {
 	t.Helper()
 	select {
 	case s := <-done:
@@ -85,7 +88,7 @@ func TestEndReasons(t *testing.T) {
 			c.Close()
 			io.Copy(io.Discard, b)
 			b.Close()
-			if s := wait(t, done); s.End != EndClient || s.Rx != 3 {
+			if s := waitEnd(t, done); s.End != EndClient || s.Rx != 3 {
 				t.Fatalf("got %+v, want EndClient with Rx 3", s)
 			}
 		})
@@ -95,7 +98,7 @@ func TestEndReasons(t *testing.T) {
 			b.Close()
 			io.Copy(io.Discard, c)
 			c.Close()
-			if s := wait(t, done); s.End != EndBackend || s.Tx != 4 {
+			if s := waitEnd(t, done); s.End != EndBackend || s.Tx != 4 {
 				t.Fatalf("got %+v, want EndBackend with Tx 4", s)
 			}
 		})
@@ -104,7 +107,7 @@ func TestEndReasons(t *testing.T) {
 			c, _, done := relay(t, e, ctx, Relay{})
 			cause := errors.New("drain")
 			cancel(cause)
-			if s := wait(t, done); s.End != EndCanceled {
+			if s := waitEnd(t, done); s.End != EndCanceled {
 				t.Fatalf("got %+v, want EndCanceled", s)
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -115,7 +118,7 @@ func TestEndReasons(t *testing.T) {
 		t.Run("idle", func(t *testing.T) {
 			_, _, done := relay(t, e, t.Context(), Relay{Idle: 100 * time.Millisecond})
 			start := time.Now()
-			s := wait(t, done)
+			s := waitEnd(t, done)
 			if s.End != EndIdle {
 				t.Fatalf("got %+v, want EndIdle", s)
 			}
@@ -143,7 +146,7 @@ func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 			if _, err := io.ReadFull(to, buf); err != nil {
 				t.Fatalf("step %d: %v", i, err)
 			}
-			time.Sleep(idle / 2)
+			time.Sleep(idle / 2) // a silent gap on purpose: the other direction's turn
 		}
 		select {
 		case s := <-done:
@@ -167,7 +170,7 @@ func TestLiveCounters(t *testing.T) {
 		io.ReadFull(c, make([]byte, 10))
 		c.Close()
 		b.Close()
-		s := wait(t, done)
+		s := waitEnd(t, done)
 		if rx.n != 1000 || tx.n != 10 || s.Rx != 1000 || s.Tx != 10 {
 			t.Fatalf("rx=%v tx=%v stats=%+v", rx.n, tx.n, s)
 		}
@@ -220,7 +223,7 @@ func TestFullClose(t *testing.T) {
 		if err != nil || string(got) != "bye" {
 			t.Fatalf("client read %q, %v", got, err)
 		}
-		if s := wait(t, done); s.End != EndBackend {
+		if s := waitEnd(t, done); s.End != EndBackend {
 			t.Fatalf("got %+v, want EndBackend", s)
 		}
 	})
@@ -236,7 +239,7 @@ func TestReasonFromCause(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(t.Context())
 		_, _, done := relay(t, e, ctx, Relay{})
 		cancel(namedCause{})
-		if s := wait(t, done); s.Reason() != "drain" {
+		if s := waitEnd(t, done); s.Reason() != "drain" {
 			t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
 		}
 		if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
@@ -266,16 +269,10 @@ func TestTrickleCountedWhileOpen(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for rx.n.Load() != 4 || tx.n.Load() != 5 {
-			if time.Now().After(deadline) {
-				t.Fatalf("counted rx=%d tx=%d while open, want 4 and 5", rx.n.Load(), tx.n.Load())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		wait.For(t, "rx 4 and tx 5 counted while open", func() bool { return rx.n.Load() == 4 && tx.n.Load() == 5 })
 		c.Close()
 		b.Close()
-		if s := wait(t, done); s.Rx != 4 || s.Tx != 5 {
+		if s := waitEnd(t, done); s.Rx != 4 || s.Tx != 5 {
 			t.Fatalf("stats rx=%d tx=%d", s.Rx, s.Tx)
 		}
 		if rx.n.Load() != 4 || tx.n.Load() != 5 {
@@ -300,7 +297,7 @@ func TestReadAheadBytesGoFirst(t *testing.T) {
 		}
 		c.Close()
 		b.Close()
-		if s := wait(t, done); s.Rx != 4 || s.Tx != 3 {
+		if s := waitEnd(t, done); s.Rx != 4 || s.Tx != 3 {
 			t.Fatalf("stats rx=%d tx=%d, want 4 and 3", s.Rx, s.Tx)
 		}
 	})
