@@ -9,7 +9,7 @@ import (
 )
 
 // Engine is Linux only (epoll and splice); elsewhere NewEngine fails and a
-// nil *Engine makes Relay.Start use goroutines.
+// nil *Engine makes Engine.Start use goroutines.
 type Engine struct{}
 
 // NewEngine reports that the event-loop engine needs Linux.

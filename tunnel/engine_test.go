@@ -19,7 +19,7 @@ import (
 // the whole answer; the first side to end names the reason.
 func TestHalfClose(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{})
+		c, b, done := relay(t, e, t.Context(), Relay{})
 		c.Write([]byte("request"))
 		c.CloseWrite()
 		b.SetDeadline(time.Now().Add(5 * time.Second))
@@ -34,7 +34,7 @@ func TestHalfClose(t *testing.T) {
 		if err != nil || string(got) != "answer" {
 			t.Fatalf("client read %q, %v; want the answer then EOF", got, err)
 		}
-		if s := wait(t, done); s.End != EndClient || s.Rx != 7 || s.Tx != 6 {
+		if s := waitEnd(t, done); s.End != EndClient || s.Rx != 7 || s.Tx != 6 {
 			t.Fatalf("got %+v, want EndClient, 7 and 6 bytes", s)
 		}
 	})
@@ -45,7 +45,7 @@ func TestHalfClose(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx atomicAdder
-		c, b, done := relay(t, e, t.Context(), &Relay{Rx: &rx})
+		c, b, done := relay(t, e, t.Context(), Relay{Rx: &rx})
 		data := make([]byte, 24<<20)
 		rand.Read(data)
 		want := sha256.Sum256(data)
@@ -76,7 +76,7 @@ func TestBackpressure(t *testing.T) {
 			t.Fatalf("backend got %d bytes (want %d), checksum match %v", n, len(data), bytes.Equal(h.Sum(nil), want[:]))
 		}
 		b.Close()
-		if s := wait(t, done); s.Rx != int64(len(data)) || rx.n.Load() != int64(len(data)) {
+		if s := waitEnd(t, done); s.Rx != int64(len(data)) || rx.n.Load() != int64(len(data)) {
 			t.Fatalf("stats %+v, live rx %d; want %d", s, rx.n.Load(), len(data))
 		}
 	})
@@ -86,13 +86,13 @@ func TestBackpressure(t *testing.T) {
 // doing, and the backend sees its conn close.
 func TestReset(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{})
+		c, b, done := relay(t, e, t.Context(), Relay{})
 		c.Write([]byte("x"))
 		b.SetReadDeadline(time.Now().Add(5 * time.Second))
 		io.ReadFull(b, make([]byte, 1))
 		c.SetLinger(0)
 		c.Close()
-		if s := wait(t, done); s.End != EndClient {
+		if s := waitEnd(t, done); s.End != EndClient {
 			t.Fatalf("got %+v, want EndClient", s)
 		}
 		if _, err := b.Read(make([]byte, 1)); err == nil {
@@ -107,8 +107,8 @@ func TestCanceledBeforeStart(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		ctx, cancel := context.WithCancelCause(t.Context())
 		cancel(namedCause{})
-		_, _, done := relay(t, e, ctx, &Relay{})
-		if s := wait(t, done); s.End != EndCanceled || s.Reason() != "drain" {
+		_, _, done := relay(t, e, ctx, Relay{})
+		if s := waitEnd(t, done); s.End != EndCanceled || s.Reason() != "drain" {
 			t.Fatalf("got %+v, want EndCanceled with the cause's reason", s)
 		}
 	})
@@ -120,9 +120,9 @@ func TestStop(t *testing.T) {
 		client, lbFront := pair(t)
 		lbBack, _ := pair(t)
 		ch := make(chan Stats, 1)
-		stop := (&Relay{}).Start(t.Context(), e, lbFront, lbBack, func(s Stats) { ch <- s })
+		stop := e.Start(t.Context(), Relay{}, lbFront, lbBack, func(s Stats) { ch <- s })
 		stop(namedCause{})
-		if s := wait(t, ch); s.End != EndCanceled || s.Reason() != "drain" {
+		if s := waitEnd(t, ch); s.End != EndCanceled || s.Reason() != "drain" {
 			t.Fatalf("got %+v, want EndCanceled with the cause's reason", s)
 		}
 		client.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -142,7 +142,7 @@ func TestIdleTunnelsHoldNoGoroutines(t *testing.T) {
 	ends := make([]end, n)
 	dones := make([]<-chan Stats, n)
 	for i := range ends {
-		ends[i].c, ends[i].b, dones[i] = relay(t, e, t.Context(), &Relay{Idle: time.Hour})
+		ends[i].c, ends[i].b, dones[i] = relay(t, e, t.Context(), Relay{Idle: time.Hour})
 	}
 	if got := e.Tunnels(); got != n {
 		t.Fatalf("engine holds %d tunnels, want %d", got, n)
@@ -162,7 +162,7 @@ func TestIdleTunnelsHoldNoGoroutines(t *testing.T) {
 	for i, p := range ends {
 		p.c.Close()
 		p.b.Close()
-		wait(t, dones[i])
+		waitEnd(t, dones[i])
 	}
 	if got := e.Tunnels(); got != 0 {
 		t.Fatalf("engine holds %d tunnels after all ended", got)
@@ -176,15 +176,18 @@ func TestEngineClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, done := relay(t, e, t.Context(), &Relay{})
-	// Make sure the loop registered it before closing.
+	c, b, done := relay(t, e, t.Context(), Relay{})
+	// Make sure the loop registered it before closing: only a registered
+	// tunnel moves the byte to the backend.
 	c.Write([]byte("x"))
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadFull(b, make([]byte, 1))
 	e.Close()
-	if s := wait(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
+	if s := waitEnd(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("got %+v, want EndCanceled by ErrEngineClosed", s)
 	}
-	_, _, done = relay(t, e, t.Context(), &Relay{})
-	if s := wait(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
+	_, _, done = relay(t, e, t.Context(), Relay{})
+	if s := waitEnd(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("after Close: got %+v, want EndCanceled by ErrEngineClosed", s)
 	}
 }

@@ -52,7 +52,7 @@ func TestTLSRelay(t *testing.T) {
 		c, front := tlsPair(t)
 		lbBack, b := pair(t)
 		done := make(chan Stats, 1)
-		(&Relay{Idle: time.Hour}).Start(t.Context(), e, front, lbBack, func(s Stats) { done <- s })
+		e.Start(t.Context(), Relay{Idle: time.Hour}, front, lbBack, func(s Stats) { done <- s })
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		b.SetDeadline(time.Now().Add(20 * time.Second))
 
@@ -68,7 +68,8 @@ func TestTLSRelay(t *testing.T) {
 			t.Fatalf("client got %d bytes intact=%v: %v", len(got), bytes.Equal(got, up), err)
 		}
 		for i := range 3 {
-			time.Sleep(2 * pause) // each message after the buffers went back
+			// A gap on purpose: each message comes after the buffers went back.
+			time.Sleep(2 * pause)
 			c.Write([]byte{byte(i)})
 			one := make([]byte, 1)
 			if _, err := io.ReadFull(b, one); err != nil || one[0] != byte(i) {

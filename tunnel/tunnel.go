@@ -1,24 +1,15 @@
-// Package tunnel copies bytes both ways between a client conn and a backend conn
-// until either side ends or nothing moves for the idle timeout. It is shared by
-// l4 (raw passthrough) and l7 (WebSocket tunnels after a 101).
-//
-// Copies go through io.CopyN between the conns as given, so two *net.TCPConn
-// keep Linux splice(2): never wrap them before handing them to Relay.
+// Package tunnel relays bytes both ways between a client and a backend conn
+// (l4 passthrough, l7 WebSocket tunnels) until a side ends or nothing moves
+// for the idle timeout. Engine.Start (engine.go) picks the path: two plain
+// *net.TCPConn go to the epoll/splice event loops (engine_linux.go), anything
+// else (TLS), or a nil Engine, to the goroutine relay (relay.go).
 package tunnel
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
-	"io"
 	"net"
-	"os"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // End says which event ended a tunnel.
@@ -61,7 +52,8 @@ type Stats struct {
 	End End
 	// Err is the I/O error behind EndError (or the first error seen), if any.
 	Err error
-	// Cause is context.Cause of Run's ctx when it ended the tunnel (EndCanceled).
+	// Cause is what cancelled the tunnel (EndCanceled): context.Cause of
+	// Start's ctx, the cause given to its stop, or ErrEngineClosed.
 	Cause error
 }
 
@@ -84,7 +76,8 @@ func (s Stats) Reason() string {
 	return "error"
 }
 
-// Relay is one tunnel's settings. The zero value copies with no idle timeout.
+// Relay is one tunnel's settings, given to Engine.Start. The zero value
+// copies with no idle timeout.
 type Relay struct {
 	// Idle closes the tunnel when no byte has moved in either direction for
 	// this long; 0 disables it.
@@ -103,189 +96,6 @@ type Relay struct {
 	FullClose bool
 }
 
-// chunk bounds one io.CopyN call: after each chunk the byte counters and the
-// idle clock advance. It is large so that bulk streams stay in splice.
-const chunk = 1 << 20
-
-// A CopyN call returns only when its chunk is full, or when the read
-// deadline wakes it, so a trickle (chat messages, pings) would reach the byte
-// counters only at those wake-ups. A direction that moved bytes since its
-// last wake-up is woken again after liveWake, so dashboards see its bytes
-// within about a second; a quiet one backs off, doubling up to maxWake (or a
-// quarter of the idle timeout, if shorter), so tens of thousands of idle
-// tunnels cost no timer churn.
-const (
-	liveWake = time.Second
-	maxWake  = time.Minute
-)
-
-// Start runs the tunnel without holding the caller's goroutine and calls
-// done once, on a goroutine of its own, after it has ended and both conns are
-// closed. Two plain *net.TCPConn go to e's event loops, where an idle tunnel
-// costs no goroutine and no buffer; other conns (TLS), or a nil e, get Run on
-// a goroutine. Start owns the conns from the moment it is called. Cancelling
-// ctx ends the tunnel (EndCanceled, Cause context.Cause(ctx)); so does the
-// returned stop, with the cause it is given, from any goroutine.
-func (r *Relay) Start(ctx context.Context, e *Engine, client, backend net.Conn, done func(Stats)) (stop func(cause error)) {
-	if stop, ok := e.take(ctx, r, client, backend, done); ok {
-		return stop
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	go func() {
-		s := r.Run(ctx, client, backend)
-		cancel(nil)
-		done(s)
-	}()
-	return cancel
-}
-
-// Run copies between client and backend until the tunnel ends, then closes both
-// conns: Run owns them from the moment it is called. Cancelling ctx closes them
-// early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
-func (r *Relay) Run(ctx context.Context, client, backend net.Conn) Stats {
-	t := &tunnel{r: r, client: client, backend: backend, start: time.Now()}
-	t.touch()
-	stop := context.AfterFunc(ctx, func() {
-		t.canceled.Store(true)
-		t.closeBoth()
-	})
-	defer stop()
-
-	if t.early(backend, r.ToBackend, &t.rx, r.Rx, EndBackend) && t.early(client, r.ToClient, &t.tx, r.Tx, EndClient) {
-		done := make(chan struct{})
-		go t.copyClientToBackend(done)
-		t.copyBackendToClient()
-		<-done
-	}
-	t.closeBoth()
-
-	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
-	first := t.first.Load()
-	switch {
-	// The caller may close a conn itself when ctx ends (l7 ties its client
-	// conn to ctx), and the copies can fail on that close before the
-	// AfterFunc above has run: an I/O error once ctx is done is the cancel.
-	case t.canceled.Load(), ctx.Err() != nil && (first == nil || first.end == EndError):
-		st.End, st.Cause = EndCanceled, context.Cause(ctx)
-	case first != nil:
-		st.End, st.Err = first.end, first.err
-	default:
-		st.End = EndError
-	}
-	return st
-}
-
-// tunnel is the shared state of one Run; the two directions touch it only
-// through atomics.
-type tunnel struct {
-	r               *Relay
-	client, backend net.Conn
-	start           time.Time
-	last            atomic.Int64 // nanoseconds since start of the last progress
-	rx, tx          atomic.Int64
-	canceled        atomic.Bool
-	first           atomic.Pointer[ending]
-	closed          atomic.Bool
-}
-
-type ending struct {
-	end End
-	err error
-}
-
-// copyClientToBackend is a named function so that goroutine dumps of a
-// proxy holding thousands of tunnels say what each goroutine is.
-func (t *tunnel) copyClientToBackend(done chan<- struct{}) {
-	defer close(done)
-	t.pump(&pass{dst: t.backend, src: t.client, count: &t.rx, live: t.r.Rx, srcEnd: EndClient, dstEnd: EndBackend})
-}
-
-func (t *tunnel) copyBackendToClient() {
-	t.pump(&pass{dst: t.client, src: t.backend, count: &t.tx, live: t.r.Tx, srcEnd: EndBackend, dstEnd: EndClient})
-}
-
-// pass is one direction of a tunnel: src is read, dst written, and srcEnd and
-// dstEnd name their sides.
-type pass struct {
-	dst, src       net.Conn
-	count          *atomic.Int64
-	live           Adder
-	srcEnd, dstEnd End
-}
-
-// moved counts n bytes the direction copied and restarts the idle clock.
-func (t *tunnel) moved(d *pass, n int64) {
-	d.count.Add(n)
-	if d.live != nil {
-		d.live.Add(float64(n))
-	}
-	t.touch()
-}
-
-// wakes returns a direction's first wake-up and the longest it backs off to.
-// Read deadlines are only wake-ups: the tunnel is idle when neither
-// direction has moved, which one direction alone cannot see. Waking at least
-// four times per idle period makes a close at most 25% late.
-func (t *tunnel) wakes() (first, longest time.Duration) {
-	longest = maxWake
-	if q := t.r.Idle / 4; q > 0 && q < longest {
-		longest = q
-	}
-	return min(liveWake, longest), longest
-}
-
-// idledOut reports whether no byte has moved either way for the idle timeout.
-func (t *tunnel) idledOut() bool { return t.r.Idle > 0 && t.idleFor() >= t.r.Idle }
-
-// stop ends direction d after err. On EOF it half-closes dst so the peer sees
-// EOF but may still answer (unless FullClose); on any other end it closes
-// both conns, which also ends the other direction.
-func (t *tunnel) stop(d *pass, err error) {
-	var we writeError
-	switch {
-	case errors.Is(err, io.EOF):
-		t.record(d.srcEnd, nil)
-		if !t.r.FullClose {
-			closeWrite(d.dst)
-			return
-		}
-	case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-		t.record(EndIdle, nil)
-	case errors.As(err, &we):
-		// A failed write is dst's doing, whichever error it was.
-		t.record(classify(we.err, d.dstEnd, d.dstEnd), we.err)
-	default:
-		t.record(classify(err, d.srcEnd, d.dstEnd), err)
-	}
-	t.closeBoth()
-}
-
-// writeError marks an error of dst's write where the copy can tell it apart.
-type writeError struct{ err error }
-
-func (e writeError) Error() string { return e.err.Error() }
-
-func (t *tunnel) touch() { t.last.Store(int64(time.Since(t.start))) }
-
-func (t *tunnel) idleFor() time.Duration {
-	return time.Since(t.start) - time.Duration(t.last.Load())
-}
-
-// early writes p, bytes read ahead, to dst before the copies start, and
-// counts them as the copies count theirs. It reports whether dst took them.
-func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, dstEnd End) bool {
-	n, err := writeAhead(dst, p, live)
-	if n > 0 {
-		count.Add(int64(n))
-		t.touch()
-	}
-	if err != nil {
-		t.record(classify(err, dstEnd, dstEnd), err)
-		return false
-	}
-	return true
-}
-
 // writeAhead writes p, bytes read ahead before a tunnel opened, to dst and
 // tells live how many went.
 func writeAhead(dst net.Conn, p []byte, live Adder) (int, error) {
@@ -297,138 +107,6 @@ func writeAhead(dst net.Conn, p []byte, live Adder) (int, error) {
 		live.Add(float64(n))
 	}
 	return n, err
-}
-
-// pump copies d.src to d.dst until the direction ends; see stop.
-func (t *tunnel) pump(d *pass) {
-	if raw := socketOf(d.src); raw != nil && !spliceable(d.dst, d.src) {
-		t.pumpPooled(d, raw)
-		return
-	}
-	wake, longest := t.wakes()
-	for {
-		_ = d.src.SetReadDeadline(time.Now().Add(wake))
-		n, err := io.CopyN(d.dst, d.src, chunk)
-		if n > 0 {
-			t.moved(d, n)
-			wake = min(liveWake, longest)
-		} else {
-			wake = min(2*wake, longest)
-		}
-		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() && (n > 0 || !t.idledOut()) {
-			continue
-		}
-		t.stop(d, err)
-		return
-	}
-}
-
-// spliceable reports whether io.Copy between dst and src splices (two TCP
-// conns), so that no buffer is involved.
-func spliceable(dst, src net.Conn) bool {
-	_, ok1 := dst.(*net.TCPConn)
-	_, ok2 := src.(*net.TCPConn)
-	return ok1 && ok2
-}
-
-// socketOf returns the socket under c (a TCP conn, or the one under a TLS
-// conn), or nil.
-func socketOf(c net.Conn) syscall.RawConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	tcp, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
-}
-
-// buffers holds the copy buffers of relays that cannot splice (TLS). A
-// buffer is taken once src has bytes to give and goes back as soon as it has
-// none, so an idle TLS tunnel holds no buffer: io.Copy would hold 32 KiB per
-// direction for the tunnel's whole life.
-var buffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
-
-// pause is how long a relay that cannot splice keeps its buffer after src
-// last gave bytes. A TLS conn may hold whole records it read from the socket
-// ahead, which the socket's readiness does not show: they are taken in this
-// window, and only after it does the relay wait on the socket again.
-const pause = 5 * time.Millisecond
-
-// pumpPooled is pump for conns that cannot splice: it waits for src's socket
-// to be readable without holding a buffer, then copies through a pooled one
-// until src pauses.
-func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
-	wake, longest := t.wakes()
-	for {
-		_ = d.src.SetReadDeadline(time.Now().Add(wake))
-		err := waitReadable(raw)
-		if err == nil {
-			wake = min(liveWake, longest)
-			if err = t.burst(d); err == nil {
-				continue
-			}
-		} else if errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() {
-			wake = min(2*wake, longest)
-			if !t.idledOut() {
-				continue
-			}
-		}
-		t.stop(d, err)
-		return
-	}
-}
-
-// burst copies from d.src, which has bytes, through a pooled buffer until
-// src pauses (nil) or the direction ends (the error that ended it).
-func (t *tunnel) burst(d *pass) error {
-	bp := buffers.Get().(*[]byte)
-	defer buffers.Put(bp)
-	for {
-		_ = d.src.SetReadDeadline(time.Now().Add(pause))
-		n, err := d.src.Read(*bp)
-		if n > 0 {
-			if _, werr := d.dst.Write((*bp)[:n]); werr != nil {
-				return writeError{werr}
-			}
-			t.moved(d, int64(n))
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
-			return nil
-		default:
-			return err
-		}
-	}
-}
-
-// waitReadable waits, within the read deadline, until the socket has bytes
-// (or an EOF or error) for the next read, without reading them.
-func waitReadable(raw syscall.RawConn) error {
-	return raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return err != unix.EAGAIN
-	})
-}
-
-// record keeps the first way the tunnel ended.
-func (t *tunnel) record(e End, err error) {
-	t.first.CompareAndSwap(nil, &ending{end: e, err: err})
-}
-
-func (t *tunnel) closeBoth() {
-	if t.closed.Swap(true) {
-		return
-	}
-	t.client.Close()
-	t.backend.Close()
 }
 
 // classify maps a copy error to the side that caused it. A reset is almost
@@ -443,13 +121,4 @@ func classify(err error, srcEnd, dstEnd End) End {
 	default:
 		return EndError
 	}
-}
-
-// closeWrite half-closes c when it can (TCP, TLS), else closes it.
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-		return
-	}
-	c.Close()
 }

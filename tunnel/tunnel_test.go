@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/wait"
 )
 
 // pair returns the two ends of a real loopback TCP conn.
@@ -40,11 +42,11 @@ func pair(t testing.TB) (a, b *net.TCPConn) {
 // relay wires client ⇄ [Relay] ⇄ backend over real sockets, on engine e or
 // (e nil) on goroutines, and returns the outer ends plus a channel with the
 // Stats.
-func relay(t testing.TB, e *Engine, ctx context.Context, r *Relay) (client, backend *net.TCPConn, done <-chan Stats) {
+func relay(t testing.TB, e *Engine, ctx context.Context, r Relay) (client, backend *net.TCPConn, done <-chan Stats) {
 	client, lbFront := pair(t)
 	lbBack, backend := pair(t)
 	ch := make(chan Stats, 1)
-	r.Start(ctx, e, lbFront, lbBack, func(s Stats) { ch <- s })
+	e.Start(ctx, r, lbFront, lbBack, func(s Stats) { ch <- s })
 	return client, backend, ch
 }
 
@@ -66,7 +68,8 @@ func newEngine(t testing.TB, n int) *Engine {
 	return e
 }
 
-func wait(t *testing.T, done <-chan Stats) Stats {
+// waitEnd returns the Stats a relay's done reported.
+func waitEnd(t *testing.T, done <-chan Stats) Stats {
 	t.Helper()
 	select {
 	case s := <-done:
@@ -80,31 +83,31 @@ func wait(t *testing.T, done <-chan Stats) Stats {
 func TestEndReasons(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		t.Run("client closes", func(t *testing.T) {
-			c, b, done := relay(t, e, t.Context(), &Relay{})
+			c, b, done := relay(t, e, t.Context(), Relay{})
 			c.Write([]byte("abc"))
 			c.Close()
 			io.Copy(io.Discard, b)
 			b.Close()
-			if s := wait(t, done); s.End != EndClient || s.Rx != 3 {
+			if s := waitEnd(t, done); s.End != EndClient || s.Rx != 3 {
 				t.Fatalf("got %+v, want EndClient with Rx 3", s)
 			}
 		})
 		t.Run("backend closes", func(t *testing.T) {
-			c, b, done := relay(t, e, t.Context(), &Relay{})
+			c, b, done := relay(t, e, t.Context(), Relay{})
 			b.Write([]byte("abcd"))
 			b.Close()
 			io.Copy(io.Discard, c)
 			c.Close()
-			if s := wait(t, done); s.End != EndBackend || s.Tx != 4 {
+			if s := waitEnd(t, done); s.End != EndBackend || s.Tx != 4 {
 				t.Fatalf("got %+v, want EndBackend with Tx 4", s)
 			}
 		})
 		t.Run("canceled", func(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(t.Context())
-			c, _, done := relay(t, e, ctx, &Relay{})
+			c, _, done := relay(t, e, ctx, Relay{})
 			cause := errors.New("drain")
 			cancel(cause)
-			if s := wait(t, done); s.End != EndCanceled {
+			if s := waitEnd(t, done); s.End != EndCanceled {
 				t.Fatalf("got %+v, want EndCanceled", s)
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -113,9 +116,9 @@ func TestEndReasons(t *testing.T) {
 			}
 		})
 		t.Run("idle", func(t *testing.T) {
-			_, _, done := relay(t, e, t.Context(), &Relay{Idle: 100 * time.Millisecond})
+			_, _, done := relay(t, e, t.Context(), Relay{Idle: 100 * time.Millisecond})
 			start := time.Now()
-			s := wait(t, done)
+			s := waitEnd(t, done)
 			if s.End != EndIdle {
 				t.Fatalf("got %+v, want EndIdle", s)
 			}
@@ -131,7 +134,7 @@ func TestEndReasons(t *testing.T) {
 func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		const idle = 200 * time.Millisecond
-		c, b, done := relay(t, e, t.Context(), &Relay{Idle: idle})
+		c, b, done := relay(t, e, t.Context(), Relay{Idle: idle})
 		buf := make([]byte, 1)
 		for i := range 8 {
 			from, to := c, b
@@ -143,7 +146,7 @@ func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 			if _, err := io.ReadFull(to, buf); err != nil {
 				t.Fatalf("step %d: %v", i, err)
 			}
-			time.Sleep(idle / 2)
+			time.Sleep(idle / 2) // a silent gap on purpose: the other direction's turn
 		}
 		select {
 		case s := <-done:
@@ -160,14 +163,14 @@ func (a *adder) Add(v float64) { a.n += v }
 func TestLiveCounters(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx, tx adder
-		c, b, done := relay(t, e, t.Context(), &Relay{Rx: &rx, Tx: &tx})
+		c, b, done := relay(t, e, t.Context(), Relay{Rx: &rx, Tx: &tx})
 		c.Write(make([]byte, 1000))
 		io.ReadFull(b, make([]byte, 1000))
 		b.Write(make([]byte, 10))
 		io.ReadFull(c, make([]byte, 10))
 		c.Close()
 		b.Close()
-		s := wait(t, done)
+		s := waitEnd(t, done)
 		if rx.n != 1000 || tx.n != 10 || s.Rx != 1000 || s.Tx != 10 {
 			t.Fatalf("rx=%v tx=%v stats=%+v", rx.n, tx.n, s)
 		}
@@ -186,7 +189,7 @@ func BenchmarkRelay(b *testing.B) {
 			if mode == "epoll" {
 				e = newEngine(b, 1)
 			}
-			c, be, done := relay(b, e, b.Context(), &Relay{Idle: time.Minute})
+			c, be, done := relay(b, e, b.Context(), Relay{Idle: time.Minute})
 			buf := make([]byte, 256<<10)
 			go func() { io.Copy(io.Discard, be) }()
 			b.SetBytes(int64(len(buf)))
@@ -212,7 +215,7 @@ func BenchmarkRelay(b *testing.B) {
 // conn too, though the client never closes or sends.
 func TestFullClose(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{FullClose: true})
+		c, b, done := relay(t, e, t.Context(), Relay{FullClose: true})
 		b.Write([]byte("bye"))
 		b.Close()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -220,7 +223,7 @@ func TestFullClose(t *testing.T) {
 		if err != nil || string(got) != "bye" {
 			t.Fatalf("client read %q, %v", got, err)
 		}
-		if s := wait(t, done); s.End != EndBackend {
+		if s := waitEnd(t, done); s.End != EndBackend {
 			t.Fatalf("got %+v, want EndBackend", s)
 		}
 	})
@@ -234,9 +237,9 @@ func (namedCause) Reason() string { return "drain" }
 func TestReasonFromCause(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		ctx, cancel := context.WithCancelCause(t.Context())
-		_, _, done := relay(t, e, ctx, &Relay{})
+		_, _, done := relay(t, e, ctx, Relay{})
 		cancel(namedCause{})
-		if s := wait(t, done); s.Reason() != "drain" {
+		if s := waitEnd(t, done); s.Reason() != "drain" {
 			t.Fatalf("reason %q (stats %+v), want the cause's own word", s.Reason(), s)
 		}
 		if got := (Stats{End: EndCanceled, Cause: errors.New("other")}).Reason(); got != "error" {
@@ -257,7 +260,7 @@ func (a *atomicAdder) Add(v float64) { a.n.Add(int64(v)) }
 func TestTrickleCountedWhileOpen(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		var rx, tx atomicAdder
-		c, b, done := relay(t, e, t.Context(), &Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
+		c, b, done := relay(t, e, t.Context(), Relay{Idle: time.Hour, Rx: &rx, Tx: &tx})
 		c.Write([]byte("ping"))
 		if _, err := io.ReadFull(b, make([]byte, 4)); err != nil {
 			t.Fatal(err)
@@ -266,16 +269,10 @@ func TestTrickleCountedWhileOpen(t *testing.T) {
 		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for rx.n.Load() != 4 || tx.n.Load() != 5 {
-			if time.Now().After(deadline) {
-				t.Fatalf("counted rx=%d tx=%d while open, want 4 and 5", rx.n.Load(), tx.n.Load())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		wait.For(t, "rx 4 and tx 5 counted while open", func() bool { return rx.n.Load() == 4 && tx.n.Load() == 5 })
 		c.Close()
 		b.Close()
-		if s := wait(t, done); s.Rx != 4 || s.Tx != 5 {
+		if s := waitEnd(t, done); s.Rx != 4 || s.Tx != 5 {
 			t.Fatalf("stats rx=%d tx=%d", s.Rx, s.Tx)
 		}
 		if rx.n.Load() != 4 || tx.n.Load() != 5 {
@@ -288,7 +285,7 @@ func TestTrickleCountedWhileOpen(t *testing.T) {
 // side ahead of everything else and count as the tunnel's.
 func TestReadAheadBytesGoFirst(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		c, b, done := relay(t, e, t.Context(), &Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
+		c, b, done := relay(t, e, t.Context(), Relay{ToBackend: []byte("ab"), ToClient: []byte("xyz")})
 		c.Write([]byte("cd"))
 		got := make([]byte, 4)
 		if _, err := io.ReadFull(b, got); err != nil || string(got) != "abcd" {
@@ -300,7 +297,7 @@ func TestReadAheadBytesGoFirst(t *testing.T) {
 		}
 		c.Close()
 		b.Close()
-		if s := wait(t, done); s.Rx != 4 || s.Tx != 3 {
+		if s := waitEnd(t, done); s.Rx != 4 || s.Tx != 3 {
 			t.Fatalf("stats rx=%d tx=%d, want 4 and 3", s.Rx, s.Tx)
 		}
 	})

@@ -1,0 +1,352 @@
+//go:build linux
+
+package tunnel
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// copySize is the per-loop buffer small reads go through. A message (a chat
+// line, a ping) costs one recv and one send, as in any proxy: a recv that
+// returns less than the buffer has drained the socket, which a splice cannot
+// tell (it may stop short for lack of pipe slots), so splicing a message
+// would cost a third call that finds nothing. A recv that fills the buffer
+// switches the direction to splicing until a splice moves a message-sized
+// amount.
+const copySize = 16 << 10
+
+// messageSize: a splice that moves less than this was a message, not part of
+// a stream, and the direction goes back to copying.
+const messageSize = 2 << 10
+
+// budget is how many reads one direction gets per turn, so that one bulk
+// stream cannot starve the other tunnels of its loop; a direction with more
+// to read goes back on the loop's ready list.
+const budget = 4
+
+// side names one of a loopTunnel's two sockets, and indexes its per-socket
+// arrays; it also names the direction that reads from that socket:
+// clientSide's direction moves client→backend.
+type side uint8
+
+const (
+	clientSide side = iota
+	backendSide
+)
+
+// end is the End that names s as the side that ended a tunnel.
+func (s side) end() End {
+	if s == clientSide {
+		return EndClient
+	}
+	return EndBackend
+}
+
+// peer is the other side: where s's direction writes.
+func (s side) peer() side { return 1 - s }
+
+// loopTunnel is one tunnel held by an Engine. Apart from cause (under l.mu),
+// its fields belong to the loop goroutine.
+type loopTunnel struct {
+	// An idle tunnel costs this struct and little else, so it is packed.
+	l        *loop
+	done     func(Stats)
+	live     [2]Adder
+	count    [2]int64 // bytes written to the other side, by the reading side
+	dirs     [2]direction
+	cause    error
+	idle     time.Duration
+	last     time.Duration // loop clock when a byte last moved
+	deadline time.Duration // its key in the loop's idle heap
+	hidx     int32         // its index there, -1 when not in it
+	slot     int32
+	fd       [2]int32
+	readable [2]bool // edge-triggered state: the socket may have bytes to read
+	writable [2]bool // and room to write
+	// rdhup: the peer shut down its writing; an EOF waits behind the data,
+	// so a short read does not mean the socket is drained.
+	rdhup [2]bool
+	// first is the side whose stream ended first (set with firstSet): after
+	// a half-close it names the reason.
+	first     side
+	firstSet  bool
+	fullClose bool
+	queued    bool // on the loop's ready list
+	ended     bool
+}
+
+// direction is the state of bytes moving from one socket to the other.
+type direction struct {
+	p    *pipe // bytes read but not yet written (the peer was not writable)
+	n    int32 // how many (at most pipeSize)
+	eof  bool  // the reading socket ended; the writing one got a shutdown
+	bulk bool  // splice: the last read filled the copy buffer
+}
+
+// cancel ends t with EndCanceled and the given cause, from any goroutine. It
+// does nothing once t has ended. It is the stop func Engine.Start returns.
+func (t *loopTunnel) cancel(cause error) {
+	l := t.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t.cause == nil && !l.stopped {
+		t.cause = cause
+		l.cancels = append(l.cancels, t)
+		l.wakeLocked()
+	}
+}
+
+// event records what epoll reported for one socket and moves what can move.
+func (t *loopTunnel) event(s side, ev uint32) {
+	if t.ended {
+		return
+	}
+	if ev&unix.EPOLLERR != 0 {
+		err := unix.ENOTCONN
+		if n, gerr := unix.GetsockoptInt(int(t.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
+			err = unix.Errno(n)
+		}
+		t.end(classify(err, s.end(), s.end()), err)
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		t.readable[s] = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		t.rdhup[s] = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP) != 0 {
+		t.writable[s] = true
+	}
+	t.progress()
+}
+
+// progress moves both directions as far as they go now.
+func (t *loopTunnel) progress() {
+	more := t.move(clientSide)
+	if !t.ended {
+		more = t.move(backendSide) || more
+	}
+	if more && !t.ended && !t.queued {
+		t.queued = true
+		t.l.ready = append(t.l.ready, t)
+	}
+}
+
+// move moves bytes from socket src to the other one until one of them would
+// block, src ends, or the budget is spent; it reports whether src may still
+// have bytes (budget spent).
+func (t *loopTunnel) move(src side) bool {
+	dst := src.peer()
+	d := &t.dirs[src]
+	if d.n > 0 && !t.flush(src) {
+		return false
+	}
+	if d.eof {
+		return false
+	}
+	l := t.l
+	for range budget {
+		if !t.readable[src] || !t.writable[dst] {
+			return false
+		}
+		if !d.bulk {
+			n, err := unix.Read(int(t.fd[src]), l.buf)
+			if !t.readDone(src, n, err) {
+				return false
+			}
+			if n < len(l.buf) && !t.rdhup[src] {
+				t.readable[src] = false // drained: the next byte is a new edge
+			} else {
+				d.bulk = true
+			}
+			if !t.send(src, l.buf[:n]) {
+				return false
+			}
+			continue
+		}
+		if l.pipe == nil && !l.refill() {
+			t.end(EndError, errNoPipe)
+			return false
+		}
+		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if !t.readDone(src, int(n), err) {
+			return false
+		}
+		// A short splice in a stream is common (the reader caught up);
+		// only a message-sized one sends the direction back to copying,
+		// else a stream would pay two copies for every slack moment.
+		d.bulk = n >= messageSize
+		// The bytes now sit in the loop's pipe. They are this direction's
+		// until written: if the peer cannot take them all, the direction
+		// keeps the pipe and the loop takes another.
+		d.p, d.n = l.pipe, int32(n)
+		l.pipe = nil
+		if !t.flush(src) {
+			return false
+		}
+	}
+	return t.readable[src]
+}
+
+// readDone handles what a read from src returned, and reports whether n > 0
+// bytes came (else the direction stops for now, or the tunnel ended).
+func (t *loopTunnel) readDone(src side, n int, err error) bool {
+	switch {
+	case err == unix.EAGAIN:
+		t.readable[src] = false
+	case err == unix.EINTR:
+	case err != nil:
+		t.end(classify(err, src.end(), EndError), err)
+	case n == 0:
+		t.readable[src] = false
+		t.eof(src)
+	default:
+		return true
+	}
+	return false
+}
+
+// send writes p, read from src, to the other socket. What the peer cannot
+// take now waits in a pipe of the direction's, as spliced bytes do; it
+// reports whether all of p went.
+func (t *loopTunnel) send(src side, p []byte) bool {
+	dst := src.peer()
+	n, err := unix.Write(int(t.fd[dst]), p)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		n = 0
+	case err != nil:
+		t.end(classify(err, dst.end(), dst.end()), err)
+		return false
+	}
+	t.sent(src, n)
+	if n == len(p) {
+		return true
+	}
+	t.writable[dst] = false
+	pp, err := t.l.getPipe()
+	if err == nil {
+		// At most copySize bytes into an empty pipe: it takes them all.
+		_, err = unix.Write(pp.w, p[n:])
+	}
+	if err != nil {
+		if pp != nil {
+			pp.close()
+		}
+		t.end(EndError, err)
+		return false
+	}
+	t.dirs[src].p, t.dirs[src].n = pp, int32(len(p)-n)
+	return false
+}
+
+// sent counts n bytes that src's direction wrote.
+func (t *loopTunnel) sent(src side, n int) {
+	if n <= 0 {
+		return
+	}
+	t.count[src] += int64(n)
+	if a := t.live[src]; a != nil {
+		a.Add(float64(n))
+	}
+	t.last = t.l.now
+}
+
+// flush writes the bytes direction src holds in its pipe to the other
+// socket, and reports whether all went. A drained pipe goes back to the loop.
+func (t *loopTunnel) flush(src side) bool {
+	dst := src.peer()
+	d := &t.dirs[src]
+	for d.n > 0 {
+		if !t.writable[dst] {
+			return false
+		}
+		n, err := unix.Splice(d.p.r, nil, int(t.fd[dst]), nil, int(d.n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN:
+			t.writable[dst] = false
+			return false
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			// A write fails because the peer is gone, whichever way.
+			t.end(classify(err, dst.end(), dst.end()), err)
+			return false
+		}
+		d.n -= int32(n)
+		t.sent(src, int(n))
+	}
+	t.l.putPipe(d.p)
+	d.p = nil
+	return true
+}
+
+// eof handles the end of socket src's stream: the first side to end decides
+// the reason; with FullClose, or when the other side had already ended, the
+// tunnel ends; otherwise the peer gets a half-close and may still answer.
+func (t *loopTunnel) eof(src side) {
+	dst := src.peer()
+	t.dirs[src].eof = true
+	if !t.firstSet {
+		t.first, t.firstSet = src, true
+	}
+	if t.fullClose || t.dirs[dst].eof {
+		t.end(t.first.end(), nil)
+		return
+	}
+	if err := unix.Shutdown(int(t.fd[dst]), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		t.end(EndError, fmt.Errorf("shutdown: %w", err))
+	}
+}
+
+// end closes t's sockets and pipes and reports it, once. A pending cancel
+// wins over e (unless e is EndIdle), and after a half-close an EndError is
+// reported as the side whose stream ended first.
+func (t *loopTunnel) end(e End, err error) {
+	if t.ended {
+		return
+	}
+	t.ended = true
+	l := t.l
+	for _, fd := range t.fd {
+		// Closing the only descriptor also removes it from the epoll set.
+		unix.Close(int(fd))
+	}
+	for i := range t.dirs {
+		if p := t.dirs[i].p; p != nil {
+			p.close()
+			t.dirs[i].p = nil
+		}
+	}
+	if t.hidx >= 0 {
+		l.heap.remove(int(t.hidx))
+	}
+	if t.slot >= 0 && int(t.slot) < len(l.slots) && l.slots[t.slot] == t {
+		l.slots[t.slot] = nil
+		l.free = append(l.free, t.slot)
+	}
+	l.live.Add(-1)
+	l.mu.Lock()
+	canceled := t.cause != nil
+	l.mu.Unlock()
+	if canceled && e != EndIdle {
+		e, err = EndCanceled, nil
+	} else if t.firstSet && e == EndError {
+		e = t.first.end()
+	}
+	t.finish(e, err)
+}
+
+// finish reports the ended tunnel on a goroutine of its own: done may log
+// or take locks, and the loop must not wait for it.
+func (t *loopTunnel) finish(e End, err error) {
+	s := Stats{Rx: t.count[clientSide], Tx: t.count[backendSide], End: e, Err: err}
+	if e == EndCanceled {
+		s.Cause = t.cause
+	}
+	go t.done(s)
+}
