@@ -98,7 +98,7 @@ func (d *Deps) StartTunnel(p Pair) {
 	stopRemoved := p.B.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()
 	b, listener, poolName, ended := p.B, p.Listener, p.Pool, p.Ended
-	p.Relay.Start(ctx, d.Engine, p.Client, p.Backend, func(s tunnel.Stats) { // XXX-MERGE: p.Engine.Start(ctx, p.Relay, ...)
+	d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, func(s tunnel.Stats) {
 		stopRemoved()
 		lived := time.Since(start)
 		m.TunnelEnded(listener, poolName, s.Reason(), lived)

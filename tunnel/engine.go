@@ -24,6 +24,12 @@ func (e *Engine) Start(ctx context.Context, r Relay, client, backend net.Conn, d
 	if stop, ok := e.take(ctx, &r, client, backend, done); ok {
 		return stop
 	}
+	return startGoroutines(ctx, r, client, backend, done)
+}
+
+// startGoroutines is Start's goroutine relay. It is a function of its own so
+// that only this path moves r to the heap, not every tunnel the engine takes.
+func startGoroutines(ctx context.Context, r Relay, client, backend net.Conn, done func(Stats)) (stop func(cause error)) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		s := r.run(ctx, client, backend)

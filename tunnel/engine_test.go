@@ -13,6 +13,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/tcptest"
 )
 
 // TestHalfClose: a client that sends its request and half-closes still gets
@@ -117,8 +119,8 @@ func TestCanceledBeforeStart(t *testing.T) {
 // TestStop: the stop func Start returns ends the tunnel with its cause.
 func TestStop(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		client, lbFront := pair(t)
-		lbBack, _ := pair(t)
+		client, lbFront := tcptest.Pair(t)
+		lbBack, _ := tcptest.Pair(t)
 		ch := make(chan Stats, 1)
 		stop := e.Start(t.Context(), Relay{}, lbFront, lbBack, func(s Stats) { ch <- s })
 		stop(namedCause{})
@@ -186,8 +188,13 @@ func TestEngineClose(t *testing.T) {
 	if s := waitEnd(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("got %+v, want EndCanceled by ErrEngineClosed", s)
 	}
-	_, _, done = relay(t, e, t.Context(), Relay{})
+	c, _, done = relay(t, e, t.Context(), Relay{})
 	if s := waitEnd(t, done); s.End != EndCanceled || !errors.Is(s.Cause, ErrEngineClosed) {
 		t.Fatalf("after Close: got %+v, want EndCanceled by ErrEngineClosed", s)
+	}
+	// A tunnel the closed engine never registered still closes its conns.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after Close: the client read %v, want EOF", err)
 	}
 }

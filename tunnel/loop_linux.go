@@ -134,7 +134,11 @@ func (l *loop) add(t *loopTunnel) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closing {
+		// Never registered: its sockets are closed here, as end would.
 		l.live.Add(-1)
+		for _, fd := range t.fd {
+			unix.Close(int(fd))
+		}
 		t.cause = ErrEngineClosed
 		t.finish(EndCanceled, nil)
 		return

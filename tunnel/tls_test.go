@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/wslb/wslb/internal/tcptest"
 )
 
 // tlsPair returns a TLS client conn and the relay's TLS server end of it,
@@ -30,7 +32,7 @@ func tlsPair(t *testing.T) (client, server *tls.Conn) {
 	leaf, _ := x509.ParseCertificate(der)
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
-	a, b := pair(t)
+	a, b := tcptest.Pair(t)
 	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
 	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: roots})
 	errs := make(chan error, 1)
@@ -50,7 +52,7 @@ func tlsPair(t *testing.T) (client, server *tls.Conn) {
 func TestTLSRelay(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
 		c, front := tlsPair(t)
-		lbBack, b := pair(t)
+		lbBack, b := tcptest.Pair(t)
 		done := make(chan Stats, 1)
 		e.Start(t.Context(), Relay{Idle: time.Hour}, front, lbBack, func(s Stats) { done <- s })
 		c.SetDeadline(time.Now().Add(20 * time.Second))

@@ -11,40 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 )
-
-// pair returns the two ends of a real loopback TCP conn.
-func pair(t testing.TB) (a, b *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 // relay wires client ⇄ [Relay] ⇄ backend over real sockets, on engine e or
 // (e nil) on goroutines, and returns the outer ends plus a channel with the
 // Stats.
 func relay(t testing.TB, e *Engine, ctx context.Context, r Relay) (client, backend *net.TCPConn, done <-chan Stats) {
-	client, lbFront := pair(t)
-	lbBack, backend := pair(t)
+	client, lbFront := tcptest.Pair(t)
+	lbBack, backend := tcptest.Pair(t)
 	ch := make(chan Stats, 1)
 	e.Start(ctx, r, lbFront, lbBack, func(s Stats) { ch <- s })
 	return client, backend, ch
@@ -205,7 +181,10 @@ func BenchmarkRelay(b *testing.B) {
 			// with it, not with a proxy's own CPU.
 			cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
 			b.ReportMetric(cpu.Seconds()*1e3/(float64(b.N)*float64(len(buf))/(1<<30)), "cpu-ms/GiB")
+			// Both ends: a half-close alone would leave the tunnel open
+			// until its idle timeout.
 			c.Close()
+			be.Close()
 			<-done
 		})
 	}
