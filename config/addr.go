@@ -59,33 +59,60 @@ func listenAddr(s string) (string, error) {
 	return out, nil
 }
 
-// backendAddr resolves and checks a backend address: an IP and a port from 1 to
-// 65535. An IPv4-mapped IPv6 address is unmapped so that the same backend
-// written two ways is one backend (and one metrics label).
-func backendAddr(s string) (netip.AddrPort, error) {
+// backendAddr resolves and checks a backend address: an IP or a hostname,
+// and a port from 1 to 65535. For an IP, ap is set; for a hostname, host is,
+// ap carries only the port (ap.IsValid is false), and the pool's discovery
+// looks host up. An IPv4-mapped IPv6 address is
+// unmapped so that the same backend written two ways is one backend (and one
+// metrics label).
+func backendAddr(s string) (ap netip.AddrPort, host string, err error) {
 	out, templated, err := expand(s)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, "", err
 	}
-	host, port, err := net.SplitHostPort(out)
+	h, port, err := net.SplitHostPort(out)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("invalid address %q: use ip:port or a go-sockaddr template", out)
+		return netip.AddrPort{}, "", fmt.Errorf("invalid address %q: use ip:port, host:port or a go-sockaddr template", out)
 	}
-	if host == "" {
+	if h == "" {
 		if templated {
-			return netip.AddrPort{}, errResolvedToNothing
+			return netip.AddrPort{}, "", errResolvedToNothing
 		}
-		return netip.AddrPort{}, fmt.Errorf("invalid address %q: the host is missing, use ip:port", out)
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.AddrPort{}, errHostname(host)
+		return netip.AddrPort{}, "", fmt.Errorf("invalid address %q: the host is missing, use ip:port or host:port", out)
 	}
 	n, err := parsePort(port, 1)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, "", err
 	}
-	return netip.AddrPortFrom(ip.Unmap(), n), nil
+	ip, err := netip.ParseAddr(h)
+	if err != nil {
+		if err := checkHostname(h); err != nil {
+			return netip.AddrPort{}, "", err
+		}
+		return netip.AddrPortFrom(netip.Addr{}, n), h, nil
+	}
+	return netip.AddrPortFrom(ip.Unmap(), n), "", nil
+}
+
+// checkHostname accepts a DNS name: dot-separated labels of letters, digits,
+// '-' and '_' (SRV names start with _service._proto), at most 63 bytes each
+// and 253 in all, with an optional final dot. A name whose last label is all
+// digits reads as a mistyped IPv4 address, not a name.
+func checkHostname(h string) error {
+	name := strings.TrimSuffix(h, ".")
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("invalid host %q: use an IP address or a DNS name such as chat-1.internal", h)
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			return fmt.Errorf("invalid host %q: use an IP address or a DNS name such as chat-1.internal (letters, digits, '-', '_' and dots)", h)
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return fmt.Errorf("invalid host %q: not an IP address, and a DNS name does not end in a number", h)
+	}
+	return nil
 }
 
 // errResolvedToNothing is what a template whose filters matched no interface

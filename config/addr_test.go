@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -45,28 +46,40 @@ func TestListenAddr(t *testing.T) {
 
 func TestBackendAddr(t *testing.T) {
 	tests := []struct {
-		name, in, want, err string
+		name, in, want, host, err string
 	}{
 		{name: "ipv4", in: "10.0.0.1:9001", want: "10.0.0.1:9001"},
 		{name: "ipv6", in: "[2001:db8::1]:9001", want: "[2001:db8::1]:9001"},
 		{name: "4-in-6 is unmapped", in: "[::ffff:10.0.0.1]:9001", want: "10.0.0.1:9001"},
 		{name: "template", in: loIPv4 + ":9001", want: "127.0.0.1:9001"},
-		{name: "hostname", in: "backend:9001", err: "hostnames are not resolved"},
+		{name: "hostname", in: "chat-1.internal:9001", host: "chat-1.internal", want: ":9001"},
+		{name: "one-label hostname", in: "localhost:4000", host: "localhost", want: ":4000"},
+		{name: "absolute hostname", in: "chat.internal.:9001", host: "chat.internal.", want: ":9001"},
+		{name: "hostname without port", in: "chat-1.internal", err: "use ip:port, host:port"},
+		{name: "hostname with a bad character", in: "chat!1.internal:9001", err: "invalid host"},
+		{name: "empty label", in: "chat..internal:9001", err: "invalid host"},
+		{name: "mistyped IPv4", in: "10.0.0.256:9001", err: "does not end in a number"},
 		{name: "no host", in: ":9001", err: "the host is missing"},
 		{name: "port zero", in: "10.0.0.1:0", err: "use a number from 1 to 65535"},
 		{name: "template matching nothing", in: `{{ GetAllInterfaces | include "name" "^nope$" | attr "address" }}:9001`, err: "template resolved to no address"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := backendAddr(tc.in)
+			got, host, err := backendAddr(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("backendAddr(%q) = %v, %v; want error containing %q", tc.in, got, err, tc.err)
+					t.Fatalf("backendAddr(%q) = %v, %q, %v; want error containing %q", tc.in, got, host, err, tc.err)
 				}
 				return
 			}
-			if err != nil || got != netip.MustParseAddrPort(tc.want) {
-				t.Fatalf("backendAddr(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+			if tc.host != "" {
+				if err != nil || host != tc.host || got.IsValid() || ":"+strconv.Itoa(int(got.Port())) != tc.want {
+					t.Fatalf("backendAddr(%q) = %v, %q, %v; want host %q port %s", tc.in, got, host, err, tc.host, tc.want)
+				}
+				return
+			}
+			if err != nil || host != "" || got != netip.MustParseAddrPort(tc.want) {
+				t.Fatalf("backendAddr(%q) = %v, %q, %v; want %s", tc.in, got, host, err, tc.want)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ type Config struct {
 	Workers   int        `yaml:"workers"`
 	Shutdown  Shutdown   `yaml:"shutdown"`
 	Admin     Admin      `yaml:"admin"`
+	Resolver  Resolver   `yaml:"resolver"`
 	Listeners []Listener `yaml:"listeners"`
 	Pools     []Pool     `yaml:"pools"`
 
@@ -37,6 +38,20 @@ type Shutdown struct {
 type Admin struct {
 	// Listen is the resolved host:port; empty disables the admin listener.
 	Listen string `yaml:"listen"`
+}
+
+// Resolver is how backend names (hostnames and discovery entries) are looked up.
+type Resolver struct {
+	// Servers are the DNS servers (ip:port) asked in turn; empty means the
+	// system's resolver (/etc/resolv.conf, /etc/hosts).
+	Servers []string `yaml:"servers"`
+	// Interval is how often every name is looked up again.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one lookup, every server tried included.
+	Timeout time.Duration `yaml:"timeout"`
+	// Hold is how long an address that vanished from the answers keeps its
+	// backend (taking no new conns) before it is removed.
+	Hold time.Duration `yaml:"hold"`
 }
 
 // Mode values for Listener.Mode.
@@ -123,21 +138,61 @@ type Pool struct {
 	Name                     string        `yaml:"name"`
 	Balance                  string        `yaml:"balance"`
 	Backends                 []Backend     `yaml:"backends"`
+	Discovery                []Discovery   `yaml:"discovery"`
 	IdlePerWorker            int           `yaml:"idle_per_worker"`
 	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
 	SlowStart                time.Duration `yaml:"slow_start"`
 	Health                   Health        `yaml:"health"`
 	Passive                  Passive       `yaml:"passive"`
+
+	// Names are the DNS names the pool's backends come from, in file order:
+	// every backend address that is a hostname, then every discovery
+	// entry. Filled in by validation; nil when every address is an IP.
+	Names []Name `yaml:"-"`
 }
 
 // Backend is one server of a pool.
 type Backend struct {
-	// Address is the address as written (possibly a template).
+	// Address is the address as written (possibly a template or a hostname).
 	Address string `yaml:"address"`
 	Weight  int    `yaml:"weight"`
 
-	// Addr is Address resolved to an IP and port.
+	// Addr is Address resolved to an IP and port. It is unset when Address
+	// is a hostname: the pool's Names then hold it, and each address it
+	// resolves to becomes a backend of its own.
 	Addr netip.AddrPort `yaml:"-"`
+
+	// Source and Held are never read from the file: discovery sets them on
+	// the backends it makes from Names. Source is the name the address came
+	// from; Held says it vanished from the answers and takes no new conns
+	// until resolver.hold has passed.
+	Source string `yaml:"-"`
+	Held   bool   `yaml:"-"`
+}
+
+// Discovery is one entry of pools[].discovery: exactly one of SRV (each
+// record's target:port is a backend) or Name with Port (each A/AAAA
+// address with Port is a backend).
+type Discovery struct {
+	SRV  string `yaml:"srv"`
+	Name string `yaml:"name"`
+	Port int    `yaml:"port"`
+}
+
+// Name is one DNS name a pool's backends come from, as validation read it
+// from a hostname backend address or a discovery entry.
+type Name struct {
+	// Path and Line locate the name in the file, for log lines and -check's
+	// warnings: pools[0].backends[1].address, pools[0].discovery[0].srv.
+	Path string
+	Line int
+	// SRV: Host is looked up for SRV records, whose targets give the
+	// addresses, ports and weights. Otherwise Host's A and AAAA addresses
+	// are backends on Port with Weight.
+	SRV    bool
+	Host   string
+	Port   uint16
+	Weight int
 }
 
 // Health configures a pool's active checks.

@@ -17,6 +17,12 @@ func defaultConfig() Config {
 			CloseSpread:  5 * time.Second,
 		},
 		Admin: Admin{Listen: "127.0.0.1:9090"},
+		Resolver: Resolver{
+			Servers:  []string{}, // the system's resolver
+			Interval: 5 * time.Second,
+			Timeout:  2 * time.Second,
+			Hold:     30 * time.Second,
+		},
 	}
 }
 

@@ -20,6 +20,7 @@ func TestLoadDesignExample(t *testing.T) {
 		Workers:  0,
 		Shutdown: Shutdown{DrainTimeout: 30 * time.Second, CloseSpread: 5 * time.Second},
 		Admin:    Admin{Listen: "127.0.0.1:9090"},
+		Resolver: Resolver{Servers: []string{}, Interval: 5 * time.Second, Timeout: 2 * time.Second, Hold: 30 * time.Second},
 		Listeners: []Listener{{
 			Name:     "public",
 			Listen:   "0.0.0.0:8080",
@@ -214,7 +215,7 @@ func TestDecodeProblems(t *testing.T) {
 workers: 1
 listen: :80
 ` + validPools + `listeners: [{name: a, listen: ":0", mode: l4, pool: ws}]`,
-			[]want{{2, "listen", "unknown key (known: admin, listeners, pools, shutdown, workers)"}}},
+			[]want{{2, "listen", "unknown key (known: admin, listeners, pools, resolver, shutdown, workers)"}}},
 		{"unknown listener key", `
 listeners:
   - name: a

@@ -23,9 +23,11 @@ import (
 //   - A key may instead be present as a commented-out line ("# key: value",
 //     keeping the indentation it would have once uncommented) only when it
 //     cannot be present uncommented in the file that `wslb demo` runs. That is
-//     the list commentedOK, today only listeners[].tls and its keys: an l7
+//     the list commentedOK: listeners[].tls and its keys, since an l7
 //     listener with tls needs real certificate files (Load checks they exist)
-//     and would turn the demo's ws:// into wss://. The file with its
+//     and would turn the demo's ws:// into wss://; and pools[].discovery and
+//     its keys, since a discovery entry needs DNS records, which the demo
+//     does not serve (it starts a backend on every address it is given). The file with its
 //     commented-out keys uncommented must still parse as a valid config, so
 //     the commented block is a working example, not prose.
 //   - Values: every key that has a default (defaults.go) carries exactly that
@@ -40,6 +42,10 @@ var commentedOK = []string{
 	"listeners[].tls.key",
 	"listeners[].tls.min_version",
 	"listeners[].tls.redirect_http",
+	"pools[].discovery",
+	"pools[].discovery[].srv",
+	"pools[].discovery[].name",
+	"pools[].discovery[].port",
 }
 
 const shippedConfig = "../config.yaml"
@@ -105,6 +111,7 @@ func TestShippedConfigHasDefaults(t *testing.T) {
 	same("workers", c.Workers, def.Workers)
 	same("shutdown", c.Shutdown, def.Shutdown)
 	same("admin", c.Admin, def.Admin)
+	same("resolver", c.Resolver, def.Resolver)
 
 	if len(c.Listeners) == 0 || len(c.Pools) == 0 {
 		t.Fatal("config.yaml has no listeners or no pools")

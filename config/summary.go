@@ -3,9 +3,10 @@ package config
 import "fmt"
 
 // Summary is the line `wslb -check` prints for a valid file, such as
-// "config.yaml: ok: 2 listeners (1 l4, 1 l7), 1 pool, 3 backends".
+// "config.yaml: ok: 2 listeners (1 l4, 1 l7), 1 pool, 3 backends", with
+// ", 2 DNS names looked up" when backends come from names.
 func (c *Config) Summary() string {
-	var l4, l7, backends int
+	var l4, l7, backends, names int
 	for _, l := range c.Listeners {
 		if l.Mode == ModeL4 {
 			l4++
@@ -15,9 +16,14 @@ func (c *Config) Summary() string {
 	}
 	for _, p := range c.Pools {
 		backends += len(p.Backends)
+		names += len(p.Names)
 	}
-	return fmt.Sprintf("%s: ok: %s (%d l4, %d l7), %s, %s", c.File,
+	s := fmt.Sprintf("%s: ok: %s (%d l4, %d l7), %s, %s", c.File,
 		count(len(c.Listeners), "listener"), l4, l7, count(len(c.Pools), "pool"), count(backends, "backend"))
+	if names > 0 {
+		s += fmt.Sprintf(", %s looked up", count(names, "DNS name"))
+	}
+	return s
 }
 
 // count writes "1 pool" or "2 pools".

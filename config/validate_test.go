@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -283,7 +284,7 @@ pools:
     backends: []`,
 			[]want{
 				{8, "pools[0].balance", `unknown value "random": use least_conn, round_robin or source_hash`},
-				{9, "pools[0].backends", "a pool needs at least one backend"},
+				{9, "pools[0].backends", "a pool needs at least one backend or a discovery entry"},
 			}},
 		{"backends missing", `
 pools:
@@ -294,17 +295,22 @@ pools:
   - name: ws
     backends:
       - weight: 2
-      - address: ws1.internal:9001
+      - address: ws1.internal
       - address: 127.0.0.1:0
       - address: :9001
       - address: 127.0.0.1:9001
-      - address: "[::ffff:127.0.0.1]:9001"`,
+      - address: "[::ffff:127.0.0.1]:9001"
+      - address: ws1.internal:9001
+      - address: WS1.internal.:9001
+      - address: ws_1!:9001`,
 			[]want{
 				{9, "pools[0].backends[0].address", "address is required"},
-				{10, "pools[0].backends[1].address", `host "ws1.internal" must be an IP address or a go-sockaddr template; hostnames are not resolved`},
+				{10, "pools[0].backends[1].address", `invalid address "ws1.internal": use ip:port, host:port or a go-sockaddr template`},
 				{11, "pools[0].backends[2].address", `invalid port "0": use a number from 1 to 65535`},
 				{12, "pools[0].backends[3].address", "the host is missing"},
 				{14, "pools[0].backends[5].address", `duplicate backend "127.0.0.1:9001" (first on line 13)`},
+				{16, "pools[0].backends[7].address", `duplicate backend "ws1.internal:9001" (first on line 15)`},
+				{17, "pools[0].backends[8].address", `invalid host "ws_1!"`},
 			}},
 		{"weights", `
 pools:
@@ -401,5 +407,83 @@ listeners:
 	}
 	if !reflect.DeepEqual(got, wantPfx) {
 		t.Errorf("TrustedPrefixes = %v, want %v", got, wantPfx)
+	}
+}
+
+func TestValidateResolver(t *testing.T) {
+	expect(t, `
+resolver:
+  servers: [10.0.0.2:53, 10.0.0.3, dns.internal:53, "[fd00::2]:53"]
+  interval: 0s
+  timeout: -1s
+  hold: 0s
+`+strings.TrimPrefix(oneListener, "\n")+`
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]`,
+		want{2, "resolver.servers[1]", `invalid DNS server "10.0.0.3": use ip:port, such as 10.0.0.2:53`},
+		want{2, "resolver.servers[2]", `invalid DNS server "dns.internal:53"`},
+		want{3, "resolver.interval", "must be positive, got 0s"},
+		want{4, "resolver.timeout", "must be positive, got -1s"},
+		want{5, "resolver.hold", "must be positive, got 0s"},
+	)
+}
+
+func TestValidateDiscovery(t *testing.T) {
+	expect(t, oneListener+`
+pools:
+  - name: ws
+    discovery:
+      - {srv: _ws._tcp.chat.service.consul, name: chat.internal, port: 9001}
+      - {port: 9001}
+      - {name: chat.internal}
+      - {srv: _ws._tcp.chat.service.consul, port: 9001}
+      - {name: chat.internal, port: 0}
+      - {name: "chat internal", port: 9001}
+      - {srv: _ws._tcp.chat.service.consul}
+      - {name: chat.internal, port: 9001}
+      - {name: CHAT.internal, port: 9001}
+  - name: empty
+    discovery: []`,
+		want{9, "pools[0].discovery[0]", "an entry has either srv or name, not both"},
+		want{10, "pools[0].discovery[1]", "an entry needs srv (an SRV name) or name and port (A/AAAA)"},
+		want{11, "pools[0].discovery[2]", "a name entry needs a port"},
+		want{12, "pools[0].discovery[3].port", "an srv entry takes each port from its SRV records: remove port"},
+		want{13, "pools[0].discovery[4].port", "must be from 1 to 65535, got 0"},
+		want{14, "pools[0].discovery[5].name", `invalid name "chat internal": use a DNS name such as chat.default.svc.cluster.local`},
+		want{15, "pools[0].discovery[6].srv", `duplicate discovery entry "_ws._tcp.chat.service.consul:0" (first on line 12)`},
+		want{17, "pools[0].discovery[8].name", `duplicate discovery entry "chat.internal:9001" (first on line 16)`},
+		want{18, "pools[1].backends", "a pool needs at least one backend or a discovery entry"},
+	)
+}
+
+// Hostname backends and discovery entries become the pool's Names, with
+// their paths and lines; Load does no DNS.
+func TestPoolNames(t *testing.T) {
+	c := mustParse(t, oneListener+`
+pools:
+  - name: ws
+    backends:
+      - address: 127.0.0.1:9001
+      - address: chat-1.internal:9001
+        weight: 3
+    discovery:
+      - srv: _ws._tcp.chat.service.consul
+      - name: chat.default.svc.cluster.local
+        port: 9002`)
+	got := c.Pools[0].Names
+	wantNames := []Name{
+		{Path: "pools[0].backends[1].address", Line: 10, Host: "chat-1.internal", Port: 9001, Weight: 3},
+		{Path: "pools[0].discovery[0].srv", Line: 13, SRV: true, Host: "_ws._tcp.chat.service.consul", Weight: 1},
+		{Path: "pools[0].discovery[1].name", Line: 14, Host: "chat.default.svc.cluster.local", Port: 9002, Weight: 1},
+	}
+	if !reflect.DeepEqual(got, wantNames) {
+		t.Errorf("Names =\n%+v\nwant\n%+v", got, wantNames)
+	}
+	if b := c.Pools[0].Backends[1]; b.Addr.IsValid() {
+		t.Errorf("a hostname backend has Addr %v; want it unset", b.Addr)
+	}
+	if s := c.Summary(); !strings.HasSuffix(s, "1 pool, 2 backends, 3 DNS names looked up") {
+		t.Errorf("summary %q", s)
 	}
 }
