@@ -28,6 +28,7 @@ type Backend struct {
 	maxConns atomic.Int64
 	idleMax  atomic.Int64
 	pool     atomic.Pointer[string] // name of the pool that last configured it, for labels
+	source   atomic.Pointer[string] // the DNS name it came from; "" when written as an IP
 
 	active atomic.Int64
 	idle   atomic.Int64
@@ -35,7 +36,8 @@ type Backend struct {
 	// Health (state.go). group is shared by every backend of the current Pool.
 	state  atomic.Int32 // a State
 	group  atomic.Pointer[group]
-	checks atomic.Bool // the pool runs active checks (check is not none)
+	checks atomic.Bool   // the pool runs active checks (check is not none)
+	holds  atomic.Uint32 // Hold reasons (hold.go): no new conns while any is set
 
 	// Passive failures (passive.go).
 	maxFails     atomic.Int64
@@ -77,8 +79,12 @@ func (b *Backend) configure(c config.Backend, p config.Pool) {
 	b.weight.Store(int64(max(c.Weight, 1)))
 	b.maxConns.Store(int64(max(p.MaxConnectionsPerBackend, 0)))
 	b.idleMax.Store(int64(max(p.IdlePerWorker, 0)))
-	name := p.Name
+	name, source := p.Name, c.Source
 	b.pool.Store(&name)
+	b.source.Store(&source)
+	// Only discovery's own reason follows the configuration: another hold
+	// (an operator's) outlives a reload.
+	b.SetHold(HoldVanished, c.Held)
 	b.maxFails.Store(int64(max(p.Passive.MaxFails, 0)))
 	b.failTimeout.Store(int64(max(p.Passive.FailTimeout, 0)))
 	b.slowStart.Store(int64(max(p.SlowStart, 0)))
@@ -104,6 +110,11 @@ func (b *Backend) String() string { return b.name }
 // log lines of callbacks that receive only the backend (failed dials reported
 // by l4 and l7).
 func (b *Backend) PoolName() string { return *b.pool.Load() }
+
+// Source is the DNS name the backend's address came from (a hostname
+// backend, an SRV or A/AAAA discovery entry), or "" for an address written
+// as an IP or a template.
+func (b *Backend) Source() string { return *b.source.Load() }
 
 // Weight is the backend's share relative to the others in its pool (at least 1).
 func (b *Backend) Weight() int { return int(b.weight.Load()) }

@@ -3,7 +3,8 @@
 // backend conns per worker.
 //
 // Start with pool.go (New, Reconcile, Pick), then backend.go for the reservation
-// rule and state.go, passive.go, slowstart.go for health; leastconn.go,
+// rule and state.go, passive.go, slowstart.go for health, hold.go for the
+// backends that take no new conns while theirs run on; leastconn.go,
 // roundrobin.go and sourcehash.go are the policies, idle.go the cache.
 package pool
 

@@ -75,7 +75,7 @@ func (b *Backend) SetUp(up bool) {
 }
 
 // Healthy reports whether the backend may take new conns apart from its
-// max_connections_per_backend: not removed, not passively ejected, and up (or
+// max_connections_per_backend: not removed, not held, not passively ejected, and up (or
 // unknown while no backend of its pool has passed a check). Derived when read,
 // so it is the right value for wslb_backend_up at scrape time.
 func (b *Backend) Healthy() bool { return b.healthy(b.stamp(b.now())) }
@@ -90,7 +90,7 @@ func (b *Backend) healthy(t int64) bool {
 			return false
 		}
 	}
-	if t < b.ejectedUntil.Load() {
+	if t < b.ejectedUntil.Load() || b.Held() {
 		return false
 	}
 	return !b.removed()
