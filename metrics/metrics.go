@@ -26,6 +26,8 @@ type Metrics struct {
 	Errors            *prometheus.CounterVec   // listener, reason
 	HealthChecks      *prometheus.CounterVec   // pool, backend, result
 	ConfigReloads     *prometheus.CounterVec   // result
+	DNSLookups        *prometheus.CounterVec   // pool, result
+	Backends          *prometheus.GaugeVec     // pool
 }
 
 // Direction label values of wslb_bytes_total.
@@ -102,6 +104,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_config_reloads_total",
 			Help: "Configuration reloads, by result (ok, rejected).",
 		}, []string{"result"}),
+		DNSLookups: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wslb_dns_lookups_total",
+			Help: "DNS lookups of a pool's backend names, by result (ok: an answer, NXDOMAIN and empty ones included; error: failed).",
+		}, []string{"pool", "result"}),
+		Backends: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wslb_backends",
+			Help: "Backends a pool has now, in any state (held ones included).",
+		}, []string{"pool"}),
 	}
 	// A vec with no series is missing from the exposition; alerts on
 	// rejected reloads need the series at 0 from the start.

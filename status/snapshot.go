@@ -60,6 +60,12 @@ type Pool struct {
 // Backend is one backend of a pool.
 type Backend struct {
 	Address string `json:"address"`
+	// Name is the DNS name the address came from (a hostname backend, an
+	// SRV or A/AAAA discovery entry); "" for an address written as an IP.
+	Name string `json:"name"`
+	// Held: the address vanished from the DNS answers; the backend takes no
+	// new conns while its own run on, until resolver.hold has passed.
+	Held bool `json:"held"`
 	// State is the active checks' verdict: up, down or unknown (never checked).
 	State string `json:"state"`
 	// Up is what wslb_backend_up says: it may take new conns (healthy, not
