@@ -109,6 +109,15 @@ func (px *Proxy) Stage(l config.Listener, pools map[string]*pool.Pool) (commit f
 	return func() { px.commit(st) }, nil
 }
 
+// SetPools makes conns accepted from now on use pools, every other setting
+// kept: discovery changed a pool's backends, and nothing of the listener's
+// own (its files) needs loading again.
+func (px *Proxy) SetPools(pools map[string]*pool.Pool) {
+	st := *px.cur.Load()
+	st.pools = pools
+	px.cur.Store(&st)
+}
+
 // commit makes conns accepted from now on use st. Static handlers of the
 // previous state are left open: conns that started with it may still be
 // serving files. They hold one folder fd each.

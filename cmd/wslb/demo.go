@@ -24,7 +24,7 @@ func runDemo(ctx context.Context, cfg *config.Config, log *slog.Logger, so serve
 	for _, p := range cfg.Pools {
 		for _, bc := range p.Backends {
 			addr := bc.Addr.String()
-			if seen[addr] {
+			if seen[addr] || !bc.Addr.IsValid() { // a name: its backends are not the demo's to start
 				continue
 			}
 			seen[addr] = true

@@ -18,6 +18,9 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 	in.draining.Store(true)
 	in.beginDrain()
 	g := in.gen.Load()
+	if g.stopDiscovery != nil {
+		g.stopDiscovery() // the backends stay as they are while the conns run out
+	}
 	for _, l := range g.listeners {
 		l.stop()
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/discovery"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "wslb %s (%s)\n", buildVersion(), runtime.Version())
 		return 0
 	case o.check:
-		return check(o.configPath, stdout, stderr)
+		return check(ctx, o.configPath, stdout, stderr)
 	}
 	log, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
@@ -126,12 +127,18 @@ flags:
 	return o, nil
 }
 
-// check is `wslb -check`: problems one a line, or a one-line summary.
-func check(path string, stdout, stderr io.Writer) int {
+// check is `wslb -check`: problems one a line, or a one-line summary. A
+// valid file's names are looked up, and each that fails is a warning, one a
+// line on stderr, which does not fail the check: at start such a name is
+// not fatal either.
+func check(ctx context.Context, path string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err != nil {
 		printProblems(stderr, err)
 		return 1
+	}
+	for _, w := range discovery.Check(ctx, cfg) {
+		fmt.Fprintln(stderr, w.String())
 	}
 	fmt.Fprintln(stdout, cfg.Summary())
 	return 0

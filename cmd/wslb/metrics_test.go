@@ -54,6 +54,8 @@ var mDesignTable = map[string]mFamily{
 	"wslb_errors_total":            {dto.MetricType_COUNTER, []string{"listener", "reason"}},
 	"wslb_health_checks_total":     {dto.MetricType_COUNTER, []string{"pool", "backend", "result"}},
 	"wslb_config_reloads_total":    {dto.MetricType_COUNTER, []string{"result"}},
+	"wslb_dns_lookups_total":       {dto.MetricType_COUNTER, []string{"pool", "result"}},
+	"wslb_backends":                {dto.MetricType_GAUGE, []string{"pool"}},
 }
 
 // The fixed reason words of DESIGN.md's table; no other word may appear.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/pool"
@@ -23,6 +24,14 @@ func (in *instance) newSeries(p *pool.Pool) {
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
 	}
+}
+
+// dnsSeries creates wslb_dns_lookups_total of pool pc at 0, names or not:
+// alerts on failed lookups see the series before the first failure, and a
+// reload that adds a name adds no series.
+func (in *instance) dnsSeries(pc config.Pool) {
+	in.metrics.DNSLookups.WithLabelValues(pc.Name, "ok")
+	in.metrics.DNSLookups.WithLabelValues(pc.Name, "error")
 }
 
 // listenerSeries creates the per-backend series of every listener of g at
@@ -104,6 +113,7 @@ func (in *instance) gatherer() prometheus.Gatherer {
 
 func (in *instance) refreshGauges() {
 	for _, p := range in.gen.Load().pools {
+		in.metrics.Backends.WithLabelValues(p.Name()).Set(float64(len(p.Backends())))
 		for _, b := range p.Backends() {
 			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
 			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/discovery"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -59,19 +60,24 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 //   - Pools are reconciled by address: backends that stay keep their conns,
 //     their counts and their health; added ones ramp up by slow start; the
 //     conns of removed ones end after drain_timeout, spread over close_spread.
+//     The addresses that names gave, and those held, stay as the last
+//     lookups left them (carryDiscovery) until the next lookup.
 //   - Nothing else ends an established conn.
 func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) error {
 	start := time.Now()
 	old := in.gen.Load()
-	next := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
+	next := &generation{cfg: cfg, pools: map[string]*pool.Pool{}, sets: map[string]*discovery.Set{},
+		resolver: discovery.NewResolver(cfg.Resolver)}
 	ch, err := in.prepare(acceptCtx, old, next)
 	if err != nil {
 		return err
 	}
+	in.carryDiscovery(old, next)
 	in.reconcilePools(old, next)
 	in.switchListeners(acceptCtx, next, ch)
 	in.retireListeners(ch.retired, cfg)
 	in.restartChecks(bg, old, next)
+	next.stopDiscovery = in.startDiscovery(bg, next)
 	in.gen.Store(next)
 	in.refreshGauges()
 	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),
@@ -108,7 +114,9 @@ func (in *instance) prepare(acceptCtx context.Context, old, next *generation) (*
 	for _, pc := range cfg.Pools {
 		next.pools[pc.Name] = old.pools[pc.Name]
 		if next.pools[pc.Name] == nil {
-			next.pools[pc.Name] = pool.New(pc)
+			// A new pool's names are looked up by its watcher at once.
+			next.sets[pc.Name] = in.newSet(cfg, pc, nil)
+			next.pools[pc.Name] = pool.New(next.sets[pc.Name].Pool())
 		}
 	}
 	for _, lc := range cfg.Listeners {
@@ -157,8 +165,9 @@ func (in *instance) reconcilePools(old, next *generation) {
 	retire := pool.Retire{Grace: cfg.Shutdown.DrainTimeout, Spread: cfg.Shutdown.CloseSpread}
 	for _, pc := range cfg.Pools {
 		if op := old.pools[pc.Name]; op != nil {
-			next.pools[pc.Name] = pool.ReconcileRetiring(op, pc, retire)
+			next.pools[pc.Name] = pool.ReconcileRetiring(op, next.sets[pc.Name].Pool(), retire)
 		}
+		in.dnsSeries(pc)
 		in.newSeries(next.pools[pc.Name])
 	}
 	for name, op := range old.pools {
@@ -167,6 +176,22 @@ func (in *instance) reconcilePools(old, next *generation) {
 		}
 	}
 	in.forgetRemoved(old, next)
+}
+
+// carryDiscovery stops old's discovery watchers and gives each pool of next
+// that old had a set carrying over its last answers and holds, so a reload
+// keeps the backends the names gave rather than dropping to none until the
+// next lookup. Stopping first means no answer lands in old's set after the
+// copy.
+func (in *instance) carryDiscovery(old, next *generation) {
+	if old.stopDiscovery != nil {
+		old.stopDiscovery()
+	}
+	for _, pc := range next.cfg.Pools {
+		if next.sets[pc.Name] == nil {
+			next.sets[pc.Name] = in.newSet(next.cfg, pc, old.sets[pc.Name])
+		}
+	}
 }
 
 // switchListeners makes every proxy of next use the reconciled pools and its
@@ -238,6 +263,11 @@ func (in *instance) retireListener(l *listener, keep bool, grace, spread time.Du
 func (in *instance) forgetRemoved(old, next *generation) {
 	for name, op := range old.pools {
 		np := next.pools[name]
+		if np == nil {
+			in.metrics.Backends.DeleteLabelValues(name)
+			in.metrics.DNSLookups.DeleteLabelValues(name, "ok")
+			in.metrics.DNSLookups.DeleteLabelValues(name, "error")
+		}
 		for _, b := range op.Backends() {
 			if np != nil && np.Has(b) {
 				continue

@@ -19,6 +19,7 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/admin"
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/discovery"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/l4"
@@ -53,6 +54,11 @@ type instance struct {
 	// reloadNow asks serve's loop for a reload, as SIGHUP does; -watch
 	// sends on it when the file changes.
 	reloadNow chan struct{}
+	// discovered carries a pool's discovery set to serve's loop when its
+	// names gave other backends (discover.go). clock is the watchers' time:
+	// nil for the real one.
+	discovered chan *discovery.Set
+	clock      discovery.Clock
 
 	// Listeners a reload removed or rebound stop accepting at once; their
 	// conns run out in these goroutines, which a second signal cuts short.
@@ -74,6 +80,12 @@ type generation struct {
 	pools      map[string]*pool.Pool
 	listeners  []*listener // in cfg.Listeners order
 	stopChecks []func()    // one per pool; nil until the checks start
+	// sets hold what every pool's names give (its Pool is what the pool is
+	// built from); resolver looks them up; stopDiscovery stops the
+	// watchers, nil until they start.
+	sets          map[string]*discovery.Set
+	resolver      *discovery.Resolver
+	stopDiscovery func()
 }
 
 // listener is one configured listener while it serves.
@@ -87,11 +99,13 @@ type listener struct {
 }
 
 // newInstance builds everything cfg describes and binds every socket, so that
-// a port in use is reported before anything serves.
-func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc *access.Logger) (*instance, error) {
+// a port in use is reported before anything serves. The backend names are
+// looked up first, within resolver.timeout.
+func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) (*instance, error) {
 	in := &instance{
-		log: log, access: acc, reg: prometheus.NewRegistry(),
+		log: log, access: o.access, reg: prometheus.NewRegistry(),
 		board: status.NewBoard(statusInterval), started: time.Now(), reloadNow: make(chan struct{}, 1),
+		discovered: make(chan *discovery.Set), clock: o.clock,
 	}
 	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
@@ -102,9 +116,15 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 	} else {
 		in.engine = e
 	}
-	g := &generation{cfg: cfg, pools: map[string]*pool.Pool{}}
+	g := &generation{cfg: cfg, pools: map[string]*pool.Pool{}, sets: map[string]*discovery.Set{},
+		resolver: discovery.NewResolver(cfg.Resolver)}
 	for _, pc := range cfg.Pools {
-		g.pools[pc.Name] = pool.New(pc)
+		g.sets[pc.Name] = in.newSet(cfg, pc, nil)
+		in.dnsSeries(pc)
+	}
+	in.firstLookups(ctx, g)
+	for _, pc := range cfg.Pools {
+		g.pools[pc.Name] = pool.New(g.sets[pc.Name].Pool())
 		in.newSeries(g.pools[pc.Name])
 	}
 	for _, lc := range cfg.Listeners {
@@ -214,6 +234,8 @@ type serveOptions struct {
 	watch bool
 	// access is the access log; nil is off.
 	access *access.Logger
+	// clock is the discovery watchers' time; nil is the real clock.
+	clock discovery.Clock
 }
 
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A
@@ -225,7 +247,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	in, err := newInstance(ctx, cfg, log, o.access)
+	in, err := newInstance(ctx, cfg, log, o)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -242,6 +264,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	}()
 	g := in.gen.Load()
 	g.stopChecks = in.startChecks(bg, g)
+	g.stopDiscovery = in.startDiscovery(bg, g)
 	for _, l := range g.listeners {
 		in.start(ctx, l)
 	}
@@ -280,6 +303,8 @@ wait:
 			break wait
 		case <-in.reloadNow:
 			in.reload(ctx, bg, "file changed")
+		case s := <-in.discovered:
+			in.applyDiscovered(bg, s)
 		case <-ctx.Done():
 			log.Info("draining", "drain_timeout", in.gen.Load().cfg.Shutdown.DrainTimeout,
 				"close_spread", in.gen.Load().cfg.Shutdown.CloseSpread)
