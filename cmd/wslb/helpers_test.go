@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func startServeFile(t *testing.T, path string) *running {
 	return startServeConfig(t, cfg, serveOptions{path: path})
 }
 
-func startServeConfig(t *testing.T, cfg *config.Config, so serveOptions) *running {
+func startServeConfig(t testing.TB, cfg *config.Config, so serveOptions) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *instance, 1)
@@ -98,6 +99,23 @@ func dialWS(ctx context.Context, t *testing.T, url string, opts *websocket.DialO
 	}
 	t.Cleanup(func() { c.CloseNow() })
 	return c
+}
+
+// greeting reads the first message of a ?hello=1 conn to an echo.WS
+// backend, "connected to NAME", and returns NAME.
+func greeting(ctx context.Context, t testing.TB, c *websocket.Conn) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, hello, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, ok := strings.CutPrefix(string(hello), "connected to ")
+	if !ok {
+		t.Fatalf("greeting %q", hello)
+	}
+	return name
 }
 
 // wsEcho sends msg and fails unless the same message comes back.

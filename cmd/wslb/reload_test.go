@@ -47,6 +47,16 @@ func reloadBackends(t *testing.T, names ...string) map[string]string {
 	return out
 }
 
+// webTCPPoolWS is the listeners of the reload and discovery tests, web (l7)
+// and tcp (l4), and the head of their pool ws, checks off.
+const webTCPPoolWS = `listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: ws}
+  - {name: tcp, listen: 127.0.0.1:0, mode: l4, pool: ws}
+pools:
+  - name: ws
+    health: {check: none}
+`
+
 // reloadConfig is the test's config.yaml with pool ws over the named
 // backends, name=weight each.
 func (f *reloadFixture) config(backends ...string) string {
@@ -54,13 +64,7 @@ func (f *reloadFixture) config(backends ...string) string {
 	sb.WriteString(`
 admin: {listen: ""}
 shutdown: {drain_timeout: 200ms, close_spread: 300ms}
-listeners:
-  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: ws}
-  - {name: tcp, listen: 127.0.0.1:0, mode: l4, pool: ws}
-pools:
-  - name: ws
-    health: {check: none}
-    backends:
+` + webTCPPoolWS + `    backends:
 `)
 	for _, nb := range backends {
 		name, weight, _ := strings.Cut(nb, "=")
@@ -102,17 +106,7 @@ func (f *reloadFixture) dial(ctx context.Context, listener string, i int) *reloa
 		addr = f.r.in.addr(1)
 	}
 	c := dialWS(ctx, f.t, fmt.Sprintf("ws://%s/?hello=1&n=%d", addr, i), nil)
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, hello, err := c.Read(dctx)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	name, ok := strings.CutPrefix(string(hello), "connected to ")
-	if !ok {
-		f.t.Fatalf("greeting %q", hello)
-	}
-	return &reloadConn{c: c, backend: name, via: listener}
+	return &reloadConn{c: c, backend: greeting(ctx, f.t, c), via: listener}
 }
 
 // exchange sends the conn's next numbered message and checks the echo is
