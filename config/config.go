@@ -2,7 +2,8 @@
 // package reads, and Load, which decodes config.yaml strictly, applies defaults,
 // resolves go-sockaddr templates and reports every problem with its line.
 //
-// Read load.go for decoding, defaults.go for the defaults, validate.go for the rules.
+// Read load.go for decoding, defaults.go for the defaults, validate.go for the rules
+// (names.go for backend names, discovery entries and the resolver block).
 package config
 
 import (
