@@ -444,7 +444,7 @@ pools:
 // measured, not asserted: the record lands at a random point of the
 // interval, so the mean is about half an interval plus a lookup.
 //
-//	go test -run '^$' -bench DiscoveryChange -benchtime 8x ./cmd/wslb
+//	go test -run '^$' -bench DiscoveryChange -benchtime 20x ./cmd/wslb
 func BenchmarkDiscoveryChange(b *testing.B) {
 	for _, interval := range []time.Duration{5 * time.Second, time.Second} {
 		b.Run("interval="+interval.String(), func(b *testing.B) { benchDiscoveryChange(b, interval) })
