@@ -2,16 +2,13 @@ package tunnel
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
 	"testing"
 	"time"
 
+	"github.com/wslb/wslb/internal/certtest"
 	"github.com/wslb/wslb/internal/tcptest"
 )
 
@@ -19,22 +16,11 @@ import (
 // handshaken, over real loopback TCP.
 func tlsPair(t *testing.T) (client, server *tls.Conn) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
+	ca := certtest.NewCA(t)
+	cert := ca.Issue(t, certtest.Leaf{Names: []string{"localhost"}})
 	a, b := tcptest.Pair(t)
-	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: roots})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: ca.Pool()})
 	errs := make(chan error, 1)
 	go func() { errs <- server.Handshake() }()
 	if err := client.Handshake(); err != nil {
