@@ -128,6 +128,8 @@ type Pool struct {
 	SlowStart                time.Duration `yaml:"slow_start"`
 	Health                   Health        `yaml:"health"`
 	Passive                  Passive       `yaml:"passive"`
+	// TLS is nil when the pool speaks plain TCP to its backends.
+	TLS *BackendTLS `yaml:"tls"`
 }
 
 // Backend is one server of a pool.
