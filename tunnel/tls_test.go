@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -13,12 +14,17 @@ import (
 )
 
 // tlsPair returns a TLS client conn and the relay's TLS server end of it,
-// handshaken, over real loopback TCP.
-func tlsPair(t *testing.T) (client, server *tls.Conn) {
+// handshaken, over real loopback TCP. The client writes through wrap, if
+// given.
+func tlsPair(t *testing.T, wrap ...func(net.Conn) net.Conn) (client, server *tls.Conn) {
 	t.Helper()
 	ca := certtest.NewCA(t)
 	cert := ca.Issue(t, certtest.Leaf{Names: []string{"localhost"}})
-	a, b := tcptest.Pair(t)
+	tcpA, b := tcptest.Pair(t)
+	var a net.Conn = tcpA
+	for _, w := range wrap {
+		a = w(a)
+	}
 	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: ca.Pool()})
 	errs := make(chan error, 1)
@@ -77,6 +83,71 @@ func TestTLSRelay(t *testing.T) {
 		case s := <-done:
 			if s.End != EndClient || s.Rx != int64(len(up))+3 || s.Tx != int64(len(up))+3 {
 				t.Fatalf("got %+v", s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relay did not end")
+		}
+	})
+}
+
+// batchConn holds what is written to it while hold is set and sends it in
+// one write on flush, so that several TLS records reach the peer's socket
+// together and one read takes them all.
+type batchConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *batchConn) flush() error {
+	c.hold = false
+	_, err := c.Conn.Write(c.buf)
+	return err
+}
+
+// TestTLSRelayReadAhead: records that crypto/tls read from the socket
+// before the tunnel started (a backend's first frame right behind its 101,
+// in one segment) are relayed at once, though the socket shows nothing to
+// read.
+func TestTLSRelayReadAhead(t *testing.T) {
+	engines(t, func(t *testing.T, e *Engine) {
+		var bc *batchConn
+		c, front := tlsPair(t, func(a net.Conn) net.Conn { bc = &batchConn{Conn: a}; return bc })
+		bc.hold = true
+		c.Write([]byte("HEAD"))
+		c.Write([]byte("FRAME"))
+		if err := bc.flush(); err != nil {
+			t.Fatal(err)
+		}
+		front.SetReadDeadline(time.Now().Add(5 * time.Second))
+		head := make([]byte, 4)
+		if _, err := io.ReadFull(front, head); err != nil || string(head) != "HEAD" {
+			t.Fatalf("read %q: %v", head, err)
+		}
+		front.SetReadDeadline(time.Time{})
+
+		lbBack, b := tcptest.Pair(t)
+		done := make(chan Stats, 1)
+		e.Start(t.Context(), Relay{Idle: time.Hour}, front, lbBack, func(s Stats) { done <- s })
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len("FRAME"))
+		if _, err := io.ReadFull(b, got); err != nil || string(got) != "FRAME" {
+			t.Fatalf("backend got %q: %v; want the record read ahead", got, err)
+		}
+		c.Close()
+		b.Close()
+		select {
+		case s := <-done:
+			if s.Rx != int64(len("FRAME")) {
+				t.Fatalf("rx %d, want %d", s.Rx, len("FRAME"))
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("relay did not end")
