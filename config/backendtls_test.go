@@ -9,52 +9,34 @@ import (
 	"github.com/wslb/wslb/internal/certtest"
 )
 
+// tlsPoolHead is an l7 listener on pool ws, whose keys follow at line 5.
+const tlsPoolHead = `
+listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+`
+
 func TestValidateBackendTLS(t *testing.T) {
 	tests := []struct {
 		name  string
 		src   string
 		wants []want
 	}{
-		{"every key", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools:
-  - name: ws
-    backends: [{address: 127.0.0.1:9001}]
-    tls:
+		{"every key", tlsPoolHead + `    tls:
       server_name: chat.internal
       ca: ca.pem
       insecure_skip_verify: false
       cert: client.crt
       key: client.key`, nil},
-		{"an empty block is TLS with the defaults", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools: [{name: ws, backends: [{address: 127.0.0.1:9001}], tls: {}}]`, nil},
-		{"cert without key", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools:
-  - name: ws
-    backends: [{address: 127.0.0.1:9001}]
-    tls:
-      cert: client.crt`,
+		{"an empty block is TLS with the defaults", tlsPoolHead + "    tls: {}", nil},
+		{"cert without key", tlsPoolHead + "    tls:\n      cert: client.crt",
 			[]want{{5, "pools[0].tls.key", "cert needs its key"}}},
-		{"key without cert", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools:
-  - name: ws
-    backends: [{address: 127.0.0.1:9001}]
-    tls: {key: client.key}`,
+		{"key without cert", tlsPoolHead + "    tls: {key: client.key}",
 			[]want{{5, "pools[0].tls.cert", "key needs its certificate"}}},
-		{"server name with a port", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools:
-  - name: ws
-    backends: [{address: 127.0.0.1:9001}]
-    tls:
-      server_name: chat.internal:443`,
+		{"server name with a port", tlsPoolHead + "    tls:\n      server_name: chat.internal:443",
 			[]want{{6, "pools[0].tls.server_name", `invalid server name "chat.internal:443"`}}},
-		{"an IPv6 server name", `
-listeners: [{name: a, listen: ":0", mode: l7, pool: ws}]
-pools: [{name: ws, backends: [{address: 127.0.0.1:9001}], tls: {server_name: "::1"}}]`, nil},
+		{"an IPv6 server name", tlsPoolHead + `    tls: {server_name: "::1"}`, nil},
 		{"l4 listener on a TLS pool", `
 listeners:
   - {name: web, listen: ":0", mode: l7, pool: ws}

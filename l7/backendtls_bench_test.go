@@ -1,13 +1,10 @@
 package l7
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/wslb/wslb/internal/certtest"
 )
@@ -57,28 +54,7 @@ func BenchmarkBackendTLS(b *testing.B) {
 				l = startLBFile(b, fmt.Sprintf("listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\n"+
 					"pools:\n  - {name: p, idle_per_worker: %d, health: {check: none}, backends: [{address: %s}]%s}\n", bc.idle, be.addr(), poolTLS))
 			})
-			c, err := net.Dial("tcp", l.addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Minute))
-			br := bufio.NewReader(c)
-			req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-			b.ReportAllocs()
-			stop := meterCPU(b)
-			for b.Loop() {
-				if _, err := c.Write(req); err != nil {
-					b.Fatal(err)
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			stop()
+			benchGETs(b, l.addr)
 			b.ReportMetric(float64(be.handshakes.Load())/float64(b.N), "handshakes/op")
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -69,17 +68,17 @@ func TestBackendTLS(t *testing.T) {
 }
 
 // tlsConnPair is a handshaken TLS conn to a test server over loopback TCP,
-// the end the cache holds; the server writes through a batchConn.
+// the end the cache holds; the server writes through a tcptest.Batch.
 type tlsConnPair struct {
 	client *tls.Conn
 	server *tls.Conn
-	batch  *batchConn
+	batch  *tcptest.Batch
 }
 
 func dialTLS(t *testing.T, ca *certtest.CA, name string) tlsConnPair {
 	t.Helper()
 	a, s := tcptest.Pair(t)
-	bc := &batchConn{Conn: s}
+	bc := &tcptest.Batch{Conn: s}
 	server := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, certtest.Leaf{Names: []string{name}})}})
 	client := tls.Client(a, &tls.Config{ServerName: name, RootCAs: ca.Pool()})
 	errs := make(chan error, 1)
@@ -95,39 +94,15 @@ func dialTLS(t *testing.T, ca *certtest.CA, name string) tlsConnPair {
 	return tlsConnPair{client: client, server: server, batch: bc}
 }
 
-// batchConn holds what is written to it while hold is set and sends it in
-// one write on flush, so that several TLS records reach the peer together.
-type batchConn struct {
-	net.Conn
-	hold bool
-	buf  []byte
-}
-
-func (c *batchConn) Write(p []byte) (int, error) {
-	if c.hold {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *batchConn) flush() error {
-	c.hold = false
-	// A TLS CloseWrite leaves a write deadline of now behind.
-	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.Conn.Write(c.buf)
-	return err
-}
-
 // answer has the server send resp and then more, in one segment, and the
 // client read resp only: what follows is read from the socket with it and
 // held by crypto/tls.
 func (p tlsConnPair) answer(t *testing.T, resp string, more func()) {
 	t.Helper()
-	p.batch.hold = true
+	p.batch.Hold = true
 	p.server.Write([]byte(resp))
 	more()
-	if err := p.batch.flush(); err != nil {
+	if err := p.batch.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	p.client.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -90,41 +90,18 @@ func TestTLSRelay(t *testing.T) {
 	})
 }
 
-// batchConn holds what is written to it while hold is set and sends it in
-// one write on flush, so that several TLS records reach the peer's socket
-// together and one read takes them all.
-type batchConn struct {
-	net.Conn
-	hold bool
-	buf  []byte
-}
-
-func (c *batchConn) Write(p []byte) (int, error) {
-	if c.hold {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *batchConn) flush() error {
-	c.hold = false
-	_, err := c.Conn.Write(c.buf)
-	return err
-}
-
 // TestTLSRelayReadAhead: records that crypto/tls read from the socket
 // before the tunnel started (a backend's first frame right behind its 101,
 // in one segment) are relayed at once, though the socket shows nothing to
 // read.
 func TestTLSRelayReadAhead(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		var bc *batchConn
-		c, front := tlsPair(t, func(a net.Conn) net.Conn { bc = &batchConn{Conn: a}; return bc })
-		bc.hold = true
+		var bc *tcptest.Batch
+		c, front := tlsPair(t, func(a net.Conn) net.Conn { bc = &tcptest.Batch{Conn: a}; return bc })
+		bc.Hold = true
 		c.Write([]byte("HEAD"))
 		c.Write([]byte("FRAME"))
-		if err := bc.flush(); err != nil {
+		if err := bc.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		front.SetReadDeadline(time.Now().Add(5 * time.Second))
