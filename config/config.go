@@ -150,6 +150,8 @@ type Pool struct {
 	// every backend address that is a hostname, then every discovery
 	// entry. Filled in by validation; nil when every address is an IP.
 	Names []Name `yaml:"-"`
+	// TLS is nil when the pool speaks plain TCP to its backends.
+	TLS *BackendTLS `yaml:"tls"`
 }
 
 // Backend is one server of a pool.

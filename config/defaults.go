@@ -88,6 +88,12 @@ func defaultPool() Pool {
 	}
 }
 
+// defaultBackendTLS applies only when a pool has a tls block: verify against
+// the system's roots and each backend's own name, no client certificate.
+func defaultBackendTLS() BackendTLS {
+	return BackendTLS{ServerName: "", CA: "", InsecureSkipVerify: false, Cert: "", Key: ""}
+}
+
 func defaultBackend() Backend {
 	return Backend{Weight: 1}
 }
@@ -113,6 +119,9 @@ func applyDefaults(c *Config, idx index) {
 	for i := range c.Pools {
 		pl, p := &c.Pools[i], item("pools", i)
 		fill(pl, defaultPool(), p, idx)
+		if pl.TLS != nil {
+			fill(pl.TLS, defaultBackendTLS(), key(p, "tls"), idx)
+		}
 		for j := range pl.Backends {
 			fill(&pl.Backends[j], defaultBackend(), item(key(p, "backends"), j), idx)
 		}

@@ -17,8 +17,10 @@ import (
 )
 
 // Load reads the file at path and returns it as Parse does, and also resolves
-// the l7 file paths (tls.cert, tls.key, static folders) against the file's
-// folder and checks that they load, each failure a problem with its line.
+// the file paths (l7 listeners' tls.cert, tls.key and static folders, pools'
+// tls.ca, tls.cert and tls.key) against the file's folder and checks that
+// they load, each failure a problem with its line. A pool's TLS files are
+// kept loaded in its BackendTLS.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

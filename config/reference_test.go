@@ -23,13 +23,16 @@ import (
 //   - A key may instead be present as a commented-out line ("# key: value",
 //     keeping the indentation it would have once uncommented) only when it
 //     cannot be present uncommented in the file that `wslb demo` runs. That is
-//     the list commentedOK: listeners[].tls and its keys, since an l7
-//     listener with tls needs real certificate files (Load checks they exist)
-//     and would turn the demo's ws:// into wss://; and pools[].discovery and
-//     its keys, since a discovery entry needs DNS records, which the demo
-//     does not serve (it starts a backend on every address it is given). The file with its
-//     commented-out keys uncommented must still parse as a valid config, so
-//     the commented block is a working example, not prose.
+//     the list commentedOK: listeners[].tls and its keys (an l7 listener with
+//     tls needs real certificate files, which Load checks, and would turn the
+//     demo's ws:// into wss://); pools[].tls and its keys (the demo's echo
+//     backends speak plain TCP, and its l4 listener shares their pool), shown
+//     on a commented-out pool of their own; and pools[].discovery and its
+//     keys, since a discovery entry needs DNS records, which the demo does not
+//     serve (it starts a backend on every address it is given). A
+//     commented-out list item ("# - name: x") is uncommented too. The file
+//     with its commented-out keys uncommented must still parse as a valid
+//     config, so the commented block is a working example, not prose.
 //   - Values: every key that has a default (defaults.go) carries exactly that
 //     default. The exceptions are keys with no default (names, addresses,
 //     mode, pool, routes' path/pool/static) and routes[].strip_prefix, whose
@@ -46,6 +49,12 @@ var commentedOK = []string{
 	"pools[].discovery[].srv",
 	"pools[].discovery[].name",
 	"pools[].discovery[].port",
+	"pools[].tls",
+	"pools[].tls.server_name",
+	"pools[].tls.ca",
+	"pools[].tls.insecure_skip_verify",
+	"pools[].tls.cert",
+	"pools[].tls.key",
 }
 
 const shippedConfig = "../config.yaml"
@@ -167,6 +176,17 @@ func TestShippedConfigHasDefaults(t *testing.T) {
 	if !tlsSeen {
 		t.Error("config.yaml shows no tls block, not even commented out")
 	}
+	tlsSeen = false
+	for i, p := range u.Pools {
+		if p.TLS == nil {
+			continue
+		}
+		tlsSeen = true
+		same(fmt.Sprintf("pools[%d].tls (commented out)", i), *p.TLS, defaultBackendTLS())
+	}
+	if !tlsSeen {
+		t.Error("config.yaml shows no pools[].tls block, not even commented out")
+	}
 }
 
 // refStructKeys lists the key paths of t's yaml-tagged fields, depth first,
@@ -230,9 +250,9 @@ func refYAMLKeys(t *testing.T, data []byte) map[string]bool {
 }
 
 // refCommentedKey matches a commented-out key line: indentation, "#", one
-// optional space, then "key:" and the rest. Prose comments do not start
-// with a lower-case key and a colon.
-var refCommentedKey = regexp.MustCompile(`^(\s*)# ?(\s*[a-z_]+:.*)$`)
+// optional space, then "key:" or "- key:" and the rest. Prose comments do
+// not start with a lower-case key and a colon.
+var refCommentedKey = regexp.MustCompile(`^(\s*)# ?(\s*(?:- )?[a-z_]+:.*)$`)
 
 // refUncomment returns data with every commented-out key line uncommented:
 // "    # tls:" becomes "    tls:" and "    #   cert: x" becomes "      cert: x",

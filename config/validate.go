@@ -43,7 +43,11 @@ func validate(c *Config, idx index, withFiles bool) Problems {
 		p := item("pools", i)
 		names.check(key(p, "name"), c.Pools[i].Name)
 		v.pool(&c.Pools[i], p)
+		if t := c.Pools[i].TLS; t != nil {
+			v.backendTLS(t, key(p, "tls"), withFiles, filepath.Dir(c.File))
+		}
 	}
+	v.tlsPoolsOnL4(c)
 	return v.probs
 }
 

@@ -86,7 +86,7 @@ func (c *Checker) interval() time.Duration {
 // probe cut short by cancellation says nothing about the backend.
 func (c *Checker) check(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
-	err := probe(pctx, c.Backend.Addr().String(), c.Config)
+	err := probe(pctx, c.Backend.Addr().String(), c.Backend.TLS(), c.Config)
 	cancel()
 	if ctx.Err() != nil || c.Backend.Context().Err() != nil {
 		return

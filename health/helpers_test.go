@@ -1,6 +1,7 @@
 package health
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -34,6 +35,8 @@ type backend struct {
 	t    *testing.T
 	addr string
 	h    http.Handler
+	// tls, when set before start, makes it serve https and wss.
+	tls *tls.Config
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -57,6 +60,9 @@ func (b *backend) start() {
 	ln, err := net.Listen("tcp", b.addr)
 	if err != nil {
 		b.t.Fatalf("listen %s: %v", b.addr, err)
+	}
+	if b.tls != nil {
+		ln = tls.NewListener(ln, b.tls)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

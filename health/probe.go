@@ -3,6 +3,7 @@ package health
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -19,19 +20,22 @@ import (
 const maxBody = 64 << 10
 
 // probe runs one check of kind cfg.Check against addr ("ip:port"), bounded by
-// ctx, and returns why it failed, or nil.
-func probe(ctx context.Context, addr string, cfg config.Health) error {
+// ctx, and returns why it failed, or nil. tc, when set, is the backend's TLS
+// client (its pool speaks TLS): the tcp check is then a TLS handshake, and
+// http and websocket checks go over https and wss, so a certificate that
+// does not verify fails every kind of check, as it fails every dial.
+func probe(ctx context.Context, addr string, tc *tls.Config, cfg config.Health) error {
 	switch cfg.Check {
 	case config.CheckTCP:
-		conn, err := dial(ctx, addr)
+		conn, err := dialCheck(ctx, addr, tc)
 		if err != nil {
 			return err
 		}
 		return conn.Close()
 	case config.CheckHTTP:
-		return probeHTTP(ctx, addr, cfg.Path, cfg.ExpectStatus)
+		return probeHTTP(ctx, addr, tc, cfg.Path, cfg.ExpectStatus)
 	case config.CheckWebSocket:
-		return probeWebSocket(ctx, addr, cfg.Path)
+		return probeWebSocket(ctx, addr, tc, cfg.Path)
 	}
 	return fmt.Errorf("unknown check %q", cfg.Check)
 }
@@ -50,18 +54,42 @@ func dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, nil
 }
 
+// dialCheck is dial, then the TLS handshake when tc is set.
+func dialCheck(ctx context.Context, addr string, tc *tls.Config) (net.Conn, error) {
+	conn, err := dial(ctx, addr)
+	if err != nil || tc == nil {
+		return conn, err
+	}
+	return handshake(ctx, conn, tc)
+}
+
+// handshake runs the client side of TLS on conn, whose deadline bounds it;
+// on failure it closes conn.
+func handshake(ctx context.Context, conn net.Conn, tc *tls.Config) (net.Conn, error) {
+	t := tls.Client(conn, tc)
+	if err := t.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return t, nil
+}
+
 // probeHTTP sends "GET path" with Host set to addr over a fresh conn and
 // passes when the status is expect. It speaks HTTP/1.1 on the conn itself, not
 // through an http.Transport: one conn per check, Connection: close, nothing
 // pooled and no goroutine left behind.
-func probeHTTP(ctx context.Context, addr, path string, expect int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+func probeHTTP(ctx context.Context, addr string, tc *tls.Config, path string, expect int) error {
+	scheme := "http://"
+	if tc != nil {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+path, nil)
 	if err != nil {
 		return err
 	}
 	req.Close = true
 	req.Header.Set("User-Agent", "wslb-health-check")
-	conn, err := dial(ctx, addr)
+	conn, err := dialCheck(ctx, addr, tc)
 	if err != nil {
 		return err
 	}
@@ -92,23 +120,30 @@ func probeHTTP(ctx context.Context, addr, path string, expect int) error {
 // with the Upgrade and Connection headers), then closes with a close frame and
 // waits for the server's. A server that answers /healthz while its WebSocket
 // handler is broken fails here.
-func probeWebSocket(ctx context.Context, addr, path string) error {
+func probeWebSocket(ctx context.Context, addr string, tc *tls.Config, path string) error {
+	// net/http dials with a context detached from the request's, so the
+	// check's own ctx bounds the conn: its deadline, and an early stop.
+	// Without this, coder/websocket's reads after a bad 101 and its close
+	// handshake would be bounded only by its own 3s and 5s timers. Over wss
+	// the TLS handshake is done here too, with the backend's TLS client
+	// rather than the Transport's.
+	dialer := func(dctx context.Context, _, a string) (net.Conn, error) {
+		conn, err := dial(dctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			conn.SetDeadline(dl)
+		}
+		context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+		if tc != nil {
+			return handshake(ctx, conn, tc)
+		}
+		return conn, nil
+	}
 	tr := &http.Transport{
-		// net/http dials with a context detached from the request's, so the
-		// check's own ctx bounds the conn: its deadline, and an early stop.
-		// Without this, coder/websocket's reads after a bad 101 and its close
-		// handshake would be bounded only by its own 3s and 5s timers.
-		DialContext: func(dctx context.Context, _, a string) (net.Conn, error) {
-			conn, err := dial(dctx, a)
-			if err != nil {
-				return nil, err
-			}
-			if dl, ok := ctx.Deadline(); ok {
-				conn.SetDeadline(dl)
-			}
-			context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-			return conn, nil
-		},
+		DialContext:       dialer,
+		DialTLSContext:    dialer,
 		DisableKeepAlives: true,
 		Proxy:             nil, // the check is about this backend, never an HTTP_PROXY
 	}
@@ -118,7 +153,11 @@ func probeWebSocket(ctx context.Context, addr, path string) error {
 		// A redirect is not a 101; following it could leave the backend.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+path, &websocket.DialOptions{
+	scheme := "ws://"
+	if tc != nil {
+		scheme = "wss://"
+	}
+	c, _, err := websocket.Dial(ctx, scheme+addr+path, &websocket.DialOptions{
 		HTTPClient:      client,
 		CompressionMode: websocket.CompressionDisabled,
 	})

@@ -82,10 +82,10 @@ func TestWebSocketProbeDirect(t *testing.T) {
 	be := newTestBackend(t, statusHandler(http.StatusOK, nil))
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout*10)
 	defer cancel()
-	if err := probe(ctx, be.addr, healthConfig(config.CheckWebSocket)); err == nil {
+	if err := probe(ctx, be.addr, nil, healthConfig(config.CheckWebSocket)); err == nil {
 		t.Fatal("websocket probe passed against a 200")
 	}
-	if err := probe(ctx, be.addr, healthConfig(config.CheckHTTP)); err != nil {
+	if err := probe(ctx, be.addr, nil, healthConfig(config.CheckHTTP)); err != nil {
 		t.Fatalf("http probe against the same server: %v", err)
 	}
 }

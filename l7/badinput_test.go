@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/certtest"
 	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/tcptest"
@@ -564,7 +565,7 @@ func TestBadWebSocketHandshakes(t *testing.T) {
 // TestTLSHandshakeGarbage: a client that starts a TLS record and then sends
 // nonsense is closed and counted.
 func TestTLSHandshakeGarbage(t *testing.T) {
-	certFile, keyFile, _ := selfSigned(t)
+	certFile, keyFile, _ := certtest.SelfSigned(t)
 	be := newBackend(t, http.HandlerFunc(echoBody))
 	l := simpleLB(t, fmt.Sprintf("    tls: {cert: %s, key: %s, redirect_http: false}\n", certFile, keyFile), be.addr())
 	c := tcptest.Dial(t, l.addr)

@@ -1,15 +1,12 @@
 package l7
 
 import (
-	"bufio"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/wslb/wslb/access"
 )
@@ -39,28 +36,7 @@ func BenchmarkPlainRequest(b *testing.B) {
 			asSide("proxy", func() {
 				l = startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\npools:\n  - {name: p, backends: [{address: "+be.addr()+"}]}\n", setup)
 			})
-			c, err := net.Dial("tcp", l.addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(time.Minute))
-			br := bufio.NewReader(c)
-			req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-			b.ReportAllocs()
-			stop := meterCPU(b)
-			for b.Loop() {
-				if _, err := c.Write(req); err != nil {
-					b.Fatal(err)
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			stop()
+			benchGETs(b, l.addr)
 		})
 	}
 }

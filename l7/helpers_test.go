@@ -2,17 +2,12 @@ package l7
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +33,7 @@ import (
 // lb is a running l7 listener.
 type lb struct {
 	addr    string
+	cfg     config.Listener
 	proxy   *Proxy
 	pools   map[string]*pool.Pool
 	fl      *frontend.Listener
@@ -53,6 +49,26 @@ func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", yaml, err)
 	}
+	return startLBConfig(t, cfg, setup...)
+}
+
+// startLBFile is startLB on a config file, which config.Load reads with
+// the files it names (a pool's TLS CA and client certificate).
+func startLBFile(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "wslb.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", yaml, err)
+	}
+	return startLBConfig(t, cfg, setup...)
+}
+
+func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	pools := map[string]*pool.Pool{}
@@ -78,7 +94,7 @@ func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
 		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
 	servetest.Serve(t, fl)
-	return &lb{addr: fl.BoundAddr().String(), proxy: px, pools: pools, fl: fl, metrics: m}
+	return &lb{addr: fl.BoundAddr().String(), cfg: lc, proxy: px, pools: pools, fl: fl, metrics: m}
 }
 
 // simpleLB is one l7 listener with pool p over backends and extra listener
@@ -99,15 +115,42 @@ func (l *lb) errs(reason string) float64 {
 	return testutil.ToFloat64(l.metrics.Errors.WithLabelValues("web", reason))
 }
 
-// countingServer is an httptest server that counts the TCP conns it accepted.
+// countingServer is an httptest server that counts the TCP conns it
+// accepted, the requests it served and, over TLS, the handshakes it ran.
 type countingServer struct {
 	*httptest.Server
-	conns atomic.Int32
-	reqs  atomic.Int32
+	conns      atomic.Int32
+	reqs       atomic.Int32
+	handshakes atomic.Int32
 }
 
 func newBackend(t testing.TB, h http.Handler) *countingServer {
 	t.Helper()
+	cs := unstartedBackend(h)
+	cs.Start()
+	t.Cleanup(cs.Close)
+	return cs
+}
+
+// newTLSBackend is newBackend serving TLS with conf (its certificate, and
+// the client certificates it asks for), counting every handshake, full or
+// resumed.
+func newTLSBackend(t testing.TB, h http.Handler, conf *tls.Config) *countingServer {
+	t.Helper()
+	cs := unstartedBackend(h)
+	cs.TLS = conf.Clone()
+	cs.TLS.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cs.handshakes.Add(1)
+		return nil, nil // go on with conf
+	}
+	// A refused handshake is what some tests are about, not news.
+	cs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	cs.StartTLS()
+	t.Cleanup(cs.Close)
+	return cs
+}
+
+func unstartedBackend(h http.Handler) *countingServer {
 	cs := &countingServer{}
 	cs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cs.reqs.Add(1)
@@ -118,8 +161,6 @@ func newBackend(t testing.TB, h http.Handler) *countingServer {
 			cs.conns.Add(1)
 		}
 	}
-	cs.Start()
-	t.Cleanup(cs.Close)
 	return cs
 }
 
@@ -146,42 +187,6 @@ func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, st
 		t.Fatalf("read body: %v", err)
 	}
 	return resp, string(body)
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and localhost into dir and
-// returns the paths and a pool trusting it.
-func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "wslb test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	cert, _ := x509.ParseCertificate(der)
-	roots = x509.NewCertPool()
-	roots.AddCert(cert)
-	return certFile, keyFile, roots
 }
 
 func tlsClient(roots *x509.CertPool) *http.Client {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/internal/certtest"
 	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
@@ -114,7 +115,7 @@ func TestBarePrefixRedirects(t *testing.T) {
 }
 
 func TestWSS(t *testing.T) {
-	certFile, keyFile, roots := selfSigned(t)
+	certFile, keyFile, roots := certtest.SelfSigned(t)
 	var seen headerRecorder
 	be := newBackend(t, echo.WSHandler(echo.WSOptions{OnRequest: seen.add}))
 	l := simpleLB(t, fmt.Sprintf("    tls: {cert: %s, key: %s}\n", certFile, keyFile), be.addr())

@@ -5,6 +5,7 @@
 package pool
 
 import (
+	"crypto/tls"
 	"errors"
 	"syscall"
 )
@@ -13,17 +14,24 @@ import (
 // another request.
 //
 // A Read with a deadline already in the past cannot tell: internal/poll
-// returns the timeout before it ever calls read(2). So it peeks at the socket
-// itself with MSG_PEEK|MSG_DONTWAIT: EAGAIN means nothing is pending (alive);
-// 0 bytes means the backend sent FIN; any byte is something an idle HTTP server
-// should never send (typically a 408 before it closes); any other error (RST)
-// means the conn is dead. Conns that expose no socket (TLS later) are assumed
-// alive and the retry-on-failure path covers them.
+// returns the timeout before it ever calls read(2). So, once nothing is
+// waiting above the socket (quiet), it peeks at the socket itself with
+// MSG_PEEK|MSG_DONTWAIT: EAGAIN means nothing is pending (alive); 0 bytes
+// means the backend sent FIN; any byte is something an idle HTTP server
+// should never send (typically a 408 before it closes, or, over TLS, the
+// close_notify alert that comes before the FIN); any other error (RST) means
+// the conn is dead. A TLS conn is probed on the TCP socket under it. Conns
+// that expose no socket are assumed alive and the retry-on-failure path
+// covers them.
 func alive(e idleConn) bool {
-	if e.br != nil && e.br.Buffered() > 0 {
+	if !quiet(e) {
 		return false
 	}
-	sc, ok := e.conn.(syscall.Conn)
+	c := e.conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return true
 	}

@@ -16,6 +16,9 @@ import (
 // so nothing here points back at a Pool, and the settings a reload may change
 // (weight, limits, health settings) are atomics rather than plain fields.
 //
+// It also holds the TLS client to the backend (tls.go), built once per
+// configuration and shared by every dial and health check.
+//
 // Health is three-valued and everything time-dependent (passive ejection,
 // slow start) is stored as a timestamp and judged when read, so no timer or
 // goroutine ever has to flip a flag back; state.go, passive.go and slowstart.go
@@ -29,6 +32,7 @@ type Backend struct {
 	idleMax  atomic.Int64
 	pool     atomic.Pointer[string] // name of the pool that last configured it, for labels
 	source   atomic.Pointer[string] // the DNS name it came from; "" when written as an IP
+	tls      atomic.Pointer[clientTLS]
 
 	active atomic.Int64
 	idle   atomic.Int64
@@ -88,6 +92,7 @@ func (b *Backend) configure(c config.Backend, p config.Pool) {
 	b.maxFails.Store(int64(max(p.Passive.MaxFails, 0)))
 	b.failTimeout.Store(int64(max(p.Passive.FailTimeout, 0)))
 	b.slowStart.Store(int64(max(p.SlowStart, 0)))
+	b.configureTLS(c, p.TLS)
 
 	checks := p.Health.Check != "" && p.Health.Check != config.CheckNone
 	b.checks.Store(checks)

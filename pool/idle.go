@@ -3,7 +3,10 @@ package pool
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -26,10 +29,12 @@ type idleList struct {
 }
 
 // idleConn is a backend conn with the reader that wraps it, since a response
-// parser may have buffered from it.
+// parser may have buffered from it, and the TLS client it was cached under
+// (nil for plain TCP).
 type idleConn struct {
 	conn net.Conn
 	br   *bufio.Reader
+	tls  *tls.Config
 }
 
 // NewIdleCache returns an empty cache for one worker.
@@ -38,13 +43,22 @@ func NewIdleCache() *IdleCache { return &IdleCache{} }
 // Put offers conn, and br (which may be nil) reading from it, for reuse with b.
 // The cache takes ownership: it keeps the conn or closes it. It closes it when
 // b.IdleMax() is 0, when br still holds bytes (a response the caller did not
-// read in full would corrupt the next one), when b has been removed, or when the
-// cache is closed. At the cap the oldest conn is evicted, because the newest is
-// the least likely to have been closed by the backend's own idle timeout.
+// read in full would corrupt the next one), when b has been removed, when it is
+// plain TCP and b now speaks TLS or the other way round, or when the cache is
+// closed. At the cap the oldest conn is evicted, because the newest is the
+// least likely to have been closed by the backend's own idle timeout.
 // Put clears the conn's deadlines; set new ones after Get.
+//
+// A TLS conn is kept under b's current TLS client, and Get hands it out only
+// while b has that client: a reload that changed the pool's tls block (a new
+// CA, a new client certificate) retires the conns verified under the old one.
+// A conn dialed before such a reload and put back after it (one request's
+// span) is kept under the new one.
 func (c *IdleCache) Put(b *Backend, conn net.Conn, br *bufio.Reader) {
 	limit := b.IdleMax()
-	if limit <= 0 || (br != nil && br.Buffered() > 0) || b.removed() {
+	conf := b.TLS()
+	_, isTLS := conn.(*tls.Conn)
+	if limit <= 0 || (br != nil && br.Buffered() > 0) || b.removed() || isTLS != (conf != nil) {
 		conn.Close()
 		return
 	}
@@ -77,7 +91,7 @@ func (c *IdleCache) Put(b *Backend, conn net.Conn, br *bufio.Reader) {
 		clear(l.conns[n:])
 		l.conns = l.conns[:n]
 	}
-	l.conns = append(l.conns, idleConn{conn: conn, br: br})
+	l.conns = append(l.conns, idleConn{conn: conn, br: br, tls: conf})
 	b.idle.Add(1 - int64(len(evicted)))
 	c.mu.Unlock()
 
@@ -88,7 +102,9 @@ func (c *IdleCache) Put(b *Backend, conn net.Conn, br *bufio.Reader) {
 
 // Get returns the newest idle conn to b and its reader, passing ownership to the
 // caller, or false when there is none. It never hands out a conn the backend has
-// closed or sent unsolicited bytes on: those are closed and the next is tried.
+// closed or sent unsolicited bytes on (a TLS close_notify included), nor one
+// cached under a TLS client b no longer has: those are closed and the next is
+// tried.
 func (c *IdleCache) Get(b *Backend) (net.Conn, *bufio.Reader, bool) {
 	for {
 		c.mu.Lock()
@@ -104,7 +120,7 @@ func (c *IdleCache) Get(b *Backend) (net.Conn, *bufio.Reader, bool) {
 		b.idle.Add(-1)
 		c.mu.Unlock()
 
-		if alive(e) {
+		if e.tls == b.TLS() && alive(e) {
 			return e.conn, e.br, true
 		}
 		e.conn.Close()
@@ -160,4 +176,25 @@ func (c *IdleCache) purge(b *Backend) {
 			e.conn.Close()
 		}
 	}
+}
+
+// quiet reports whether nothing the backend sent waits above the socket: in
+// br, or, on a TLS conn, in records crypto/tls read from the socket ahead of
+// what it returned (a close_notify that came right behind the last
+// response). A TLS Read under a deadline already past returns such a record
+// without touching the socket, else times out at once; crypto/tls keeps only
+// permanent read errors, so the timeout leaves the conn usable.
+func quiet(e idleConn) bool {
+	if e.br != nil && e.br.Buffered() > 0 {
+		return false
+	}
+	tc, ok := e.conn.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	_ = tc.SetReadDeadline(time.Unix(1, 0))
+	var b [1]byte
+	_, err := tc.Read(b[:])
+	_ = tc.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }

@@ -247,26 +247,29 @@ const pause = 5 * time.Millisecond
 
 // pumpPooled is pump for conns that cannot splice: it waits for src's socket
 // to be readable without holding a buffer, then copies through a pooled one
-// until src pauses.
+// until src pauses. A TLS src starts with a burst: it may hold whole records
+// it read from the socket along with the last bytes before the tunnel (a
+// backend's first frame right behind its 101), which the socket's readiness
+// does not show.
 func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 	wake, longest := t.wakes()
-	for {
-		_ = d.src.SetReadDeadline(time.Now().Add(wake))
-		err := waitReadable(raw)
-		if err == nil {
-			wake = min(liveWake, longest)
-			if err = t.burst(d); err == nil {
-				continue
-			}
-		} else if errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() {
-			wake = min(2*wake, longest)
-			if !t.idledOut() {
-				continue
-			}
-		}
-		t.stop(d, err)
-		return
+	var err error
+	if _, ok := d.src.(*tls.Conn); ok {
+		err = t.burst(d)
 	}
+	for err == nil {
+		_ = d.src.SetReadDeadline(time.Now().Add(wake))
+		err = waitReadable(raw)
+		switch {
+		case err == nil:
+			wake = min(liveWake, longest)
+			err = t.burst(d)
+		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() && !t.idledOut():
+			wake = min(2*wake, longest)
+			err = nil
+		}
+	}
+	t.stop(d, err)
 }
 
 // burst copies from d.src, which has bytes, through a pooled buffer until

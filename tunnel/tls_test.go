@@ -2,39 +2,31 @@ package tunnel
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/wslb/wslb/internal/certtest"
 	"github.com/wslb/wslb/internal/tcptest"
 )
 
 // tlsPair returns a TLS client conn and the relay's TLS server end of it,
-// handshaken, over real loopback TCP.
-func tlsPair(t *testing.T) (client, server *tls.Conn) {
+// handshaken, over real loopback TCP. The client writes through wrap, if
+// given.
+func tlsPair(t *testing.T, wrap ...func(net.Conn) net.Conn) (client, server *tls.Conn) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	ca := certtest.NewCA(t)
+	cert := ca.Issue(t, certtest.Leaf{Names: []string{"localhost"}})
+	tcpA, b := tcptest.Pair(t)
+	var a net.Conn = tcpA
+	for _, w := range wrap {
+		a = w(a)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	a, b := tcptest.Pair(t)
-	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: roots})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	client = tls.Client(a, &tls.Config{ServerName: "localhost", RootCAs: ca.Pool()})
 	errs := make(chan error, 1)
 	go func() { errs <- server.Handshake() }()
 	if err := client.Handshake(); err != nil {
@@ -91,6 +83,48 @@ func TestTLSRelay(t *testing.T) {
 		case s := <-done:
 			if s.End != EndClient || s.Rx != int64(len(up))+3 || s.Tx != int64(len(up))+3 {
 				t.Fatalf("got %+v", s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relay did not end")
+		}
+	})
+}
+
+// TestTLSRelayReadAhead: records that crypto/tls read from the socket
+// before the tunnel started (a backend's first frame right behind its 101,
+// in one segment) are relayed at once, though the socket shows nothing to
+// read.
+func TestTLSRelayReadAhead(t *testing.T) {
+	engines(t, func(t *testing.T, e *Engine) {
+		var bc *tcptest.Batch
+		c, front := tlsPair(t, func(a net.Conn) net.Conn { bc = &tcptest.Batch{Conn: a}; return bc })
+		bc.Hold = true
+		c.Write([]byte("HEAD"))
+		c.Write([]byte("FRAME"))
+		if err := bc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		front.SetReadDeadline(time.Now().Add(5 * time.Second))
+		head := make([]byte, 4)
+		if _, err := io.ReadFull(front, head); err != nil || string(head) != "HEAD" {
+			t.Fatalf("read %q: %v", head, err)
+		}
+		front.SetReadDeadline(time.Time{})
+
+		lbBack, b := tcptest.Pair(t)
+		done := make(chan Stats, 1)
+		e.Start(t.Context(), Relay{Idle: time.Hour}, front, lbBack, func(s Stats) { done <- s })
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len("FRAME"))
+		if _, err := io.ReadFull(b, got); err != nil || string(got) != "FRAME" {
+			t.Fatalf("backend got %q: %v; want the record read ahead", got, err)
+		}
+		c.Close()
+		b.Close()
+		select {
+		case s := <-done:
+			if s.Rx != int64(len("FRAME")) {
+				t.Fatalf("rx %d, want %d", s.Rx, len("FRAME"))
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("relay did not end")

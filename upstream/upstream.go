@@ -135,22 +135,42 @@ func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
 }
 
 // Dial opens a new conn to b, which the caller has reserved and keeps
-// reserved whatever happens, and sends the PROXY header when configured to.
-// It neither counts nor reports a failure: Connect does, and l7's replay of
-// a request whose kept-alive conn died counts its own.
+// reserved whatever happens: a TCP dial, the PROXY header when configured
+// to, then, when b's pool speaks TLS, the TLS handshake (a certificate that
+// does not verify fails the dial). The dial and the handshake share the
+// connect timeout. It neither counts nor reports a failure: Connect does,
+// and l7's replay of a request whose kept-alive conn died counts its own.
 func (d *Dialer) Dial(ctx context.Context, r Request, b *pool.Backend) (Conn, error) {
-	nd := net.Dialer{Timeout: d.Timeout, KeepAliveConfig: frontend.KeepAlive()}
 	start := time.Now()
-	c, err := nd.DialContext(ctx, "tcp", b.String())
+	c, err := d.open(ctx, r, b, start)
 	d.Metrics.BackendConnect.WithLabelValues(r.Pool.Name(), b.String()).Observe(time.Since(start).Seconds())
 	if err != nil {
-		return Conn{}, fmt.Errorf("dial %s: %w", b, err)
+		return Conn{}, err
 	}
+	return Conn{Backend: b, Net: c}, nil
+}
+
+// open is Dial's connect, started at start.
+func (d *Dialer) open(ctx context.Context, r Request, b *pool.Backend, start time.Time) (net.Conn, error) {
+	var deadline time.Time
+	if d.Timeout > 0 {
+		deadline = start.Add(d.Timeout)
+	}
+	nd := net.Dialer{Deadline: deadline, KeepAliveConfig: frontend.KeepAlive()}
+	c, err := nd.DialContext(ctx, "tcp", b.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", b, err)
+	}
+	// The PROXY header goes first, in the clear, as HAProxy's send-proxy
+	// does over ssl: it describes the TCP conn, not what runs on it.
 	if v := d.ProxyProtocol; v != "" {
 		if err := proxyheader.Write(c, v, r.Source, r.Local); err != nil {
 			c.Close()
-			return Conn{}, fmt.Errorf("PROXY header to %s: %w", b, err)
+			return nil, fmt.Errorf("PROXY header to %s: %w", b, err)
 		}
 	}
-	return Conn{Backend: b, Net: c}, nil
+	if conf := b.TLS(); conf != nil {
+		return handshake(ctx, c, b, conf, deadline)
+	}
+	return c, nil
 }

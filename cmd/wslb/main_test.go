@@ -50,31 +50,38 @@ pools:
       - address: 127.0.0.1:9001
         weight: 0
 `), 0o644)
-	var out, errOut bytes.Buffer
-	if code := run(t.Context(), []string{"-check", "-config", bad}, &out, &errOut); code != 1 {
-		t.Fatalf("exit %d for a bad file, want 1", code)
-	}
-	got := errOut.String()
-	for _, want := range []string{
-		bad + ":5: listeners[0].pool:",
-		bad + ":7: listeners[0].timeouts.idle:",
-		bad + ":10: pools[0].bogus:",
-		bad + ":13: pools[0].backends[0].weight:",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("output lacks %q:\n%s", want, got)
-		}
-	}
-	if lines := strings.Count(got, "\n"); lines != 4 {
-		t.Errorf("%d lines, want one per problem (4):\n%s", lines, got)
-	}
+	expectProblems(t, bad,
+		bad+":5: listeners[0].pool:",
+		bad+":7: listeners[0].timeouts.idle:",
+		bad+":10: pools[0].bogus:",
+		bad+":13: pools[0].backends[0].weight:",
+	)
 
-	out.Reset()
+	var out, errOut bytes.Buffer
 	if code := run(t.Context(), []string{"-check", "-config", "../../config.yaml"}, &out, &errOut); code != 0 {
 		t.Fatalf("shipped config.yaml: exit %d: %s", code, errOut.String())
 	}
 	if !strings.Contains(out.String(), "ok") || strings.Count(out.String(), "\n") != 1 {
 		t.Fatalf("summary %q, want one line", out.String())
+	}
+}
+
+// expectProblems runs -check on path and expects exit 1 and one line per
+// problem, each line holding one of wants.
+func expectProblems(t *testing.T, path string, wants ...string) {
+	t.Helper()
+	var errOut bytes.Buffer
+	if code := run(t.Context(), []string{"-check", "-config", path}, io.Discard, &errOut); code != 1 {
+		t.Fatalf("exit %d for a bad file, want 1", code)
+	}
+	got := errOut.String()
+	for _, want := range wants {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if lines := strings.Count(got, "\n"); lines != len(wants) {
+		t.Errorf("%d lines, want one per problem (%d):\n%s", lines, len(wants), got)
 	}
 }
 

@@ -6,7 +6,9 @@ package echo
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +47,9 @@ type WSOptions struct {
 	// OnClose, if set, is called when a conn ends on a read error, with the
 	// status of the client's close frame, or -1 if none came.
 	OnClose func(websocket.StatusCode)
+	// TLS, if set, makes WS serve wss with it (its certificate, and the
+	// client certificates it asks for); WSHandler ignores it.
+	TLS *tls.Config
 }
 
 // readLimit is the largest message a WebSocket echo takes: more than any
@@ -69,7 +74,14 @@ func WS(t testing.TB, o WSOptions) string {
 		h.ServeHTTP(w, r)
 	}))
 	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
-	srv.Start()
+	if o.TLS != nil {
+		srv.TLS = o.TLS.Clone()
+		// A refused handshake is what a test of it is about, not news.
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(func() {
 		srv.Close() // no handler starts after this: every one has returned or hijacked
 		cancel()

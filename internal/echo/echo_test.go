@@ -2,6 +2,7 @@ package echo
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wslb/wslb/internal/certtest"
 	"github.com/wslb/wslb/internal/tcptest"
 )
 
@@ -105,5 +107,22 @@ func TestWSClosesAtTestEnd(t *testing.T) {
 	_, _, err := c.Read(ctx)
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("read after the server's test ended: %v; want the conn closed", err)
+	}
+}
+
+// TestWSTLS: with TLS set, WS serves wss.
+func TestWSTLS(t *testing.T) {
+	ca := certtest.NewCA(t)
+	addr := WS(t, WSOptions{Name: "s", TLS: &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, certtest.Leaf{Names: []string{"127.0.0.1"}})}}})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	c, _, err := websocket.Dial(ctx, "wss://"+addr+"/?hello=1", &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if got, err := read(t, c); err != nil || got != "connected to s" {
+		t.Fatalf("greeting %q, %v", got, err)
 	}
 }

@@ -2,7 +2,8 @@
 // 127.0.0.1 and closed when the test ends: a server that runs the test's own
 // function on every conn it accepts (Serve), a client conn with a deadline
 // (Dial, and Redial for a listener still binding), and a connected pair
-// (Pair). The echo servers most tests want are in internal/echo.
+// (Pair), and a conn that holds writes to send them as one (Batch). The
+// echo servers most tests want are in internal/echo.
 package tcptest
 
 import (
