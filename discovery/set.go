@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -125,7 +126,15 @@ func (s *Set) backends() ([]config.Backend, map[netip.AddrPort]config.Backend) {
 			if n.SRV {
 				w = f.weight
 			}
-			add(config.Backend{Address: f.addr.String(), Addr: f.addr, Weight: w, Source: n.Host})
+			// Address keeps the hostname the address was found under (an
+			// SRV record's target, else the name): a pool's tls verifies the
+			// backend against it (config.Backend.Hostname).
+			host := n.Host
+			if f.target != "" {
+				host = strings.TrimSuffix(f.target, ".")
+			}
+			addr := net.JoinHostPort(host, strconv.Itoa(int(f.addr.Port())))
+			add(config.Backend{Address: addr, Addr: f.addr, Weight: w, Source: n.Host})
 		}
 	}
 	heldAddrs := make([]netip.AddrPort, 0, len(s.held))
