@@ -8,6 +8,7 @@ package config
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -48,8 +49,9 @@ const (
 // Listener is one entry of listeners.
 type Listener struct {
 	Name string `yaml:"name"`
-	// Listen is the resolved host:port (templates already expanded).
-	Listen              string   `yaml:"listen"`
+	// Listen is every address to bind, resolved (templates already
+	// expanded): the file gives one or a list.
+	Listen              Addrs    `yaml:"listen"`
 	Mode                string   `yaml:"mode"`
 	Pool                string   `yaml:"pool"`
 	MaxConnections      int      `yaml:"max_connections"`
@@ -61,6 +63,12 @@ type Listener struct {
 	HTTP   HTTP    `yaml:"http"`
 	Routes []Route `yaml:"routes"`
 }
+
+// Addrs is a listener's listen: the file gives one address or a list.
+type Addrs []string
+
+// String lists the addresses, for logs and the status page.
+func (a Addrs) String() string { return strings.Join(a, ", ") }
 
 // Timeouts of a listener.
 type Timeouts struct {

@@ -22,7 +22,7 @@ func TestLoadDesignExample(t *testing.T) {
 		Admin:    Admin{Listen: "127.0.0.1:9090"},
 		Listeners: []Listener{{
 			Name:     "public",
-			Listen:   "0.0.0.0:8080",
+			Listen:   Addrs{"0.0.0.0:8080"},
 			Mode:     ModeL7,
 			Pool:     "ws",
 			Timeouts: Timeouts{Connect: 5 * time.Second, Handshake: 10 * time.Second, Idle: time.Hour, Keepalive: 75 * time.Second},

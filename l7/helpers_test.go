@@ -75,7 +75,7 @@ func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	for _, f := range setup {
 		f(px)
 	}
-	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
+	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
 		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), proxy: px, pools: pools, fl: fl, metrics: m}
