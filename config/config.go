@@ -88,19 +88,24 @@ type TLS struct {
 
 // HTTP holds the l7 request handling knobs.
 type HTTP struct {
-	MaxHeaderBytes   int               `yaml:"max_header_bytes"`
-	MaxBodyBytes     int64             `yaml:"max_body_bytes"`
-	ForwardedHeaders bool              `yaml:"forwarded_headers"`
-	Forwarded        bool              `yaml:"forwarded"`
-	TrustedProxies   []string          `yaml:"trusted_proxies"`
-	PreserveHost     bool              `yaml:"preserve_host"`
-	RedirectHTTPS    bool              `yaml:"redirect_https"`
-	HTTPSPort        int               `yaml:"https_port"`
+	MaxHeaderBytes   Size     `yaml:"max_header_bytes"`
+	MaxBodyBytes     Size     `yaml:"max_body_bytes"`
+	ForwardedHeaders bool     `yaml:"forwarded_headers"`
+	Forwarded        bool     `yaml:"forwarded"`
+	TrustedProxies   []string `yaml:"trusted_proxies"`
+	PreserveHost     bool     `yaml:"preserve_host"`
+	RedirectHTTPS    bool     `yaml:"redirect_https"`
+	HTTPSPort        int      `yaml:"https_port"`
+	// RedirectCode is the status of redirect_https and tls.redirect_http.
+	RedirectCode     int               `yaml:"redirect_code"`
+	RequestHeaders   map[string]string `yaml:"request_headers"`
 	ResponseHeaders  map[string]string `yaml:"response_headers"`
 	UpgradeProtocols []string          `yaml:"upgrade_protocols"`
 
 	// TrustedPrefixes is TrustedProxies parsed; a bare address becomes a /32 or /128.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`
+	// SetHeaders is RequestHeaders parsed, sorted by name.
+	SetHeaders []RequestHeader `yaml:"-"`
 }
 
 // Route is one l7 route: a path prefix served by a pool or a static folder.

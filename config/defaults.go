@@ -51,6 +51,8 @@ func defaultHTTP() HTTP {
 		PreserveHost:     true,
 		RedirectHTTPS:    false,
 		HTTPSPort:        443,
+		RedirectCode:     308,
+		RequestHeaders:   map[string]string{},
 		ResponseHeaders:  map[string]string{},
 		UpgradeProtocols: []string{"websocket"},
 	}

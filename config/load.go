@@ -142,6 +142,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	switch {
 	case v.Type() == durationType:
 		d.scalar(n, v, path)
+	case v.Type() == sizeType:
+		d.size(n, v, path)
 	case v.Type() == addrsType && n.Kind == yaml.ScalarNode:
 		// One address stands for a list of one; its problems keep the
 		// key's own path, with no index the file did not write.
@@ -303,6 +305,8 @@ func describe(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "a duration such as 300ms, 5s or 1h"
+	case t == sizeType:
+		return sizeExample
 	case t == addrsType:
 		return "an address or a list of addresses"
 	case t.Kind() == reflect.Struct, t.Kind() == reflect.Pointer, t.Kind() == reflect.Map:

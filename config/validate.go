@@ -100,6 +100,12 @@ func (v *checker) http(h *HTTP, p string) {
 	}
 	nonNegative(v, key(p, "max_body_bytes"), h.MaxBodyBytes)
 	v.between(key(p, "https_port"), h.HTTPSPort, 1, 65535)
+	switch h.RedirectCode {
+	case 301, 302, 307, 308:
+	default:
+		v.add(key(p, "redirect_code"), "must be 301, 302, 307 or 308, got %d", h.RedirectCode)
+	}
+	v.requestHeaders(h, p)
 	h.TrustedPrefixes = nil
 	for i, s := range h.TrustedProxies {
 		if pfx, ok := parseTrusted(s); ok {
