@@ -113,7 +113,13 @@ type Route struct {
 	Path        string `yaml:"path"`
 	Pool        string `yaml:"pool"`
 	StripPrefix bool   `yaml:"strip_prefix"`
-	Static      string `yaml:"static"`
+	// RewritePrefix replaces the matched prefix on its way to the pool;
+	// strip_prefix is the same as "/".
+	RewritePrefix string `yaml:"rewrite_prefix"`
+	Static        string `yaml:"static"`
+	// Fallback is the file of Static served for a path that is no file
+	// (nginx try_files' last argument); "" answers 404 instead.
+	Fallback string `yaml:"fallback"`
 }
 
 // Balance values for Pool.Balance.

@@ -41,7 +41,7 @@ func TestLoadDesignExample(t *testing.T) {
 			},
 			Routes: []Route{
 				{Path: "/websocket/", Pool: "ws", StripPrefix: true},
-				{Path: "/", Static: "./web"},
+				{Path: "/", Static: "./web", Fallback: "/index.html"},
 			},
 		}},
 		Pools: []Pool{{

@@ -152,30 +152,6 @@ func parseTrusted(s string) (netip.Prefix, bool) {
 	return netip.PrefixFrom(ip, ip.BitLen()), true
 }
 
-func (v *checker) routes(routes []Route, p string, pools map[string]bool) {
-	paths := v.unique("route path")
-	for i, r := range routes {
-		q := item(p, i)
-		switch {
-		case r.Path == "":
-			v.add(key(q, "path"), "path is required: a prefix starting with /")
-		case !strings.HasPrefix(r.Path, "/"):
-			v.add(key(q, "path"), "must start with /, got %q", r.Path)
-		default:
-			paths.check(key(q, "path"), r.Path)
-		}
-		switch {
-		case r.Pool != "" && r.Static != "":
-			v.add(key(q, "static"), "a route has either a pool or static, not both")
-		case r.Pool == "" && r.Static == "":
-			v.add(q, "a route needs a pool or static")
-		case r.Static != "" && r.StripPrefix:
-			v.add(key(q, "strip_prefix"), "only valid on routes with a pool, not static")
-		}
-		v.poolRef(key(q, "pool"), r.Pool, pools)
-	}
-}
-
 func (v *checker) pool(pl *Pool, p string) {
 	if pl.Name == "" {
 		v.add(key(p, "name"), "name is required")

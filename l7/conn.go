@@ -298,7 +298,7 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 	case route.Redirect:
 		return cc.redirect(req, http.StatusPermanentRedirect, res.Location)
 	case route.Static:
-		return cc.serveStatic(req, st.static[res.Dir], res)
+		return cc.serveStatic(req, st.static[staticKey{res.Dir, res.Fallback}], res)
 	}
 	if token, _ := header.UpgradeToken(req.Header, h.UpgradeProtocols); token != "" {
 		cc.clearReadDeadline() // the tunnel reads the client conn with its own

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,7 +13,8 @@ import (
 )
 
 // The behaviour of the keys that translate nginx directives:
-// request_headers (proxy_set_header), redirect_code (return 301) and sizes
+// request_headers (proxy_set_header), redirect_code (return 301),
+// rewrite_prefix (proxy_pass with a path), fallback (try_files) and sizes
 // with suffixes (client_max_body_size 10m).
 
 // TestRequestHeaders: http.request_headers reach the backend on plain
@@ -122,6 +125,66 @@ func TestRedirectCode(t *testing.T) {
 	l = simpleLB(t, "    http: {redirect_code: 301}\n    routes: [{path: /ws/, pool: p}]\n", be.addr())
 	if resp, _ := exchange(t, l.addr, "GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != http.StatusPermanentRedirect {
 		t.Errorf("bare-prefix redirect: %d, want 308 whatever redirect_code says", resp.StatusCode)
+	}
+}
+
+// TestRewritePrefix: nginx's `location /ws/ { proxy_pass http://up/socket/; }`
+// as rewrite_prefix, for a plain request and an upgrade.
+func TestRewritePrefix(t *testing.T) {
+	var seen headerRecorder
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			echo.WSHandler(echo.WSOptions{OnRequest: seen.add}).ServeHTTP(w, r)
+			return
+		}
+		seen.add(r)
+		fmt.Fprint(w, r.URL.RequestURI())
+	}))
+	l := simpleLB(t, "    routes:\n      - {path: /ws/, pool: p, rewrite_prefix: /socket/}\n      - {path: /api, pool: p, rewrite_prefix: /v2}\n", be.addr())
+	for uri, want := range map[string]string{
+		"/ws/chat?room=1": "/socket/chat?room=1",
+		"/ws/":            "/socket/",
+		"/ws/a%2Fb":       "/socket/a%2Fb",
+		"/apix":           "/v2x",
+		"/api/users":      "/v2/users",
+	} {
+		if resp, body := exchange(t, l.addr, "GET "+uri+" HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != want {
+			t.Errorf("GET %s reached the backend as %d %q, want %q", uri, resp.StatusCode, body, want)
+		}
+	}
+	ws := dialWS(t, "ws://"+l.addr+"/ws/live?x=1", nil)
+	echoOnce(t, ws, 1, []byte("hi"))
+	if got := seen.last(t).URL.RequestURI(); got != "/socket/live?x=1" {
+		t.Errorf("upgrade reached the backend as %q, want /socket/live?x=1", got)
+	}
+}
+
+// TestStaticFallback: the fallback file of a static route is served for a
+// path that is no file; fallback "" answers 404.
+func TestStaticFallback(t *testing.T) {
+	web := t.TempDir()
+	for name, body := range map[string]string{"index.html": "index\n", "app.html": "app\n", "a.css": "css\n"} {
+		if err := os.WriteFile(filepath.Join(web, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be := newBackend(t, http.HandlerFunc(echoBody))
+	l := simpleLB(t, fmt.Sprintf("    routes:\n      - {path: /, static: %s, fallback: \"\"}\n      - {path: /app/, static: %s, fallback: /app.html}\n      - {path: /spa/, static: %s}\n", web, web, web), be.addr())
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/a.css", 200, "css\n"},
+		{"/", 200, "index\n"},
+		{"/nowhere", 404, "not found"},
+		{"/app/some/route", 200, "app\n"},
+		{"/spa/some/route", 200, "index\n"},
+	} {
+		resp, body := exchange(t, l.addr, "GET "+tc.path+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp.StatusCode != tc.status || !strings.HasPrefix(body, tc.body) {
+			t.Errorf("GET %s: %d %q, want %d %q", tc.path, resp.StatusCode, body, tc.status, tc.body)
+		}
 	}
 }
 
