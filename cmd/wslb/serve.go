@@ -97,6 +97,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, acc 
 	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
 	in.metrics = metrics.New(in.reg)
+	metrics.RegisterBuildInfo(in.reg, buildVersion())
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
 	if e, err := tunnel.NewEngine(0); err != nil {
 		log.Warn("tunnel engine unavailable; tunnels use two goroutines each", "err", err)
