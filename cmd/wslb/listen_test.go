@@ -139,7 +139,11 @@ pools:
 		if in.gen.Load() != before {
 			t.Fatalf("SO_REUSEPORT %v: the running configuration was replaced", reusePort)
 		}
-		if want := "listener web: bind " + held; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "address already in use") {
+		// The rejection is counted before its problems are logged.
+		want := "listener web: bind " + held
+		if !wait.Until(wait.Timeout, func() bool {
+			return strings.Contains(logs.String(), want) && strings.Contains(logs.String(), "address already in use")
+		}) {
 			t.Fatalf("SO_REUSEPORT %v: the log does not say %q: address already in use:\n%s", reusePort, want, logs.String())
 		}
 		if err := web.exchange(ctx); err != nil {
