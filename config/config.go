@@ -8,7 +8,6 @@ package config
 import (
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -66,9 +65,6 @@ type Listener struct {
 
 // Addrs is a listener's listen: the file gives one address or a list.
 type Addrs []string
-
-// String lists the addresses, for logs and the status page.
-func (a Addrs) String() string { return strings.Join(a, ", ") }
 
 // Timeouts of a listener.
 type Timeouts struct {
