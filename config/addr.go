@@ -132,3 +132,20 @@ func parsePort(s string, min uint16) (uint16, error) {
 	}
 	return uint16(n), nil
 }
+
+// addrKey spells a resolved listen address one way, so that 127.0.0.1:080
+// and 127.0.0.1:80, or [::1]:80 and [0::1]:80, are seen as the same socket.
+func addrKey(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return s
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return s
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(ip, uint16(n)).String()
+	}
+	return ":" + strconv.FormatUint(n, 10)
+}

@@ -100,7 +100,7 @@ pools:
     backends:
       - address: '`+loIPv4+`:9002'
 `)
-	if c.Admin.Listen != "127.0.0.1:0" || c.Listeners[0].Listen != "127.0.0.1:9001" {
+	if c.Admin.Listen != "127.0.0.1:0" || len(c.Listeners[0].Listen) != 1 || c.Listeners[0].Listen[0] != "127.0.0.1:9001" {
 		t.Errorf("admin %q, listener %q; want 127.0.0.1:0 and 127.0.0.1:9001", c.Admin.Listen, c.Listeners[0].Listen)
 	}
 	b := c.Pools[0].Backends[0]

@@ -64,8 +64,9 @@ const (
 // Listener is one entry of listeners.
 type Listener struct {
 	Name string `yaml:"name"`
-	// Listen is the resolved host:port (templates already expanded).
-	Listen              string   `yaml:"listen"`
+	// Listen is every address to bind, resolved (templates already
+	// expanded): the file gives one or a list.
+	Listen              Addrs    `yaml:"listen"`
 	Mode                string   `yaml:"mode"`
 	Pool                string   `yaml:"pool"`
 	MaxConnections      int      `yaml:"max_connections"`
@@ -77,6 +78,9 @@ type Listener struct {
 	HTTP   HTTP    `yaml:"http"`
 	Routes []Route `yaml:"routes"`
 }
+
+// Addrs is a listener's listen: the file gives one address or a list.
+type Addrs []string
 
 // Timeouts of a listener.
 type Timeouts struct {
@@ -96,19 +100,24 @@ type TLS struct {
 
 // HTTP holds the l7 request handling knobs.
 type HTTP struct {
-	MaxHeaderBytes   int               `yaml:"max_header_bytes"`
-	MaxBodyBytes     int64             `yaml:"max_body_bytes"`
-	ForwardedHeaders bool              `yaml:"forwarded_headers"`
-	Forwarded        bool              `yaml:"forwarded"`
-	TrustedProxies   []string          `yaml:"trusted_proxies"`
-	PreserveHost     bool              `yaml:"preserve_host"`
-	RedirectHTTPS    bool              `yaml:"redirect_https"`
-	HTTPSPort        int               `yaml:"https_port"`
+	MaxHeaderBytes   Size     `yaml:"max_header_bytes"`
+	MaxBodyBytes     Size     `yaml:"max_body_bytes"`
+	ForwardedHeaders bool     `yaml:"forwarded_headers"`
+	Forwarded        bool     `yaml:"forwarded"`
+	TrustedProxies   []string `yaml:"trusted_proxies"`
+	PreserveHost     bool     `yaml:"preserve_host"`
+	RedirectHTTPS    bool     `yaml:"redirect_https"`
+	HTTPSPort        int      `yaml:"https_port"`
+	// RedirectCode is the status of redirect_https and tls.redirect_http.
+	RedirectCode     int               `yaml:"redirect_code"`
+	RequestHeaders   map[string]string `yaml:"request_headers"`
 	ResponseHeaders  map[string]string `yaml:"response_headers"`
 	UpgradeProtocols []string          `yaml:"upgrade_protocols"`
 
 	// TrustedPrefixes is TrustedProxies parsed; a bare address becomes a /32 or /128.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`
+	// SetHeaders is RequestHeaders parsed, sorted by name.
+	SetHeaders []RequestHeader `yaml:"-"`
 }
 
 // Route is one l7 route: a path prefix served by a pool or a static folder.
@@ -116,7 +125,13 @@ type Route struct {
 	Path        string `yaml:"path"`
 	Pool        string `yaml:"pool"`
 	StripPrefix bool   `yaml:"strip_prefix"`
-	Static      string `yaml:"static"`
+	// RewritePrefix replaces the matched prefix on its way to the pool;
+	// strip_prefix is the same as "/".
+	RewritePrefix string `yaml:"rewrite_prefix"`
+	Static        string `yaml:"static"`
+	// Fallback is the file of Static served for a path that is no file
+	// (nginx try_files' last argument); "" answers 404 instead.
+	Fallback string `yaml:"fallback"`
 }
 
 // Balance values for Pool.Balance.

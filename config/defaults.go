@@ -57,13 +57,21 @@ func defaultHTTP() HTTP {
 		PreserveHost:     true,
 		RedirectHTTPS:    false,
 		HTTPSPort:        443,
+		RedirectCode:     308,
+		RequestHeaders:   map[string]string{},
 		ResponseHeaders:  map[string]string{},
 		UpgradeProtocols: []string{"websocket"},
 	}
 }
 
-func defaultRoute() Route {
-	return Route{StripPrefix: false}
+// defaultRoute gives a static route the fallback of
+// `try_files $uri $uri/ /index.html`; a pool route has none.
+func defaultRoute(static bool) Route {
+	r := Route{StripPrefix: false, RewritePrefix: ""}
+	if static {
+		r.Fallback = "/index.html"
+	}
+	return r
 }
 
 func defaultPool() Pool {
@@ -113,7 +121,8 @@ func applyDefaults(c *Config, idx index) {
 			fill(l.TLS, defaultTLS(), key(p, "tls"), idx)
 		}
 		for j := range l.Routes {
-			fill(&l.Routes[j], defaultRoute(), item(key(p, "routes"), j), idx)
+			r := &l.Routes[j]
+			fill(r, defaultRoute(r.Static != ""), item(key(p, "routes"), j), idx)
 		}
 	}
 	for i := range c.Pools {

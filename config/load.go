@@ -68,7 +68,10 @@ type decoder struct {
 	syntaxError bool
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	addrsType    = reflect.TypeFor[Addrs]()
+)
 
 func (d *decoder) problem(line int, path, format string, args ...any) {
 	d.probs = append(d.probs, Problem{Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -141,6 +144,14 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	switch {
 	case v.Type() == durationType:
 		d.scalar(n, v, path)
+	case v.Type() == sizeType:
+		d.size(n, v, path)
+	case v.Type() == addrsType && n.Kind == yaml.ScalarNode:
+		// One address stands for a list of one; its problems keep the
+		// key's own path, with no index the file did not write.
+		s := reflect.MakeSlice(v.Type(), 1, 1)
+		d.scalar(n, s.Index(0), path)
+		v.Set(s)
 	case v.Kind() == reflect.Struct:
 		d.mapping(n, v, path)
 	case v.Kind() == reflect.Pointer:
@@ -296,6 +307,10 @@ func describe(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "a duration such as 300ms, 5s or 1h"
+	case t == sizeType:
+		return sizeExample
+	case t == addrsType:
+		return "an address or a list of addresses"
 	case t.Kind() == reflect.Struct, t.Kind() == reflect.Pointer, t.Kind() == reflect.Map:
 		return "a mapping"
 	case t.Kind() == reflect.Slice:

@@ -23,7 +23,7 @@ func TestLoadDesignExample(t *testing.T) {
 		Resolver: Resolver{Servers: []string{}, Interval: 5 * time.Second, Timeout: 2 * time.Second, Hold: 30 * time.Second},
 		Listeners: []Listener{{
 			Name:     "public",
-			Listen:   "0.0.0.0:8080",
+			Listen:   Addrs{"0.0.0.0:8080"},
 			Mode:     ModeL7,
 			Pool:     "ws",
 			Timeouts: Timeouts{Connect: 5 * time.Second, Handshake: 10 * time.Second, Idle: time.Hour, Keepalive: 75 * time.Second},
@@ -35,12 +35,14 @@ func TestLoadDesignExample(t *testing.T) {
 				TrustedProxies:   []string{},
 				PreserveHost:     true,
 				HTTPSPort:        443,
+				RedirectCode:     308,
+				RequestHeaders:   map[string]string{},
 				ResponseHeaders:  map[string]string{},
 				UpgradeProtocols: []string{"websocket"},
 			},
 			Routes: []Route{
 				{Path: "/websocket/", Pool: "ws", StripPrefix: true},
-				{Path: "/", Static: "./web"},
+				{Path: "/", Static: "./web", Fallback: "/index.html"},
 			},
 		}},
 		Pools: []Pool{{
@@ -156,7 +158,7 @@ pools:
 		{"forwarded_headers", l.HTTP.ForwardedHeaders, false},
 		{"preserve_host", l.HTTP.PreserveHost, false},
 		{"upgrade_protocols", len(l.HTTP.UpgradeProtocols), 0},
-		{"max_body_bytes", l.HTTP.MaxBodyBytes, int64(0)},
+		{"max_body_bytes", l.HTTP.MaxBodyBytes, Size(0)},
 		{"null connect gets default", l.Timeouts.Connect, 5 * time.Second},
 		{"idle_per_worker", p.IdlePerWorker, 0},
 		{"slow_start", p.SlowStart, time.Duration(0)},

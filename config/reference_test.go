@@ -35,8 +35,9 @@ import (
 //     config, so the commented block is a working example, not prose.
 //   - Values: every key that has a default (defaults.go) carries exactly that
 //     default. The exceptions are keys with no default (names, addresses,
-//     mode, pool, routes' path/pool/static) and routes[].strip_prefix, whose
-//     demo value true is the point of the /websocket/ route.
+//     mode, pool, routes' path/pool/static) and routes[].strip_prefix and
+//     rewrite_prefix, whose demo values are the point of the /websocket/ and
+//     /api/ routes.
 
 // commentedOK lists the key paths allowed to appear only commented out.
 var commentedOK = []string{

@@ -29,10 +29,11 @@ func validate(c *Config, idx index, withFiles bool) Problems {
 	if len(c.Listeners) == 0 {
 		v.add("listeners", "no listeners: at least one is required")
 	}
-	names := v.unique("listener name")
+	names, addrs := v.unique("listener name"), v.unique("listen address")
 	for i := range c.Listeners {
 		p := item("listeners", i)
 		names.check(key(p, "name"), c.Listeners[i].Name)
+		v.listenAddrs(c.Listeners[i].Listen, key(p, "listen"), addrs)
 		v.listener(&c.Listeners[i], p, pools)
 		if withFiles {
 			v.files(&c.Listeners[i], p, filepath.Dir(c.File))
@@ -54,11 +55,6 @@ func validate(c *Config, idx index, withFiles bool) Problems {
 func (v *checker) listener(l *Listener, p string, pools map[string]bool) {
 	if l.Name == "" {
 		v.add(key(p, "name"), "name is required")
-	}
-	if l.Listen == "" {
-		v.add(key(p, "listen"), "listen is required: use ip:port, :port or a go-sockaddr template")
-	} else {
-		v.listen(key(p, "listen"), &l.Listen)
 	}
 	switch l.Mode {
 	case ModeL4:
@@ -109,6 +105,12 @@ func (v *checker) http(h *HTTP, p string) {
 	}
 	nonNegative(v, key(p, "max_body_bytes"), h.MaxBodyBytes)
 	v.between(key(p, "https_port"), h.HTTPSPort, 1, 65535)
+	switch h.RedirectCode {
+	case 301, 302, 307, 308:
+	default:
+		v.add(key(p, "redirect_code"), "must be 301, 302, 307 or 308, got %d", h.RedirectCode)
+	}
+	v.requestHeaders(h, p)
 	h.TrustedPrefixes = nil
 	for i, s := range h.TrustedProxies {
 		if pfx, ok := parseTrusted(s); ok {
@@ -153,30 +155,6 @@ func parseTrusted(s string) (netip.Prefix, bool) {
 	}
 	ip = ip.Unmap()
 	return netip.PrefixFrom(ip, ip.BitLen()), true
-}
-
-func (v *checker) routes(routes []Route, p string, pools map[string]bool) {
-	paths := v.unique("route path")
-	for i, r := range routes {
-		q := item(p, i)
-		switch {
-		case r.Path == "":
-			v.add(key(q, "path"), "path is required: a prefix starting with /")
-		case !strings.HasPrefix(r.Path, "/"):
-			v.add(key(q, "path"), "must start with /, got %q", r.Path)
-		default:
-			paths.check(key(q, "path"), r.Path)
-		}
-		switch {
-		case r.Pool != "" && r.Static != "":
-			v.add(key(q, "static"), "a route has either a pool or static, not both")
-		case r.Pool == "" && r.Static == "":
-			v.add(q, "a route needs a pool or static")
-		case r.Static != "" && r.StripPrefix:
-			v.add(key(q, "strip_prefix"), "only valid on routes with a pool, not static")
-		}
-		v.poolRef(key(q, "pool"), r.Pool, pools)
-	}
 }
 
 func (v *checker) pool(pl *Pool, p string) {
@@ -225,13 +203,43 @@ func (v *checker) add(path, format string, args ...any) {
 	v.probs = append(v.probs, Problem{Line: v.idx.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (v *checker) listen(path string, addr *string) {
+// listenAddrs resolves the addresses of a listener's listen in place. A
+// list's problems name the entry (listen[1]); one address keeps the key's
+// own path. An address may appear once in the whole file: two sockets of
+// one process on it would split its conns between them (SO_REUSEPORT). Port
+// 0 is a new port each time, so it may repeat.
+func (v *checker) listenAddrs(addrs Addrs, p string, seen uniq) {
+	if len(addrs) == 0 {
+		v.add(p, "listen is required: use ip:port, :port, a go-sockaddr template, or a list of them")
+		return
+	}
+	_, list := v.idx[item(p, 0)]
+	for i := range addrs {
+		q := p
+		if list {
+			q = item(p, i)
+		}
+		if addrs[i] == "" {
+			v.add(q, "empty address: use ip:port, :port or a go-sockaddr template")
+			continue
+		}
+		if !v.listen(q, &addrs[i]) {
+			continue
+		}
+		if k := addrKey(addrs[i]); !strings.HasSuffix(k, ":0") {
+			seen.check(q, k)
+		}
+	}
+}
+
+func (v *checker) listen(path string, addr *string) bool {
 	resolved, err := listenAddr(*addr)
 	if err != nil {
 		v.add(path, "%v", err)
-		return
+		return false
 	}
 	*addr = resolved
+	return true
 }
 
 func (v *checker) poolRef(path, name string, pools map[string]bool) {

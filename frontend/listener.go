@@ -1,6 +1,8 @@
 // Package frontend runs one configured listener as N workers: each worker has
-// its own SO_REUSEPORT socket and accept loop, so the kernel spreads new conns
-// over them. It enforces max_connections, tracks live conns and drains them.
+// its own SO_REUSEPORT socket and accept loop on each of the listener's
+// addresses, so the kernel spreads new conns over them. It enforces
+// max_connections, tracks live conns and drains them. bind.go binds the
+// sockets, inuse.go makes sure no other process shares them.
 //
 // A conn goes from here to a Handler (l4.Proxy, l7.Proxy); read those next.
 package frontend
@@ -8,18 +10,14 @@ package frontend
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrDrain is the context cause of conns closed by Drain.
@@ -51,14 +49,20 @@ func (f HandlerFunc) ServeConn(ctx context.Context, c net.Conn, hold *Hold) { f(
 type Listener struct {
 	// Name labels logs and metrics.
 	Name string
-	// Addr is host:port to bind; port 0 picks one port shared by all workers.
-	Addr string
-	// Workers is the number of accept loops; 0 means GOMAXPROCS.
+	// Addrs are the host:port addresses to bind, each with sockets of its
+	// own; port 0 picks one port per address, shared by its workers. An IPv4
+	// or IPv6 address takes conns of its own family only (0.0.0.0 no IPv6,
+	// [::] no IPv4, as in nginx); ":port" takes both.
+	Addrs []string
+	// Workers is the number of accept loops per address; 0 means
+	// GOMAXPROCS.
 	Workers int
 	// MaxConns refuses conns above this many live ones; 0 means unlimited.
 	MaxConns int
 	// NewHandler is called once per worker, so a worker may keep state of its
-	// own (l7's idle cache) without sharing it.
+	// own (l7's idle cache) without sharing it. The i-th worker of every
+	// address shares one handler, so a listener has Workers of them however
+	// many addresses it binds (nginx's keepalive cache is per worker, too).
 	NewHandler func() Handler
 	// Refuse, when set, answers a conn refused by MaxConns (l7 writes a 503).
 	// It owns the conn. When nil the conn is closed at once.
@@ -69,7 +73,9 @@ type Listener struct {
 	// Log receives accept errors and handler panics.
 	Log *slog.Logger
 
-	lns      []net.Listener
+	lns      []net.Listener // workers sockets per address, address by address
+	inodes   []uint32       // of lns, for Exclusive
+	workers  int
 	handlers []Handler
 	active   atomic.Int64
 	maxConns atomic.Int64 // MaxConns from Listen on; a reload may change it
@@ -125,40 +131,9 @@ func (h *Hold) release() {
 	l.wg.Done()
 }
 
-// Listen binds every worker's socket. It binds the first socket, then binds
-// the others to the port the first one got, so port 0 works with many workers.
-func (l *Listener) Listen(ctx context.Context) error {
-	n := l.Workers
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
-	}
-	lc := net.ListenConfig{Control: reusePort, KeepAliveConfig: KeepAlive()}
-	addr := l.Addr
-	for i := range n {
-		ln, err := lc.Listen(ctx, "tcp", addr)
-		if err != nil {
-			l.closeListeners()
-			return fmt.Errorf("listener %s: bind %s (worker %d): %w", l.Name, addr, i, err)
-		}
-		if i == 0 {
-			host, _, _ := net.SplitHostPort(addr)
-			_, port, _ := net.SplitHostPort(ln.Addr().String())
-			addr = net.JoinHostPort(host, port)
-		}
-		l.lns = append(l.lns, ln)
-	}
-	l.conns = make(map[*Hold]struct{})
-	l.idle = make(chan struct{}, 1)
-	l.maxConns.Store(int64(l.MaxConns))
-	return nil
-}
-
 // SetMaxConns changes max_connections of a serving listener; conns already
 // over a lowered limit keep running.
 func (l *Listener) SetMaxConns(n int) { l.maxConns.Store(int64(n)) }
-
-// BoundAddr returns the first worker's bound address, valid after Listen.
-func (l *Listener) BoundAddr() net.Addr { return l.lns[0].Addr() }
 
 // Active returns the number of live conns.
 func (l *Listener) Active() int64 { return l.active.Load() }
@@ -168,9 +143,11 @@ func (l *Listener) Active() int64 { return l.active.Load() }
 // returns. Live conns keep running; end them with Drain.
 func (l *Listener) Serve(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, ln := range l.lns {
-		h := l.NewHandler()
-		l.handlers = append(l.handlers, h)
+	for range l.workers {
+		l.handlers = append(l.handlers, l.NewHandler())
+	}
+	for i, ln := range l.lns {
+		h := l.handlers[i%l.workers]
 		wg.Go(func() { l.acceptLoop(ctx, ln, h) })
 	}
 	<-ctx.Done()
@@ -328,14 +305,6 @@ func (l *Listener) closeSpread(ctx context.Context, spread time.Duration) {
 	}
 }
 
-// KeepAlive is the TCP keep-alive of client and backend conns: on, with the
-// kernel's timings (net.ipv4.tcp_keepalive_*), as HAProxy's `option tcpka`.
-// Go's own default (a probe every 15 s) is one setsockopt per setting per
-// conn, and steady probe traffic across tens of thousands of idle tunnels.
-func KeepAlive() net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
-}
-
 // temporary reports accept errors worth retrying: the process or system is
 // out of descriptors or memory, or a client gave up before accept returned.
 func temporary(err error) bool {
@@ -346,17 +315,4 @@ func temporary(err error) bool {
 		}
 	}
 	return false
-}
-
-// reusePort sets SO_REUSEPORT so each worker can have its own socket on the
-// same port and the kernel balances new conns between them.
-func reusePort(network, address string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }

@@ -39,8 +39,8 @@ func (h *holdUntilCanceled) ServeConn(ctx context.Context, c net.Conn, _ *Hold) 
 
 func start(t *testing.T, l *Listener) (stop func()) {
 	t.Helper()
-	if l.Addr == "" {
-		l.Addr = "127.0.0.1:0"
+	if len(l.Addrs) == 0 {
+		l.Addrs = []string{"127.0.0.1:0"}
 	}
 	if l.Log == nil {
 		l.Log = quietLog()

@@ -63,7 +63,7 @@ func startLBWith(t *testing.T, setup func(*Proxy), extra string, backends ...str
 		setup(px)
 	}
 	fl := &frontend.Listener{
-		Name: "l4test", Addr: cfg.Listeners[0].Listen, Workers: cfg.Workers,
+		Name: "l4test", Addrs: cfg.Listeners[0].Listen, Workers: cfg.Workers,
 		MaxConns:   cfg.Listeners[0].MaxConnections,
 		NewHandler: func() frontend.Handler { return px },
 		OnLimit:    px.OnLimit, Log: log,

@@ -152,7 +152,7 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 // readRequest buffers it before parsing.
 func readerSize(st *state) int {
 	if st.l.Mode != "" && st.l.HTTP.MaxHeaderBytes > 4096 {
-		return st.l.HTTP.MaxHeaderBytes
+		return int(st.l.HTTP.MaxHeaderBytes)
 	}
 	return 4096
 }
@@ -180,7 +180,7 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 		}
 		cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer}
 		cc.begin = begin
-		req, err := readRequest(cc.br, st.l.HTTP.MaxHeaderBytes)
+		req, err := readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
 		if err != nil {
 			w.badHead(cc, err)
 			if cc.e.Status != 0 {
@@ -280,12 +280,12 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusBadRequest, msg)
 	}
-	if req.ContentLength > h.MaxBodyBytes {
+	if req.ContentLength > int64(h.MaxBodyBytes) {
 		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusRequestEntityTooLarge, "request body too large")
 	}
 	if h.RedirectHTTPS {
-		return cc.redirect(req, httpsURL(req, h.HTTPSPort))
+		return cc.redirect(req, h.RedirectCode, httpsURL(req, h.HTTPSPort))
 	}
 	res := st.routes.Match(req.URL)
 	cc.e.Route = res.Prefix
@@ -296,9 +296,9 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 	case route.NotFound:
 		return cc.respondError(req, http.StatusNotFound, "no route for this path")
 	case route.Redirect:
-		return cc.redirect(req, res.Location)
+		return cc.redirect(req, http.StatusPermanentRedirect, res.Location)
 	case route.Static:
-		return cc.serveStatic(req, st.static[res.Dir], res)
+		return cc.serveStatic(req, st.static[staticKey{res.Dir, res.Fallback}], res)
 	}
 	if token, _ := header.UpgradeToken(req.Header, h.UpgradeProtocols); token != "" {
 		cc.clearReadDeadline() // the tunnel reads the client conn with its own

@@ -91,7 +91,7 @@ func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb 
 	for _, f := range setup {
 		f(px)
 	}
-	fl := &frontend.Listener{Name: lc.Name, Addr: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
+	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
 		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), cfg: lc, proxy: px, pools: pools, fl: fl, metrics: m}

@@ -13,7 +13,7 @@ import (
 
 // outgoing builds the request for the backend from the client's: the URL the
 // route chose, hop-by-hop headers removed (RFC 9110 §7.6.1), forwarding
-// headers set. It takes over req's header map and rewrites it in place
+// headers set, then http.request_headers. It takes over req's header map and rewrites it in place
 // (cloning it costs every request a map and its slices): req.Header must not
 // be read after this, which only the upgrade checks do, before it.
 //
@@ -47,8 +47,16 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 	if client != cc.peer.Addr() {
 		cc.e.RealIP = client // the access line names both
 	}
+	if len(h.SetHeaders) > 0 {
+		// After SetForwarded: as with nginx's proxy_set_header, the user's
+		// value wins. (config refuses the names wslb must set itself.)
+		vars := header.Vars{Host: req.Host, Port: fwd.Port, Scheme: proto, Peer: fwd.Peer, Client: client}
+		if host := header.SetRequestHeaders(out.Header, h.SetHeaders, vars); host != "" {
+			out.Host = host
+		}
+	}
 	if req.Body != nil && req.Body != http.NoBody {
-		out.Body = &limitedBody{r: req.Body, left: h.MaxBodyBytes}
+		out.Body = &limitedBody{r: req.Body, left: int64(h.MaxBodyBytes)}
 		// Request.Write, which writes requests with a body, adds a Go
 		// User-Agent to requests without one; an empty value tells it to
 		// send none, so the backend sees what the client sent.

@@ -54,11 +54,14 @@ type state struct {
 	pools  map[string]*pool.Pool
 	dial   upstream.Dialer // to the backends of pools
 	routes *route.Table
-	static map[string]*static.Handler // by folder
+	static map[staticKey]*static.Handler
 	tls    *tls.Config
 	m      *metrics.Metrics
 	errs   metrics.Errors
 }
+
+// staticKey names the handler of static routes: one per folder and fallback.
+type staticKey struct{ dir, fallback string }
 
 // New returns the Proxy of l7 listener l, whose routes use pools.
 func New(l config.Listener, pools map[string]*pool.Pool, m *metrics.Metrics, log *slog.Logger) (*Proxy, error) {
@@ -86,7 +89,7 @@ func (px *Proxy) Update(l config.Listener, pools map[string]*pool.Pool) error {
 // it changes anything. pools is read when commit runs, so a reload may still
 // reconcile its pools in between.
 func (px *Proxy) Stage(l config.Listener, pools map[string]*pool.Pool) (commit func(), err error) {
-	st := &state{l: l, pools: pools, routes: route.New(l.Routes, l.Pool), static: map[string]*static.Handler{}, m: px.Metrics}
+	st := &state{l: l, pools: pools, routes: route.New(l.Routes, l.Pool), static: map[staticKey]*static.Handler{}, m: px.Metrics}
 	if l.TLS != nil {
 		tc, err := tlsConfig(l.TLS)
 		if err != nil {
@@ -95,14 +98,15 @@ func (px *Proxy) Stage(l config.Listener, pools map[string]*pool.Pool) (commit f
 		st.tls = tc
 	}
 	for _, r := range l.Routes {
-		if r.Static == "" || st.static[r.Static] != nil {
+		k := staticKey{r.Static, r.Fallback}
+		if r.Static == "" || st.static[k] != nil {
 			continue
 		}
-		h, err := static.New(r.Static)
+		h, err := static.New(r.Static, r.Fallback)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: route %s: %w", l.Name, r.Path, err)
 		}
-		st.static[r.Static] = h
+		st.static[k] = h
 	}
 	st.errs = px.Metrics.ListenerErrors(l.Name)
 	st.dial = px.Dialer(l, st.errs)

@@ -78,11 +78,14 @@ func errorBody(status int, reason string) string {
 	return fmt.Sprintf("%d %s: %s\n", status, http.StatusText(status), reason)
 }
 
-// redirect answers with a 308 to location: unlike 301/302 it keeps the
-// method and body, so a POST or an upgrade is repeated as it was.
-func (cc *clientConn) redirect(req *http.Request, location string) bool {
+// redirect answers with status code (301, 302, 307 or 308) to location.
+// wslb's own redirects are 308s: unlike 301/302 it keeps the method and
+// body, so a POST or an upgrade is repeated as it was; http.redirect_code
+// chooses for the redirects to https.
+func (cc *clientConn) redirect(req *http.Request, code int, location string) bool {
 	h := http.Header{"Location": {location}}
-	return cc.respond(req, "", http.StatusPermanentRedirect, h, "308 Permanent Redirect: "+location+"\n", false)
+	body := strconv.Itoa(code) + " " + http.StatusText(code) + ": " + location + "\n"
+	return cc.respond(req, "", code, h, body, false)
 }
 
 // lingerClose half-closes, then reads what the client is still sending for a

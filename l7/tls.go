@@ -39,7 +39,8 @@ func tlsConfig(c *config.TLS) (*tls.Config, error) {
 const recordTypeHandshake = 0x16
 
 // startTLS runs the TLS handshake on cc, or, when the client spoke plain HTTP
-// to the TLS port and tls.redirect_http is on, answers it with a 308 to https
+// to the TLS port and tls.redirect_http is on, answers it with a redirect
+// (http.redirect_code) to https
 // (nginx needs `error_page 497` for that). It reports whether to go on.
 func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 	st := cc.st
@@ -55,7 +56,7 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 		if !st.l.TLS.RedirectHTTP {
 			return false
 		}
-		req, err := readRequest(cc.br, st.l.HTTP.MaxHeaderBytes)
+		req, err := readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
 		if err != nil {
 			return false
 		}
@@ -65,7 +66,7 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 			cc.respondError(req, http.StatusBadRequest, msg)
 			return false
 		}
-		cc.redirect(req, httpsURL(req, int(cc.local.Port())))
+		cc.redirect(req, st.l.HTTP.RedirectCode, httpsURL(req, int(cc.local.Port())))
 		return false
 	}
 	tc := tls.Server(&bufferedConn{Conn: cc.conn, r: cc.br}, st.tls)

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -44,6 +46,25 @@ func TestExpositionLints(t *testing.T) {
 		t.Fatalf("%d wslb_ families, want the 16 of DESIGN.md", wslb)
 	}
 	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	RegisterBuildInfo(reg, "v1.2.3")
+	want := `# HELP wslb_build_info Always 1; its labels say which wslb build runs and with which Go.
+# TYPE wslb_build_info gauge
+wslb_build_info{goversion="` + runtime.Version() + `",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "wslb_build_info"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
 	}

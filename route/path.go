@@ -40,28 +40,35 @@ func cleanPath(p string) (string, bool) {
 	return out, true
 }
 
-// stripPrefix removes the first n bytes (a matched route path) from u.Path and
-// keeps a leading "/". It cuts the escaped path at the same place, so an
-// escaped byte in the rest (%2F above all) reaches the backend as it was sent;
-// RawPath stays set only when the rest is not in the default encoding.
-func stripPrefix(u *url.URL, n int) {
+// replacePrefix replaces the first n bytes of u.Path (a matched route path)
+// with with (rewrite_prefix: a clean path starting with "/"; strip_prefix
+// is "/"). Where with ends in "/" and the rest starts with one, one of them
+// goes, so "/" strips /ws from /ws/chat to /chat (nginx, replacing /ws with
+// /, would send //chat). It cuts the escaped path at the same place, so an
+// escaped byte in the rest (%2F above all) reaches the backend as it was
+// sent; RawPath stays set only when the result is not in the default
+// encoding.
+func replacePrefix(u *url.URL, n int, with string) {
 	rest := u.Path[n:]
 	esc := u.EscapedPath()
 	i := escapedLen(esc, n)
 	if i < 0 {
 		// Cannot happen (EscapedPath always decodes to Path); serve the
 		// decoded path rather than a wrong escaped one.
-		u.Path, u.RawPath = withLeadingSlash(rest), ""
+		if strings.HasSuffix(with, "/") {
+			rest = strings.TrimPrefix(rest, "/")
+		}
+		u.Path, u.RawPath = with+rest, ""
 		return
 	}
 	erest := esc[i:]
 	// Decide on the escaped rest: after route /ws, /ws%2Fx must become
 	// /%2Fx, not /x, or the encoded slash would be lost.
-	if !strings.HasPrefix(erest, "/") {
-		rest, erest = "/"+rest, "/"+erest
+	if strings.HasSuffix(with, "/") && strings.HasPrefix(erest, "/") {
+		rest, erest = rest[1:], erest[1:]
 	}
-	u.Path, u.RawPath = rest, erest
-	if (&url.URL{Path: rest}).EscapedPath() == erest {
+	u.Path, u.RawPath = with+rest, (&url.URL{Path: with}).EscapedPath()+erest
+	if (&url.URL{Path: u.Path}).EscapedPath() == u.RawPath {
 		u.RawPath = ""
 	}
 }
@@ -84,12 +91,4 @@ func escapedLen(esc string, n int) int {
 		return -1
 	}
 	return i
-}
-
-// withLeadingSlash returns p with a "/" in front unless it has one.
-func withLeadingSlash(p string) string {
-	if strings.HasPrefix(p, "/") {
-		return p
-	}
-	return "/" + p
 }

@@ -2,7 +2,7 @@
 // matching path prefix (nginx `location` prefix semantics), or the listener's
 // default pool. It decides and rewrites the URL; l7 answers.
 //
-// Read route.go (New, Match), then path.go for dot segments and prefix stripping.
+// Read route.go (New, Match), then path.go for dot segments and prefix rewriting.
 package route
 
 import (
@@ -48,14 +48,15 @@ func (k Kind) String() string {
 // Result is the outcome of Table.Match.
 //
 // URL (Kind Pool or Static) is a copy of the request URL carrying the path to
-// use: normalised, and with the route's path stripped when strip_prefix is set.
-// For Static it is the path inside Dir, always starting with "/": without
-// strip_prefix the whole request path (nginx `root`), with it the rest after
-// the prefix (nginx `alias`).
+// use: normalised, and with the route's path replaced by rewrite_prefix (or
+// stripped, by strip_prefix). For Static it is the path inside Dir, always
+// starting with "/": without strip_prefix the whole request path (nginx
+// `root`), with it the rest after the prefix (nginx `alias`).
 type Result struct {
 	Kind     Kind
 	Pool     string   // Kind Pool: the route's pool, or the default pool when no route matched
 	Dir      string   // Kind Static: the route's folder
+	Fallback string   // Kind Static: the route's fallback file, "" for none
 	Prefix   string   // the matched route's path; "" when the default pool serves
 	URL      *url.URL // Kind Pool or Static; nil otherwise
 	Location string   // Kind Redirect: the path with "/" appended, query kept
@@ -116,13 +117,24 @@ func (t *Table) Match(u *url.URL) Result {
 	if !ok {
 		return t.fallback(&c)
 	}
-	if r.StripPrefix {
-		stripPrefix(&c, len(r.Path))
+	if with, ok := rewrite(r); ok {
+		replacePrefix(&c, len(r.Path), with)
 	}
 	if r.Static != "" {
-		return Result{Kind: Static, Dir: r.Static, Prefix: r.Path, URL: &c}
+		return Result{Kind: Static, Dir: r.Static, Fallback: r.Fallback, Prefix: r.Path, URL: &c}
 	}
 	return Result{Kind: Pool, Pool: r.Pool, Prefix: r.Path, URL: &c}
+}
+
+// rewrite returns what replaces the matched prefix of r, if anything.
+func rewrite(r config.Route) (string, bool) {
+	switch {
+	case r.RewritePrefix != "":
+		return r.RewritePrefix, true
+	case r.StripPrefix:
+		return "/", true
+	}
+	return "", false
 }
 
 // longest returns the route with the longest path that is a prefix of p.

@@ -21,6 +21,18 @@ func testRoutes() []config.Route {
 	}
 }
 
+// rewriteRoutes are routes with rewrite_prefix, each a translation of an
+// nginx location whose proxy_pass has a path.
+func rewriteRoutes() []config.Route {
+	return []config.Route{
+		{Path: "/ws/", Pool: "ws", RewritePrefix: "/socket/"},
+		{Path: "/root/", Pool: "ws", RewritePrefix: "/"},
+		{Path: "/v1", Pool: "ws", RewritePrefix: "/v2"},
+		{Path: "/p", Pool: "ws", RewritePrefix: "/q/"},
+		{Path: "/e/", Pool: "ws", RewritePrefix: "/é/"},
+	}
+}
+
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -87,6 +99,19 @@ func TestMatch(t *testing.T) {
 		{name: "climb above root", uri: "/../etc/passwd", kind: BadPath},
 		{name: "climb above root later", uri: "/a/../../b", kind: BadPath},
 		{name: "climb encoded", uri: "/%2e%2e/x", kind: BadPath},
+		// rewrite_prefix: nginx `location /ws/ { proxy_pass http://up/socket/; }`.
+		{name: "rewrite", routes: rewriteRoutes(), uri: "/ws/chat?room=1", kind: Pool, pool: "ws", prefix: "/ws/", path: "/socket/chat", query: "room=1"},
+		{name: "rewrite equal to prefix", routes: rewriteRoutes(), uri: "/ws/", kind: Pool, pool: "ws", prefix: "/ws/", path: "/socket/"},
+		{name: "rewrite bare prefix redirects", routes: rewriteRoutes(), uri: "/ws", kind: Redirect, prefix: "/ws/", location: "/ws/"},
+		{name: "rewrite to root", routes: rewriteRoutes(), uri: "/root/a/b", kind: Pool, pool: "ws", prefix: "/root/", path: "/a/b"},
+		{name: "rewrite without slashes", routes: rewriteRoutes(), uri: "/v1x/y", kind: Pool, pool: "ws", prefix: "/v1", path: "/v2x/y"},
+		{name: "rewrite slash to slash", routes: rewriteRoutes(), uri: "/v1/y", kind: Pool, pool: "ws", prefix: "/v1", path: "/v2/y"},
+		{name: "rewrite with slash, rest with slash", routes: rewriteRoutes(), uri: "/p/a", kind: Pool, pool: "ws", prefix: "/p", path: "/q/a"},
+		{name: "rewrite with slash, rest without", routes: rewriteRoutes(), uri: "/pa", kind: Pool, pool: "ws", prefix: "/p", path: "/q/a"},
+		{name: "rewrite keeps escaped rest", routes: rewriteRoutes(), uri: "/ws/a%2Fb", kind: Pool, pool: "ws", prefix: "/ws/", path: "/socket/a/b", rawPath: "/socket/a%2Fb"},
+		{name: "rewrite escapes its own bytes", routes: rewriteRoutes(), uri: "/e/x", kind: Pool, pool: "ws", prefix: "/e/", path: "/é/x"},
+		{name: "rewrite escaped slash right after prefix", routes: rewriteRoutes(), uri: "/p%2Fa", kind: Pool, pool: "ws", prefix: "/p", path: "/q//a", rawPath: "/q/%2Fa"},
+		{name: "rewrite after dot segments", routes: rewriteRoutes(), uri: "/x/../ws/./chat", kind: Pool, pool: "ws", prefix: "/ws/", path: "/socket/chat"},
 		{name: "default pool", routes: []config.Route{{Path: "/api/", Pool: "api"}}, def: "main", uri: "/other?x=1", kind: Pool, pool: "main", path: "/other", query: "x=1"},
 		{name: "default pool keeps raw path", routes: []config.Route{{Path: "/api/", Pool: "api"}}, def: "main", uri: "/a%2Fb", kind: Pool, pool: "main", path: "/a/b", rawPath: "/a%2Fb"},
 		{name: "no routes default pool", routes: []config.Route{}, def: "main", uri: "/x", kind: Pool, pool: "main", path: "/x"},

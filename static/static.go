@@ -1,7 +1,9 @@
 // Package static serves the files of one folder for an l7 static route, as
 // nginx's `root DIR; try_files $uri $uri/ /index.html;` does: a file, else a
-// directory's index.html, else the folder's index.html (for single-page apps).
-// The folder is an os.Root, so no request reaches a file outside it.
+// directory's index.html, else the route's fallback file (the folder's
+// index.html unless configured, for single-page apps), or with no fallback
+// 404 (plain `root`). The folder is an os.Root, so no request reaches a file
+// outside it.
 package static
 
 import (
@@ -16,16 +18,38 @@ import (
 // route it serves goes away.
 type Handler struct {
 	root *os.Root
+	// fallback is tried for a path that is no file: the route's fallback
+	// and, for a folder, its index.html, as names inside root; none for "".
+	fallback []string
 }
 
 // New opens dir. Requests can never leave it: os.Root refuses "..", absolute
 // names and symlinks that point outside, wherever they appear in a path.
-func New(dir string) (*Handler, error) {
+// fallback (routes[].fallback, such as "/index.html") is the file served for
+// a path that is neither a file nor a folder with an index.html; "" means
+// 404 instead.
+func New(dir, fallback string) (*Handler, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("static folder: %w", err)
 	}
-	return &Handler{root: root}, nil
+	h := &Handler{root: root}
+	if fallback != "" {
+		name := relative(fallback)
+		h.fallback = []string{name, path.Join(name, "index.html")}
+	}
+	return h, nil
+}
+
+// relative turns a path of a request or of the config into a name inside
+// the folder: "." and ".." segments resolved within it (as http.Dir does),
+// then made relative for os.Root.
+func relative(p string) string {
+	name := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if name == "" {
+		return "."
+	}
+	return name
 }
 
 // Close releases the folder. A request that has already opened its file
@@ -36,7 +60,7 @@ func (h *Handler) Close() error {
 
 // ServeHTTP answers GET and HEAD with the file at r.URL.Path inside the folder
 // (see the package doc for the order tried), 405 for other methods, and 404
-// when not even the folder's index.html exists. Files are served with
+// when not even the fallback file exists. Files are served with
 // http.ServeContent, so Range, If-Modified-Since and HEAD work.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A static site never needs browsers to guess types; guessing is how an
@@ -51,13 +75,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	// Clean against "/" first so "." and ".." segments resolve inside the
-	// folder (as http.Dir does), then make the name relative for os.Root.
-	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
-	if name == "" {
-		name = "."
+	name := relative(r.URL.Path)
+	for _, try := range []string{name, path.Join(name, "index.html")} {
+		if h.serveFile(w, r, try) {
+			return
+		}
 	}
-	for _, try := range []string{name, path.Join(name, "index.html"), "index.html"} {
+	for _, try := range h.fallback {
 		if h.serveFile(w, r, try) {
 			return
 		}

@@ -66,7 +66,13 @@ func testTree(t *testing.T, withIndex bool) (dir, outside string) {
 
 func newHandler(t *testing.T, dir string) *Handler {
 	t.Helper()
-	h, err := New(dir)
+	return newHandlerFallback(t, dir, "/index.html")
+}
+
+// newHandlerFallback is newHandler with the route's fallback.
+func newHandlerFallback(t *testing.T, dir, fallback string) *Handler {
+	t.Helper()
+	h, err := New(dir, fallback)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -245,6 +251,44 @@ func TestNotFound(t *testing.T) {
 	}
 }
 
+// TestFallback: a path that is no file gets the route's fallback file
+// (try_files $uri $uri/ FALLBACK), served with 200 as nginx does; a
+// fallback that is a folder is served by its index.html; with fallback ""
+// (nginx's plain root) it is 404, while files and folders' index.html are
+// still served.
+func TestFallback(t *testing.T) {
+	dir, _ := testTree(t, true)
+	if err := os.WriteFile(filepath.Join(dir, "app.html"), []byte("the app\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, fallback, target string
+		code                   int
+		body                   string
+	}{
+		{"index by default", "/index.html", "/app/route", http.StatusOK, indexHTML},
+		{"another file", "/app.html", "/app/route?x=1", http.StatusOK, "the app\n"},
+		{"a folder's index", "/docs/", "/no/such", http.StatusOK, "docs index\n"},
+		{"a folder without slash", "/docs", "/no/such", http.StatusOK, "docs index\n"},
+		{"files first", "/app.html", "/style.css", http.StatusOK, "body { color: red }\n"},
+		{"a folder's own index first", "/app.html", "/docs/", http.StatusOK, "docs index\n"},
+		{"missing fallback", "/missing.html", "/app/route", http.StatusNotFound, "not found\n"},
+		{"fallback cannot escape", "/../outside.txt", "/app/route", http.StatusNotFound, "not found\n"},
+		{"none: 404", "", "/app/route", http.StatusNotFound, "not found\n"},
+		{"none: root index still served", "", "/", http.StatusOK, indexHTML},
+		{"none: folder index still served", "", "/docs/", http.StatusOK, "docs index\n"},
+		{"none: files still served", "", "/app.js", http.StatusOK, "console.log(1)\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := serve(newHandlerFallback(t, dir, tt.fallback), http.MethodGet, tt.target)
+			if w.Code != tt.code || w.Body.String() != tt.body {
+				t.Fatalf("GET %s with fallback %q: %d %q; want %d %q", tt.target, tt.fallback, w.Code, w.Body, tt.code, tt.body)
+			}
+		})
+	}
+}
+
 func TestNULByte(t *testing.T) {
 	h := newHandler(t, folder(testTree(t, true)))
 	w := serve(h, http.MethodGet, "/style.css%00.html")
@@ -256,7 +300,7 @@ func TestNULByte(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	dir, outside := testTree(t, true)
 	for _, p := range []string{filepath.Join(dir, "missing"), outside} {
-		if h, err := New(p); err == nil {
+		if h, err := New(p, "/index.html"); err == nil {
 			h.Close()
 			t.Errorf("New(%q) succeeded; want an error", p)
 		}
@@ -265,7 +309,7 @@ func TestNewErrors(t *testing.T) {
 
 // After Close no file is served any more, and nothing panics.
 func TestClose(t *testing.T) {
-	h, err := New(folder(testTree(t, true)))
+	h, err := New(folder(testTree(t, true)), "/index.html")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package status
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -131,15 +132,21 @@ func (bd *Board) Snapshot(src Sources, now time.Time) Snapshot {
 	}
 	for i, lc := range src.Config.Listeners {
 		l := Listener{
-			Name: lc.Name, Mode: lc.Mode, Addr: lc.Listen, TLS: lc.TLS != nil,
+			Name: lc.Name, Mode: lc.Mode, Addrs: slices.Clone(lc.Listen), TLS: lc.TLS != nil,
 			Pools: lc.PoolNames(), MaxConnections: lc.MaxConnections, Errors: map[string]uint64{},
 		}
 		for reason, v := range src.Metrics.ErrorCounts(lc.Name) {
 			l.Errors[reason] = uint64(v)
 		}
 		if i < len(src.Listeners) && src.Listeners[i] != nil {
-			l.Addr = src.Listeners[i].BoundAddr().String()
+			l.Addrs = l.Addrs[:0]
+			for _, a := range src.Listeners[i].BoundAddrs() {
+				l.Addrs = append(l.Addrs, a.String())
+			}
 			l.Active = src.Listeners[i].Active()
+		}
+		if len(l.Addrs) > 0 {
+			l.Addr = l.Addrs[0]
 		}
 		s.Listeners = append(s.Listeners, l)
 	}

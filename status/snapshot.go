@@ -38,7 +38,8 @@ type Totals struct {
 type Listener struct {
 	Name           string   `json:"name"`
 	Mode           string   `json:"mode"`
-	Addr           string   `json:"addr"`
+	Addr           string   `json:"addr"`  // the first of Addrs
+	Addrs          []string `json:"addrs"` // bound, one per address of listen
 	TLS            bool     `json:"tls"`
 	Pools          []string `json:"pools"`
 	Active         int64    `json:"active"` // client conns open on it right now

@@ -57,10 +57,16 @@ func startServeFile(t *testing.T, path string) *running {
 
 func startServeConfig(t testing.TB, cfg *config.Config, so serveOptions) *running {
 	t.Helper()
+	return startServeLogged(t, cfg, so, io.Discard)
+}
+
+// startServeLogged is startServeConfig with its log written to logs.
+func startServeLogged(t testing.TB, cfg *config.Config, so serveOptions, logs io.Writer) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *instance, 1)
 	done := make(chan struct{})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	r := &running{cancel: cancel, done: done}
 	go func() {
 		defer close(done)

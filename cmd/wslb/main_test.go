@@ -85,6 +85,42 @@ func expectProblems(t *testing.T, path string, wants ...string) {
 	}
 }
 
+// TestCheckNginxKeys: DESIGN's bad input for the keys that translate nginx
+// (a ${variable} that does not exist, rewrite_prefix with strip_prefix, a
+// size like 10q, a bad entry of a listen list) is one line each, with the
+// file, the line and what to write instead.
+func TestCheckNginxKeys(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(`listeners:
+  - name: a
+    listen: ["0.0.0.0:8080", "[::]:http"]
+    mode: l7
+    http:
+      max_body_bytes: 10q
+      redirect_code: 303
+      request_headers:
+        X-Server: "${hostname}"
+    routes:
+      - {path: /ws/, pool: p, strip_prefix: true, rewrite_prefix: /socket/}
+pools:
+  - {name: p, backends: [{address: 127.0.0.1:9001}]}
+`), 0o644)
+	var errOut bytes.Buffer
+	if code := run(t.Context(), []string{"-check", "-config", bad}, io.Discard, &errOut); code != 1 {
+		t.Fatalf("exit %d for a bad file, want 1", code)
+	}
+	want := []string{
+		bad + `:3: listeners[0].listen[1]: invalid port "http": use a number from 0 to 65535`,
+		bad + `:6: listeners[0].http.max_body_bytes: unknown size suffix in "10q": use k, m or g (powers of 1024), as in 512k, 10m or 1g, or a number of bytes`,
+		bad + `:7: listeners[0].http.redirect_code: must be 301, 302, 307 or 308, got 303`,
+		bad + `:9: listeners[0].http.request_headers.X-Server: unknown variable ${hostname}: use ${host}, ${http_host}, ${server_port}, ${scheme}, ${remote_addr} or ${client_ip}`,
+		bad + `:11: listeners[0].routes[0].rewrite_prefix: set either strip_prefix or rewrite_prefix, not both: strip_prefix: true is rewrite_prefix: /`,
+	}
+	if got := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("-check printed\n%s\nwant\n%s", errOut.String(), strings.Join(want, "\n"))
+	}
+}
+
 func TestBadArgs(t *testing.T) {
 	for _, args := range [][]string{{"frobnicate"}, {"-nope"}, {"demo", "extra"}, {"-log-format", "xml"}} {
 		if code := run(t.Context(), args, io.Discard, io.Discard); code != 2 {

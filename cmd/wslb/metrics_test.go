@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -56,6 +57,7 @@ var mDesignTable = map[string]mFamily{
 	"wslb_config_reloads_total":    {dto.MetricType_COUNTER, []string{"result"}},
 	"wslb_dns_lookups_total":       {dto.MetricType_COUNTER, []string{"pool", "result"}},
 	"wslb_backends":                {dto.MetricType_GAUGE, []string{"pool"}},
+	"wslb_build_info":              {dto.MetricType_GAUGE, []string{"version", "goversion"}},
 }
 
 // The fixed reason words of DESIGN.md's table; no other word may appear.
@@ -315,6 +317,10 @@ func TestMetricsContract(t *testing.T) {
 				t.Errorf("no wslb_errors_total{listener=%s,reason=%s} at start", l, r)
 			}
 		}
+	}
+	// The Prometheus convention: one series, 1, naming the build.
+	if !s.has("wslb_build_info", "version", buildVersion(), "goversion", runtime.Version()) || s.sum("wslb_build_info") != 1 {
+		t.Errorf("wslb_build_info is not 1 with version %q and goversion %q:\n%s", buildVersion(), runtime.Version(), s.lines("wslb_build_info"))
 	}
 	// The ws and plain pools have checks off: up from the start.
 	if s.sum("wslb_backend_up", "pool", "ws") != 1 || s.sum("wslb_backend_up", "pool", "plain") != 1 {

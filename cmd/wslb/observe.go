@@ -11,7 +11,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wslb/wslb/config"
-	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/status"
@@ -124,13 +123,9 @@ func (in *instance) refreshGauges() {
 // status is /status.json, read from the running instance.
 func (in *instance) status() status.Snapshot {
 	g := in.gen.Load()
-	fls := make([]*frontend.Listener, len(g.listeners))
-	for i, l := range g.listeners {
-		fls[i] = l.fl
-	}
 	return in.board.Snapshot(status.Sources{
 		Version: buildVersion(), Started: in.started, Config: g.cfg, Pools: g.pools,
-		Listeners: fls, Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
+		Listeners: sockets(g.listeners), Metrics: in.metrics, Ready: in.ready, Draining: in.draining.Load(),
 	}, time.Now())
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/discovery"
+	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -94,8 +96,9 @@ type change struct {
 }
 
 // prepare fills next.listeners and everything a reload may fail on: it binds
-// the sockets of added and rebound listeners and builds their proxies, and
-// stages the settings of kept l7 listeners (TLS files, static folders). The
+// the sockets of added and rebound listeners (refusing an address another
+// process listens on) and builds their proxies, and stages the settings of
+// kept l7 listeners (TLS files, static folders). The
 // proxies are built over next.pools, which holds the running pools (and new
 // ones) until reconcilePools swaps in their successors, so a failure here
 // has changed nothing: the new sockets are closed and the error returned.
@@ -145,6 +148,11 @@ func (in *instance) prepare(acceptCtx context.Context, old, next *generation) (*
 			return fail(err)
 		}
 		next.listeners = append(next.listeners, l)
+	}
+	// The sockets wslb holds already are its own, not another process's:
+	// a rebound address is shared with them until they retire.
+	if err := frontend.Exclusive(sockets(ch.bound), sockets(old.listeners)); err != nil {
+		return fail(err)
 	}
 	for _, ol := range oldByName {
 		ch.retired = append(ch.retired, ol)
@@ -238,7 +246,7 @@ func (in *instance) restartChecks(bg context.Context, old, next *generation) {
 // mustRebind reports whether listener l (of configuration cfg) needs new
 // sockets rather than an update of the running ones ol (of old).
 func mustRebind(old *config.Config, ol config.Listener, cfg *config.Config, l config.Listener) bool {
-	return ol.Listen != l.Listen || ol.Mode != l.Mode || old.Workers != cfg.Workers
+	return !slices.Equal(ol.Listen, l.Listen) || ol.Mode != l.Mode || old.Workers != cfg.Workers
 }
 
 // retireListener stops l accepting and lets its conns run out in the
@@ -246,8 +254,13 @@ func mustRebind(old *config.Config, ol config.Listener, cfg *config.Config, l co
 // keep, they run until they end by themselves or the process drains.
 func (in *instance) retireListener(l *listener, keep bool, grace, spread time.Duration) {
 	l.stop()
+	// Serve closes the sockets too, but in its own time; closed now, they
+	// are gone before the next reload checks that no other process shares
+	// wslb's addresses (frontend.Exclusive), which knows only the running
+	// listeners' sockets as wslb's own.
+	l.fl.Close()
 	in.log.Info("listener sockets retired; their conns run out", "listener", l.cfg.Name,
-		"addr", l.fl.BoundAddr().String(), "conns", l.fl.Active(), "until_drain", keep)
+		"addr", boundAddrs(l.fl), "conns", l.fl.Active(), "until_drain", keep)
 	in.retiring.Go(func() {
 		<-l.served
 		if keep && l.fl.WaitIdle(in.shutdown) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,6 +111,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
 	in.metrics = metrics.New(in.reg)
+	metrics.RegisterBuildInfo(in.reg, buildVersion())
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
 	if e, err := tunnel.NewEngine(0); err != nil {
 		log.Warn("tunnel engine unavailable; tunnels use two goroutines each", "err", err)
@@ -139,6 +141,13 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 		}
 		g.listeners = append(g.listeners, l)
 	}
+	// Only now: a second wslb binding the same address at this moment has
+	// its sockets listed here, or sees these in its own check.
+	if err := frontend.Exclusive(sockets(g.listeners), nil); err != nil {
+		in.close(g)
+		in.engine.Close()
+		return nil, err
+	}
 	in.gen.Store(g)
 	in.listenerSeries(g)
 	in.refreshGauges()
@@ -162,7 +171,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 func (in *instance) bind(ctx context.Context, cfg *config.Config, lc config.Listener) (*listener, error) {
 	fl := &frontend.Listener{
 		Name:     lc.Name,
-		Addr:     lc.Listen,
+		Addrs:    lc.Listen,
 		Workers:  cfg.Workers,
 		MaxConns: lc.MaxConnections,
 		Log:      in.log,
@@ -209,7 +218,25 @@ func (in *instance) start(ctx context.Context, l *listener) {
 		defer close(l.served)
 		l.fl.Serve(actx)
 	}()
-	in.log.Info("listening", "listener", l.cfg.Name, "mode", l.cfg.Mode, "addr", l.fl.BoundAddr().String())
+	in.log.Info("listening", "listener", l.cfg.Name, "mode", l.cfg.Mode, "addr", boundAddrs(l.fl))
+}
+
+// boundAddrs lists the bound addresses of fl, for logs.
+func boundAddrs(fl *frontend.Listener) string {
+	var out []string
+	for _, a := range fl.BoundAddrs() {
+		out = append(out, a.String())
+	}
+	return strings.Join(out, ", ")
+}
+
+// sockets returns the frontend listeners of ls.
+func sockets(ls []*listener) []*frontend.Listener {
+	out := make([]*frontend.Listener, len(ls))
+	for i, l := range ls {
+		out[i] = l.fl
+	}
+	return out
 }
 
 // close releases the sockets of a generation that never served.

@@ -41,7 +41,7 @@ shutdown: {drain_timeout: 0s, close_spread: 0s}
 admin: {listen: 127.0.0.1:0}
 listeners:
   - name: web
-    listen: 127.0.0.1:0
+    listen: [127.0.0.1:0, 127.0.0.2:0]
     mode: l7
     routes:
       - {path: /a/, pool: pa}
@@ -70,7 +70,9 @@ pools:
 	listener := `tr[data-listener="web"]`
 	field := func(row, name string) string { return fmt.Sprintf(`%s [data-field=%q]`, row, name) }
 
+	bound := in.gen.Load().listeners[0].fl.BoundAddrs()
 	shown := browserWaitTexts(bctx, t, "the open tunnels", map[string]string{
+		field(listener, "addr"):   bound[0].String() + ", " + bound[1].String(),
 		field(rowA, "active"):     "3",
 		field(rowB, "active"):     "1",
 		field(listener, "active"): "4",

@@ -1,10 +1,15 @@
 // Package loopback finds addresses on 127.0.0.1 for tests: one that refuses
-// conns, and one that is free to bind.
+// conns, one that is free to bind; it holds one as another process would,
+// and tells whether IPv6 loopback works.
 package loopback
 
 import (
+	"context"
 	"net"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // DeadAddr returns a loopback address nothing listens on: dials to it are
@@ -25,4 +30,43 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Hold listens on addr as another process would, until the test ends: with
+// SO_REUSEPORT as a second wslb would (reusePort), or plainly as most servers
+// do. network is tcp, tcp4 or tcp6.
+func Hold(t testing.TB, network, addr string, reusePort bool) net.Listener {
+	t.Helper()
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	ln, err := lc.Listen(context.Background(), network, addr)
+	if err != nil {
+		t.Fatalf("hold %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// IPv6 reports whether [::1] can be bound here. When it cannot (IPv6 is off
+// in some sandboxes and containers), it logs why, so that a test skipping its
+// IPv6 part says so.
+func IPv6(t testing.TB) bool {
+	t.Helper()
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Logf("IPv6 unavailable (%v): skipping the [::1] part", err)
+		return false
+	}
+	ln.Close()
+	return true
 }
