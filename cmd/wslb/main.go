@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -153,6 +154,10 @@ func printProblems(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintln(w, "wslb:", err)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Most often wslb was started outside the folder of its config.
+		fmt.Fprintln(w, "wslb: wslb reads ./config.yaml unless -config names another file, e.g. wslb -config /etc/wslb/config.yaml")
+	}
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

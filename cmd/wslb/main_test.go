@@ -287,3 +287,18 @@ pools:
 		t.Fatalf("%v dials attempted to a known-dead backend", got)
 	}
 }
+
+// TestMissingConfigHint: a config file that is not there is exit 1, and the
+// message says how to name one.
+func TestMissingConfigHint(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "config.yaml")
+	for _, args := range [][]string{{"-config", missing}, {"-check", "-config", missing}} {
+		var errOut bytes.Buffer
+		if code := run(t.Context(), args, io.Discard, &errOut); code != 1 {
+			t.Fatalf("%q: exit %d, want 1", args, code)
+		}
+		if got := errOut.String(); !strings.Contains(got, "no such file") || !strings.Contains(got, "-config") {
+			t.Errorf("%q: stderr %q, want the error and a hint about -config", args, got)
+		}
+	}
+}
