@@ -118,12 +118,14 @@ func TestBackendTLSKeepAlive(t *testing.T) {
 	if got := be.handshakes.Load(); got != 1 {
 		t.Errorf("%d TLS handshakes for %d requests on one client conn, want 1", got, n)
 	}
+	b := l.pools["p"].Backends()[0]
+	// The last answer came before its backend conn went back to the cache.
+	wait.For(t, "the backend conn back in the cache", func() bool { return b.Active() == 0 })
 	// A client conn each: the kernel spreads them over the workers, and
 	// each worker reuses its own idle conn. A request's backend conn goes
 	// back to the cache just after its answer, before the reservation is
 	// released: the next request waits for that, or it could find the
 	// cache empty and dial (as it would have to if it were concurrent).
-	b := l.pools["p"].Backends()[0]
 	for i := range n {
 		if resp, body := exchange(t, l.addr, fmt.Sprintf("GET /c%d HTTP/1.1\r\nHost: example.test\r\n\r\n", i)); resp.StatusCode != 200 || body != fmt.Sprintf("ok /c%d", i) {
 			t.Fatalf("client conn %d: %d %q", i, resp.StatusCode, body)
