@@ -37,14 +37,18 @@ type Entry struct {
 	Method  string // l7
 	Path    string // l7: the path only; the query may carry tokens
 	// Status is the status sent to the client (l7), 101 for a tunnel, 0
-	// when none was sent (l4, or a conn cut before an answer).
+	// when none was sent (l4, or a conn cut before an answer), 499 when the
+	// client went away before its answer was complete (as nginx logs it).
 	Status  int
 	Upgrade bool
 	Rx, Tx  int64 // bytes from the client, and to it
 	// Duration runs from the request head (l7) or the accept (l4) to the end.
 	Duration time.Duration
 	// Reason says how it ended: done (an l7 answer sent in full), client,
-	// backend, idle, drain, removed or error.
+	// backend, idle, drain, removed or error; for an l7 request also
+	// timeout (timeouts.send, timeouts.client_body, http.min_body_rate) or
+	// bad_request (its body), or the error reason when no backend was
+	// reached.
 	Reason string
 }
 

@@ -88,6 +88,12 @@ type Timeouts struct {
 	Handshake time.Duration `yaml:"handshake"`
 	Idle      time.Duration `yaml:"idle"`
 	Keepalive time.Duration `yaml:"keepalive"`
+	// Send bounds a write to the client or the backend of a plain l7
+	// request that makes no progress (nginx send_timeout).
+	Send time.Duration `yaml:"send"`
+	// ClientBody is the longest wait for the next bytes of a request body
+	// (nginx client_body_timeout).
+	ClientBody time.Duration `yaml:"client_body"`
 }
 
 // TLS terminates TLS on an l7 listener.
@@ -113,6 +119,10 @@ type HTTP struct {
 	RequestHeaders   map[string]string `yaml:"request_headers"`
 	ResponseHeaders  map[string]string `yaml:"response_headers"`
 	UpgradeProtocols []string          `yaml:"upgrade_protocols"`
+	// MinBodyRate is the bytes/s a request body must average, after its
+	// first 5 s, over the time wslb waited for it (slow-POST defence); 0 is
+	// off.
+	MinBodyRate int64 `yaml:"min_body_rate"`
 
 	// TrustedPrefixes is TrustedProxies parsed; a bare address becomes a /32 or /128.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`

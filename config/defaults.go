@@ -34,10 +34,12 @@ func defaultListener() Listener {
 		ProxyProtocol:       "",
 		AcceptProxyProtocol: false,
 		Timeouts: Timeouts{
-			Connect:   5 * time.Second,
-			Handshake: 10 * time.Second,
-			Idle:      time.Hour,
-			Keepalive: 75 * time.Second,
+			Connect:    5 * time.Second,
+			Handshake:  10 * time.Second,
+			Idle:       time.Hour,
+			Keepalive:  75 * time.Second,
+			Send:       60 * time.Second,
+			ClientBody: 60 * time.Second,
 		},
 	}
 }
@@ -51,6 +53,7 @@ func defaultHTTP() HTTP {
 	return HTTP{
 		MaxHeaderBytes:   32768,
 		MaxBodyBytes:     1 << 30,
+		MinBodyRate:      240,
 		ForwardedHeaders: true,
 		Forwarded:        false,
 		TrustedProxies:   []string{},

@@ -22,12 +22,13 @@ func TestLoadDesignExample(t *testing.T) {
 		Admin:    Admin{Listen: "127.0.0.1:9090"},
 		Resolver: Resolver{Servers: []string{}, Interval: 5 * time.Second, Timeout: 2 * time.Second, Hold: 30 * time.Second},
 		Listeners: []Listener{{
-			Name:     "public",
-			Listen:   Addrs{"0.0.0.0:8080"},
-			Mode:     ModeL7,
-			Pool:     "ws",
-			Timeouts: Timeouts{Connect: 5 * time.Second, Handshake: 10 * time.Second, Idle: time.Hour, Keepalive: 75 * time.Second},
-			TLS:      &TLS{Cert: "certs/server.crt", Key: "certs/server.key", MinVersion: "1.2", RedirectHTTP: true},
+			Name:   "public",
+			Listen: Addrs{"0.0.0.0:8080"},
+			Mode:   ModeL7,
+			Pool:   "ws",
+			Timeouts: Timeouts{Connect: 5 * time.Second, Handshake: 10 * time.Second, Idle: time.Hour, Keepalive: 75 * time.Second,
+				Send: time.Minute, ClientBody: time.Minute},
+			TLS: &TLS{Cert: "certs/server.crt", Key: "certs/server.key", MinVersion: "1.2", RedirectHTTP: true},
 			HTTP: HTTP{
 				MaxHeaderBytes:   32768,
 				MaxBodyBytes:     1073741824,
@@ -39,6 +40,7 @@ func TestLoadDesignExample(t *testing.T) {
 				RequestHeaders:   map[string]string{},
 				ResponseHeaders:  map[string]string{},
 				UpgradeProtocols: []string{"websocket"},
+				MinBodyRate:      240,
 			},
 			Routes: []Route{
 				{Path: "/websocket/", Pool: "ws", StripPrefix: true},
@@ -236,7 +238,7 @@ listeners:
     timeouts:
       conect: 1s
 ` + validPools,
-			[]want{{7, "listeners[0].timeouts.conect", "unknown key (known: connect, handshake, idle, keepalive)"}}},
+			[]want{{7, "listeners[0].timeouts.conect", "unknown key (known: client_body, connect, handshake, idle, keepalive, send)"}}},
 		{"unknown backend key", `
 listeners: [{name: a, listen: ":0", mode: l4, pool: ws}]
 pools:

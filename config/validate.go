@@ -87,6 +87,8 @@ func (v *checker) listener(l *Listener, p string, pools map[string]bool) {
 	v.positive(key(t, "handshake"), l.Timeouts.Handshake)
 	v.positive(key(t, "idle"), l.Timeouts.Idle)
 	v.positive(key(t, "keepalive"), l.Timeouts.Keepalive)
+	v.positive(key(t, "send"), l.Timeouts.Send)
+	v.positive(key(t, "client_body"), l.Timeouts.ClientBody)
 }
 
 func (v *checker) tls(t *TLS, p string) {
@@ -104,6 +106,9 @@ func (v *checker) http(h *HTTP, p string) {
 		v.add(key(p, "max_header_bytes"), "must be at least 1024, got %d", h.MaxHeaderBytes)
 	}
 	nonNegative(v, key(p, "max_body_bytes"), h.MaxBodyBytes)
+	if h.MinBodyRate < 0 {
+		v.add(key(p, "min_body_rate"), "must not be negative, got %d: use bytes per second, or 0 to turn the check off", h.MinBodyRate)
+	}
 	v.between(key(p, "https_port"), h.HTTPSPort, 1, 65535)
 	switch h.RedirectCode {
 	case 301, 302, 307, 308:

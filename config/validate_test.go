@@ -157,11 +157,15 @@ listeners:
       connect: 0s
       handshake: -1s
       idle: 0
-      keepalive: 1ms`,
+      keepalive: 1ms
+      send: 0s
+      client_body: -1s`,
 			[]want{
 				{7, "listeners[0].timeouts.connect", "must be positive, got 0s"},
 				{8, "listeners[0].timeouts.handshake", "must be positive, got -1s"},
 				{9, "listeners[0].timeouts.idle", "must be positive, got 0s"},
+				{11, "listeners[0].timeouts.send", "must be positive, got 0s"},
+				{12, "listeners[0].timeouts.client_body", "must be positive, got -1s"},
 			}},
 		{"tls", `
 listeners:
@@ -187,13 +191,15 @@ listeners:
       trusted_proxies: [10.0.0.0/8, 192.0.2.1, not-an-ip]
       upgrade_protocols:
         - websocket
-        - H2C`,
+        - H2C
+      min_body_rate: -240`,
 			[]want{
 				{6, "listeners[0].http.max_header_bytes", "must be at least 1024, got 1023"},
 				{7, "listeners[0].http.max_body_bytes", "must not be negative, got -1"},
 				{8, "listeners[0].http.https_port", "must be from 1 to 65535, got 65536"},
 				{9, "listeners[0].http.trusted_proxies[2]", `invalid trusted proxy "not-an-ip": use a CIDR such as 10.0.0.0/8 or an IP address`},
 				{12, "listeners[0].http.upgrade_protocols[1]", "h2c is never tunnelled"},
+				{13, "listeners[0].http.min_body_rate", "must not be negative, got -240: use bytes per second, or 0 to turn the check off"},
 			}},
 		{"https_port zero", `
 listeners:

@@ -36,6 +36,8 @@ const (
 var (
 	readerPools [readerClasses]sync.Pool // *bufio.Reader of minBuffer<<i bytes
 	writerPool  sync.Pool                // *bufio.Writer of minBuffer bytes
+	// copyBuffers hold *[]byte of 32 KiB, for deadlineWriter.ReadFrom.
+	copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
 
 // readerClass is the pool of readers of at least size bytes, and their size;

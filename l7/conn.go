@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -78,9 +79,18 @@ type clientConn struct {
 	// are kept.
 	series   backendSeries
 	requests requestSeries
-	// readDeadline: a read deadline may be set on conn that a read of the
-	// request body or a tunnel must not inherit.
+	// readDeadline: a read deadline may be set on conn that a tunnel must
+	// not inherit.
 	readDeadline bool
+	// sw is what bw writes to: conn, with timeouts.send per write.
+	sw deadlineWriter
+	// bsw is what the request being forwarded is written to its backend
+	// conn through, by one goroutine at a time: here rather than in each
+	// backendConn, which is made per request.
+	bsw deadlineWriter
+	// rateGrace is how long a request body is waited for before
+	// http.min_body_rate applies (defaultRateGrace; shorter in tests).
+	rateGrace time.Duration
 }
 
 // backendSeries are the series of requests that b of p serves.
@@ -113,7 +123,9 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 		peer:  proxyheader.AddrPort(c.RemoteAddr()),
 		local: proxyheader.AddrPort(c.LocalAddr()),
 		// Drain cancels ctx: whatever the conn is doing, it ends.
-		unwatch: context.AfterFunc(ctx, func() { c.Close() }),
+		unwatch:   context.AfterFunc(ctx, func() { c.Close() }),
+		sw:        deadlineWriter{conn: c, timeout: st.l.Timeouts.Send},
+		rateGrace: cmp.Or(w.px.rateGrace, defaultRateGrace),
 	}
 	defer cc.unwatch()
 	// timeouts.handshake runs from accept through the PROXY header, the TLS
@@ -140,7 +152,7 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 		}
 		_ = c.SetDeadline(deadline)
 	}
-	cc.bw = getWriter(c)
+	cc.bw = getWriter(&cc.sw)
 	if st.tls != nil && !w.startTLS(ctx, cc) {
 		return
 	}
@@ -189,9 +201,6 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
 				w.logRequest(cc, begin)
 			}
 			return
-		}
-		if req.Body != http.NoBody {
-			cc.clearReadDeadline() // the body is read as it streams, with no deadline
 		}
 		cc.e.Method, cc.e.Path = req.Method, req.URL.Path
 		more := w.serveRequest(ctx, cc, req)

@@ -1,25 +1,24 @@
 package l7
 
 import (
-	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"os"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
 )
 
-// errBodyTooLarge ends a chunked request body that grows past max_body_bytes.
-var errBodyTooLarge = errors.New("request body larger than max_body_bytes")
+// errBackendStalled ends a request whose backend read none of it for
+// timeouts.send.
+var errBackendStalled = errors.New("backend read nothing of the request for timeouts.send")
 
 // forward proxies one plain request and its response. It reports whether the
 // client conn may carry another request.
@@ -42,8 +41,10 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	mc.Active.Inc()
 	defer mc.Active.Dec()
 	// Body bytes count as they stream, as a tunnel's bytes do.
-	if lb, ok := out.Body.(*limitedBody); ok {
-		lb.count = mc.Rx
+	body, _ := out.Body.(*clientBody)
+	if body != nil {
+		body.count = mc.Rx
+		defer func() { cc.e.Rx = body.n.Load() }() // the writer has reported: it reads no more
 	}
 	cc.txBytes = mc.Tx
 
@@ -62,15 +63,12 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		cc.unwatchBackend(bc)
 		bc.close()
 		werr := cc.abortWriter(sent)
-		return cc.respondBackendError(req, res.Pool, err, werr)
+		return cc.respondBackendError(ctx, req, res.Pool, err, werr)
 	}
 	keep, reusable, rerr := cc.relayResponse(req, resp, res.Pool, bc, st.l.Timeouts.Idle)
-	if rerr != nil {
-		cc.e.Reason = endReason(ctx, cc.e.Reason)
-	}
 	werr := cc.requestSent(out, bc, sent)
-	if lb, ok := out.Body.(*limitedBody); ok {
-		cc.e.Rx = lb.n.Load() // the writer has reported: it reads no more
+	if rerr != nil || werr != nil {
+		cc.requestFailed(ctx, werr)
 	}
 	live := cc.unwatchBackend(bc) // false: drain closed the conn
 	w.putBack(cc, bc, live && rerr == nil && werr == nil && reusable)
@@ -95,7 +93,8 @@ func (w *worker) replay(ctx context.Context, cc *clientConn, p *pool.Pool, bc *b
 // relayed, and returns how it went. A backend may answer before it has read
 // the whole request body (an early 413, a stream); then the rest of the body
 // is still on the client conn, and the backend conn is mid-request: the
-// write is cut, and neither conn can be reused.
+// write is cut, and neither conn can be reused. The error then wraps the
+// writer's, which says whether the client's body failed first.
 func (cc *clientConn) requestSent(out *http.Request, bc *backendConn, sent sending) error {
 	if sent.written == nil {
 		return sent.err // written before the response was read
@@ -103,25 +102,54 @@ func (cc *clientConn) requestSent(out *http.Request, bc *backendConn, sent sendi
 	select {
 	case err := <-sent.written:
 		return err
-	case <-bodyRead(out):
+	default:
+	}
+	if bodyRead(out) {
 		// The whole request was read from the client: at most its last
 		// bytes are still on their way to the backend, and the writer may
 		// simply not have reported yet. Wait for it, bounded.
-		_ = bc.conn.SetWriteDeadline(time.Now().Add(writeGrace))
-		return <-sent.written
-	default:
-		bc.conn.Close()
-		cc.abortWriter(sent)
-		return errors.New("request body not fully sent")
+		t := time.NewTimer(writeGrace)
+		defer t.Stop()
+		select {
+		case err := <-sent.written:
+			return err
+		case <-t.C:
+		}
 	}
+	bc.conn.Close()
+	if err := cc.abortWriter(sent); err != nil {
+		return fmt.Errorf("request body not fully sent: %w", err)
+	}
+	return errors.New("request body not fully sent")
+}
+
+// requestFailed notes in the access line, and counts, what ended a request
+// whose answer had begun: the client's body (timeouts, a malformed body, a
+// client gone: werr) or a backend that read none of it for timeouts.send,
+// both of which the relay sees only as a closed backend conn; else what
+// relayResponse found; a drain or removal over all of them.
+func (cc *clientConn) requestFailed(ctx context.Context, werr error) {
+	if _, reason, _, ok := bodyAnswer(werr); ok {
+		cc.countFault(reason)
+		cc.e.Reason = reason
+		if reason == "client" {
+			cc.e.Status = statusClientClosed
+		}
+	} else if errors.Is(werr, errBackendStalled) {
+		cc.st.errs.Timeout.Inc()
+		cc.e.Reason = "timeout"
+	}
+	cc.e.Reason = endReason(ctx, cc.e.Reason)
 }
 
 // sending is the write of a request to a backend: done before its response
 // is read when it has no body (err), else by a writeRequest goroutine that
-// delivers its result on written exactly once.
+// delivers its result on written exactly once, reading body from the client.
+// Once the result has been received, written is nil and err holds it.
 type sending struct {
 	written chan error
 	err     error
+	body    *clientBody
 }
 
 // wait returns the write's result.
@@ -140,23 +168,30 @@ func (s sending) wait() error {
 // goroutine and a channel per request are saved. 1xx answers are relayed to
 // the client as they come.
 func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, sending, error) {
-	idle := cc.st.l.Timeouts.Idle
+	t := cc.st.l.Timeouts
+	idle := t.Idle
 	var s sending
+	// One deadline call for the response head and, a stale write deadline
+	// of the conn's last request replaced, the head's write: a head shorter
+	// than a buffer goes out at once (deadlineWriter), a longer one gets
+	// timeouts.send per write.
+	_ = bc.conn.SetDeadline(time.Now().Add(idle))
+	cc.bsw = deadlineWriter{conn: bc.conn, timeout: t.Send, idle: true}
 	if out.Body == nil {
-		// One deadline for the write and the response head: a backend that
-		// reads nothing for timeouts.idle is as silent as one that answers
-		// nothing.
-		_ = bc.conn.SetDeadline(time.Now().Add(idle))
-		if s.err = sendHead(bc.conn, out); s.err != nil {
+		if s.err = sendHead(&cc.bsw, out); s.err != nil {
 			return nil, s, s.err
 		}
 	} else {
 		s.written = make(chan error, 1)
-		go writeRequest(bc.conn, out, s.written)
-		_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
+		s.body, _ = out.Body.(*clientBody)
+		go writeRequest(&cc.bsw, out, s.written)
 	}
 	for first := true; ; first = false {
-		if !first {
+		if s.written != nil {
+			if err := awaitResponse(bc, &s, idle); err != nil {
+				return nil, s, err
+			}
+		} else if !first {
 			_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
 		}
 		resp, err := http.ReadResponse(bc.br, out)
@@ -180,15 +215,39 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 	}
 }
 
+// awaitResponse waits for the first byte of the answer to a request whose
+// body s is still sending. timeouts.idle counts from when the request has
+// been sent: while the client's body streams, a backend that waits for it
+// is not silent, and the client's own limits (timeouts.client_body,
+// http.min_body_rate) bound that wait, as timeouts.send bounds a backend
+// that stops reading. A writer that reports ends the wait on the body: idle
+// then counts from there.
+func awaitResponse(bc *backendConn, s *sending, idle time.Duration) error {
+	for {
+		_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
+		_, err := bc.br.Peek(1)
+		if s.written == nil || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		select {
+		case s.err = <-s.written:
+			s.written = nil
+		default:
+		}
+	}
+}
+
 // abortWriter stops a writeRequest goroutine whose backend conn the caller
 // has closed and returns its result. The goroutine may be blocked reading the
-// client's body; a read deadline in the past wakes it. The client conn is
-// closed after this anyway: its body is half read.
+// client's body; the body's abort wakes it. The client conn is closed after
+// this anyway: its body is half read.
 func (cc *clientConn) abortWriter(s sending) error {
 	if s.written == nil {
-		return s.err // no goroutine, no body read from the client
+		return s.err // no goroutine, or its result is in
 	}
-	_ = cc.conn.SetReadDeadline(time.Unix(1, 0))
+	if s.body != nil {
+		s.body.abort()
+	}
 	return <-s.written
 }
 
@@ -196,30 +255,27 @@ func (cc *clientConn) abortWriter(s sending) error {
 // is already complete.
 const writeGrace = 5 * time.Second
 
-// closedChan is a channel ready to receive from.
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// bodyRead returns a channel that is ready when out's body has been read from
-// the client to its end (at once when it has none), else nil.
-func bodyRead(out *http.Request) <-chan struct{} {
-	if b, ok := out.Body.(*limitedBody); ok && !b.eof.Load() {
-		return nil
-	}
-	return closedChan
+// bodyRead reports whether out's body has been read from the client to its
+// end (true when it has none).
+func bodyRead(out *http.Request) bool {
+	b, ok := out.Body.(*clientBody)
+	return !ok || b.eof.Load()
 }
 
 // writeRequest is a named goroutine (for readable stack dumps) that writes
-// out to c and reports how it went. It does not modify out, which its caller
-// reads meanwhile.
+// out to sw's conn and reports how it went. It does not modify out, which
+// its caller reads meanwhile.
 //
 // When the request fails on the client's side (its body outgrew
-// max_body_bytes or broke off, or net/http refused to write the head), it
-// closes c: the backend would wait for the rest of a request that never
-// comes, and the caller would wait for the backend's answer until the idle
-// timeout. The body's own error is reported, since net/http wraps it in a
-// type that errors.Is cannot see through.
-func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
-	bw := getWriter(c)
+// max_body_bytes, stalled, was malformed or broke off, or net/http refused to
+// write the head), or the backend read nothing of it for timeouts.send, it
+// closes the conn: the backend would wait for the rest of a request that
+// never comes, and the caller would wait for the backend's answer until the
+// idle timeout. The body's own error is reported, since net/http wraps it in
+// a type that errors.Is cannot see through; so is a stalled write.
+func writeRequest(sw *deadlineWriter, out *http.Request, written chan<- error) {
+	c := sw.conn
+	bw := getWriter(sw)
 	defer putWriter(bw)
 	o := *out
 	var fb *flushingBody
@@ -237,6 +293,9 @@ func writeRequest(c net.Conn, out *http.Request, written chan<- error) {
 		case fb != nil && fb.err != nil:
 			err = fb.err
 			c.Close()
+		case errors.Is(sw.err, os.ErrDeadlineExceeded):
+			err = fmt.Errorf("%w: %w", errBackendStalled, sw.err)
+			c.Close()
 		case !errors.As(err, &op):
 			c.Close()
 		}
@@ -253,66 +312,3 @@ func nothingReceived(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
-
-// limitedBody enforces max_body_bytes on a chunked request body as it
-// streams. Its Close does not drain the client's body as net/http's does: a
-// failed backend write must not wait on a slow client. It also records, for
-// forward, when the body has been read to its end.
-type limitedBody struct {
-	r     io.Reader
-	left  int64
-	eof   atomic.Bool
-	n     atomic.Int64       // bytes read, for the access log
-	count prometheus.Counter // wslb_bytes_total{direction="rx"}; set before the body is read
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left < 0 {
-		return 0, errBodyTooLarge
-	}
-	n, err := b.r.Read(p)
-	b.left -= int64(n)
-	b.n.Add(int64(n))
-	if b.count != nil && n > 0 {
-		b.count.Add(float64(n))
-	}
-	if b.left < 0 {
-		return n, errBodyTooLarge
-	}
-	if errors.Is(err, io.EOF) {
-		b.eof.Store(true)
-	}
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return nil }
-
-// flushingBody flushes the request writer before every read of the client's
-// body, so each piece goes to the backend as soon as it arrives instead of
-// waiting for a full buffer. This is safe although Request.Write is given the
-// *bufio.Writer itself: it flushes the head before the body (FlushHeaders),
-// so a Content-Length body starts with an empty buffer, which bufio hands to
-// the conn's own ReadFrom; a chunked body goes through net/http's chunked
-// writer, which has no ReadFrom.
-//
-// err keeps the first error reading the client's body failed with.
-type flushingBody struct {
-	r   io.ReadCloser
-	bw  *bufio.Writer
-	err error
-}
-
-func (b *flushingBody) Read(p []byte) (int, error) {
-	if b.bw.Buffered() > 0 {
-		if err := b.bw.Flush(); err != nil {
-			return 0, err
-		}
-	}
-	n, err := b.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) && b.err == nil {
-		b.err = err
-	}
-	return n, err
-}
-
-func (b *flushingBody) Close() error { return b.r.Close() }

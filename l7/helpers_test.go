@@ -101,6 +101,11 @@ func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb 
 // keys (indented already by the caller with 4 spaces).
 func simpleLB(t *testing.T, extra string, backends ...string) *lb {
 	t.Helper()
+	return startLB(t, simpleYAML(extra, backends...))
+}
+
+// simpleYAML is simpleLB's config.
+func simpleYAML(extra string, backends ...string) string {
 	var sb strings.Builder
 	sb.WriteString("listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    mode: l7\n    pool: p\n")
 	sb.WriteString(extra)
@@ -108,7 +113,7 @@ func simpleLB(t *testing.T, extra string, backends ...string) *lb {
 	for _, a := range backends {
 		fmt.Fprintf(&sb, "      - address: %s\n", a)
 	}
-	return startLB(t, sb.String())
+	return sb.String()
 }
 
 func (l *lb) errs(reason string) float64 {

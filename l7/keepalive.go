@@ -46,7 +46,7 @@ func (cc *clientConn) awaitRequest(timeout time.Duration) error {
 		cc.probeErr = nil
 		return err
 	}
-	cc.bw = getWriter(cc.conn)
+	cc.bw = getWriter(&cc.sw)
 	return nil
 }
 

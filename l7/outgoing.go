@@ -3,7 +3,7 @@ package l7
 import (
 	"bufio"
 	"errors"
-	"net"
+	"io"
 	"net/http"
 	"net/netip"
 
@@ -56,7 +56,9 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		}
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		out.Body = &limitedBody{r: req.Body, left: int64(h.MaxBodyBytes)}
+		body := newClientBody(req, int64(h.MaxBodyBytes), cc.conn, cc.br)
+		body.limit(cc.st.l.Timeouts.ClientBody, h.MinBodyRate, cc.rateGrace)
+		out.Body = body
 		// Request.Write, which writes requests with a body, adds a Go
 		// User-Agent to requests without one; an empty value tells it to
 		// send none, so the backend sees what the client sent.
@@ -113,9 +115,10 @@ func writeRequestHead(bw *bufio.Writer, out *http.Request) error {
 	return err
 }
 
-// sendHead writes out, a request without a body, to c in one write.
-func sendHead(c net.Conn, out *http.Request) error {
-	bw := getWriter(c)
+// sendHead writes out, a request without a body, to w: in one write when it
+// fits a buffer.
+func sendHead(w io.Writer, out *http.Request) error {
+	bw := getWriter(w)
 	defer putWriter(bw)
 	if err := writeRequestHead(bw, out); err != nil {
 		return err

@@ -8,6 +8,8 @@
 // (the round trip), both getting their backend conn from backend.go
 // (upstream.Dialer and the idle cache) and their request head from
 // outgoing.go; response.go relays answers, respond.go writes wslb's own.
+// body.go reads request bodies under their limits, and deadline.go bounds
+// every write of a plain request (timeouts.send).
 // head.go reads and checks heads, keepalive.go and buffers.go keep idle
 // conns cheap.
 package l7
@@ -46,6 +48,10 @@ type Proxy struct {
 	handoff.Deps
 
 	cur atomic.Pointer[state]
+
+	// rateGrace, when set, replaces defaultRateGrace: tests shorten it
+	// rather than wait 5 s for http.min_body_rate to apply.
+	rateGrace time.Duration
 }
 
 // state is everything a conn reads once when it starts.

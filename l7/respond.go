@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -48,20 +49,42 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
 	cc.count(req, poolName, status)
 	cc.firstByte()
-	setWriteTimeout(cc.conn)
 	err := resp.Write(cc.bw)
 	if err == nil {
 		err = cc.bw.Flush()
 	}
-	_ = cc.conn.SetWriteDeadline(time.Time{})
 	if err != nil {
-		cc.e.Reason = "client"
+		cc.clientWriteFailed(err)
+		return false // nothing to linger for: the answer did not go out
 	}
-	if closeConn || err != nil {
+	if closeConn {
 		lingerClose(cc.conn)
 		return false
 	}
 	return true
+}
+
+// clientWriteFailed notes in the access line why a write to the client
+// failed: timeouts.send passed without progress (reason timeout, counted),
+// or the client went away (status 499, as nginx logs it).
+func (cc *clientConn) clientWriteFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		cc.st.errs.Timeout.Inc()
+		cc.e.Reason = "timeout"
+		return
+	}
+	cc.e.Status, cc.e.Reason = statusClientClosed, "client"
+}
+
+// countFault counts a request's fault in wslb_errors_total by its reason
+// word; a client that went away is no error of wslb's.
+func (cc *clientConn) countFault(reason string) {
+	switch reason {
+	case "timeout":
+		cc.st.errs.Timeout.Inc()
+	case "bad_request":
+		cc.st.errs.BadRequest.Inc()
+	}
 }
 
 // respondError answers with status and a one-line plain-text reason. 4xx and
@@ -134,14 +157,28 @@ func (cc *clientConn) respondConnectError(req *http.Request, poolName string, er
 	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
 }
 
-// respondBackendError answers when the backend failed before its response
-// head arrived: 504 when it was silent past timeouts.idle, 413 when the
-// client's chunked body outgrew max_body_bytes, else 502.
-func (cc *clientConn) respondBackendError(req *http.Request, poolName string, err, werr error) bool {
+// respondBackendError answers when the request failed before the response
+// head arrived. The client's body first (werr, the writer's result): 413,
+// 408 or 400 when it outgrew max_body_bytes, stalled or was malformed, and
+// no answer (499) when the client went away; the backend is not blamed for
+// any of these. Then the backend's own failures: 504 when it read none of
+// the request for timeouts.send or was silent past timeouts.idle, else 502.
+func (cc *clientConn) respondBackendError(ctx context.Context, req *http.Request, poolName string, err, werr error) bool {
+	if status, reason, text, ok := bodyAnswer(werr); ok {
+		cc.countFault(reason)
+		if cc.e.Reason = endReason(ctx, reason); status != statusClientClosed {
+			return cc.respondPool(req, poolName, status, text)
+		}
+		if cc.e.Reason == "client" { // not a drain, which closed the conn
+			cc.count(req, poolName, status)
+		}
+		return false
+	}
 	switch {
-	case errors.Is(werr, errBodyTooLarge):
-		cc.st.errs.BadRequest.Inc()
-		return cc.respondPool(req, poolName, http.StatusRequestEntityTooLarge, "request body too large")
+	case errors.Is(werr, errBackendStalled):
+		cc.st.errs.Timeout.Inc()
+		cc.e.Reason = "timeout"
+		return cc.respondPool(req, poolName, http.StatusGatewayTimeout, "backend did not read the request in time")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		cc.st.errs.Timeout.Inc()
 		cc.e.Reason = "idle"
@@ -158,6 +195,3 @@ func (cc *clientConn) respondPool(req *http.Request, poolName string, status int
 	req.Close = true
 	return cc.respond(req, poolName, status, nil, errorBody(status, reason), true)
 }
-
-// setWriteTimeout bounds a write of an error answer to a client that may not read.
-func setWriteTimeout(c net.Conn) { _ = c.SetWriteDeadline(time.Now().Add(10 * time.Second)) }

@@ -66,7 +66,8 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 		case body.err != nil:
 			cc.e.Reason = "backend"
 		default:
-			cc.e.Reason = "client"
+			// The rest of the answer is not drained: both conns close.
+			cc.clientWriteFailed(err)
 		}
 		return false, false, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/route"
@@ -56,7 +55,6 @@ func (w *staticWriter) WriteHeader(status int) {
 	}
 	cc.count(w.req, "", status)
 	cc.firstByte()
-	setWriteTimeout(cc.conn)
 	fmt.Fprintf(cc.bw, "HTTP/1.%d %03d %s\r\n", minor, status, http.StatusText(status))
 	w.err = w.header.Write(cc.bw)
 	cc.bw.WriteString("\r\n")
@@ -70,7 +68,6 @@ func (w *staticWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	setWriteTimeout(w.cc.conn)
 	n, err := w.cc.bw.Write(p)
 	w.err = err
 	return n, err
@@ -86,11 +83,11 @@ func (w *staticWriter) finish() bool {
 	if w.err == nil {
 		w.err = cc.bw.Flush()
 	}
-	_ = cc.conn.SetWriteDeadline(time.Time{})
 	if w.err != nil {
-		cc.e.Reason = "client"
+		cc.clientWriteFailed(w.err)
+		return false
 	}
-	if w.err != nil || w.header.Get("Connection") == "close" {
+	if w.header.Get("Connection") == "close" {
 		lingerClose(cc.conn)
 		return false
 	}

@@ -79,9 +79,9 @@ func (w *worker) startTLS(ctx context.Context, cc *clientConn) bool {
 		return false
 	}
 	cc.tls = true
-	cc.conn = tc
+	cc.conn, cc.sw.conn = tc, tc
 	cc.br = bufio.NewReaderSize(tc, readerSize(st))
-	cc.bw = bufio.NewWriterSize(tc, 4096)
+	cc.bw = bufio.NewWriterSize(&cc.sw, 4096)
 	return true
 }
 

@@ -54,7 +54,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	resp, err := handshake(bc, out, st.l.Timeouts.Handshake)
 	if err != nil {
 		bc.conn.Close()
-		return cc.respondBackendError(req, res.Pool, err, nil)
+		return cc.respondBackendError(ctx, req, res.Pool, err, nil)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// 403, 426, a redirect: relayed as the backend sent it.
@@ -112,7 +112,7 @@ func checkUpgrade(req *http.Request, token string) (key string, bad *badUpgrade)
 // answer, not the idle timeout plain requests get.
 func handshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
 	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
-	if err := sendHead(bc.conn, out); err != nil {
+	if err := sendHead(bc.conn, out); err != nil { // timeout covers the write
 		return nil, err
 	}
 	resp, err := http.ReadResponse(bc.br, out)
@@ -141,10 +141,15 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	}
 	if err != nil {
 		bc.conn.Close()
-		cc.e.Reason = endReason(ctx, "client")
+		cc.clientWriteFailed(err)
+		cc.e.Reason = endReason(ctx, cc.e.Reason)
 		return false
 	}
 	m.Upgrades.WithLabelValues(ln, pn).Inc()
+	// timeouts.send is for plain requests; a tunnel's limit is its idle
+	// timeout, and the goroutine relay of a TLS tunnel writes with no
+	// deadline of its own.
+	_ = cc.conn.SetWriteDeadline(time.Time{})
 
 	r := tunnel.Relay{
 		Idle: st.l.Timeouts.Idle,
