@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
 )
@@ -155,8 +154,8 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 		go writeRequest(bc.conn, out, s.written)
 		_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
 	}
-	for first := true; ; first = false {
-		if !first {
+	for n := 0; ; n++ {
+		if n > 0 {
 			_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
 		}
 		resp, err := http.ReadResponse(bc.br, out)
@@ -170,12 +169,9 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 			return resp, s, nil
 		}
 		// 100 Continue, 103 Early Hints: interim answers an HTTP/1.1 client
-		// must accept; an HTTP/1.0 client must not get them (RFC 9110 §15.2).
-		if req.ProtoAtLeast(1, 1) {
-			header.RemoveHopByHop(resp.Header)
-			if err := resp.Write(cc.bw); err == nil {
-				_ = cc.bw.Flush()
-			}
+		// must accept.
+		if err := cc.relayInterim(req, resp, n+1); err != nil {
+			return nil, s, err
 		}
 	}
 }
