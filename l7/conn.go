@@ -264,8 +264,9 @@ func (w *worker) badHead(cc *clientConn, err error) {
 }
 
 func badRequestText(err error) string {
-	if errors.Is(err, errSmuggling) {
-		return "both Content-Length and Transfer-Encoding"
+	switch {
+	case errors.Is(err, errSmuggling), errors.Is(err, errNoHost):
+		return err.Error()
 	}
 	return "malformed request"
 }
