@@ -137,7 +137,7 @@ func (s sending) wait() error {
 // written first, in one write, on this goroutine: a head fits in the
 // socket's buffer, so the write does not wait on the backend, and a
 // goroutine and a channel per request are saved. 1xx answers are relayed to
-// the client as they come.
+// the client as they come, as many as relayInterim allows.
 func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, sending, error) {
 	idle := cc.st.l.Timeouts.Idle
 	var s sending

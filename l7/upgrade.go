@@ -109,9 +109,10 @@ func checkUpgrade(req *http.Request, token string) (key string, bad *badUpgrade)
 
 // handshake sends out, the upgrade request req became, on bc and reads the
 // backend's final answer, relaying the interim ones (103 Early Hints, 100
-// Continue) to the client as they come. A handshake must be quick: the
-// backend gets timeouts.handshake for all of it, which 1xx answers do not
-// renew, not the idle timeout plain requests get.
+// Continue) to the client as they come, as many as relayInterim allows. A
+// handshake must be quick: the backend gets timeouts.handshake for all of
+// it, not the idle timeout plain requests get, and 1xx answers do not renew
+// it.
 func (cc *clientConn) handshake(req *http.Request, bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
 	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
 	if err := sendHead(bc.conn, out); err != nil {
