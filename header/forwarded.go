@@ -5,10 +5,13 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/wslb/wslb/config"
 )
 
 // Forwarding describes one hop, the client conn a request arrived on, for
-// ClientIP and SetForwarded. The zero value trusts nobody and sets nothing.
+// ClientIP and SetForwarded. The zero value trusts nobody and sets nothing;
+// it still removes what only a trusted peer may send.
 type Forwarding struct {
 	Peer       netip.Addr     // the conn's remote address, or the one an accepted PROXY header gave
 	Trusted    []netip.Prefix // http.trusted_proxies: peers whose X-Forwarded-For and Forwarded are kept
@@ -17,6 +20,9 @@ type Forwarding struct {
 	Port       int            // the port of the listener the request arrived on
 	XForwarded bool           // http.forwarded_headers: X-Real-IP, X-Forwarded-For/-Host/-Proto/-Port
 	RFC7239    bool           // http.forwarded: also the standard Forwarded header
+	// RequestHeaders are http.request_headers, set later (SetRequestHeaders):
+	// headers wslb sets too, whose underscore spellings SetForwarded removes.
+	RequestHeaders []config.RequestHeader
 }
 
 // ClientIP returns the client address for this hop.
@@ -80,15 +86,20 @@ func (f Forwarding) clientIP(h http.Header, peer netip.Addr, trusted bool) netip
 //   - With RFC7239, Forwarded gets the element
 //     for=<Peer>;host=<Host>;proto=<Proto> (RFC 7239 §4), appended to the
 //     incoming elements when Peer is trusted and replacing them otherwise.
+//     Without it, Forwarded is kept as sent from a trusted Peer and removed
+//     from any other.
+//   - The underscore spellings of the headers wslb sets or removes, and of
+//     RequestHeaders, are removed, whatever the options (removeUnderscored).
 //
 // Every header it writes replaces what the client sent; one whose value would be
 // empty (no Host on an HTTP/1.0 request, no Peer) is removed instead.
 //
-// With XForwarded false no X- header is touched, and with RFC7239 false no
-// Forwarded header: what the client sent passes as it is. That is what the user
-// asked for by turning the option off (a backend that does its own forwarding
-// logic, or another proxy behind wslb that does); it also means a backend must
-// not believe those headers.
+// With XForwarded false no X- header is touched: what the client sent passes
+// as it is. That is what the user asked for by turning the option off (a
+// backend that does its own forwarding logic, or another proxy behind wslb
+// that does); it also means a backend must not believe those headers.
+// http.forwarded is off by default, so there turning it off asks for nothing:
+// an untrusted client's Forwarded goes, as its X-Forwarded-For would.
 func (f Forwarding) SetForwarded(h http.Header) netip.Addr {
 	peer := clean(f.Peer)
 	trusted := f.trusted(peer)
@@ -108,7 +119,8 @@ func (f Forwarding) SetForwarded(h http.Header) netip.Addr {
 		fs.set("X-Forwarded-Port", port)
 		fs.set("X-Forwarded-Proto", f.Proto)
 	}
-	if f.RFC7239 {
+	switch {
+	case f.RFC7239:
 		fwd := f.element(peer)
 		if trusted {
 			if in := joinList(h["Forwarded"]); in != "" {
@@ -116,7 +128,10 @@ func (f Forwarding) SetForwarded(h http.Header) netip.Addr {
 			}
 		}
 		fs.set("Forwarded", fwd)
+	case !trusted:
+		delete(h, "Forwarded")
 	}
+	removeUnderscored(h, f.RequestHeaders)
 	return client
 }
 

@@ -4,7 +4,10 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
+
+	"github.com/wslb/wslb/config"
 )
 
 // trustedNets is the trusted_proxies of these tests.
@@ -148,8 +151,27 @@ func TestSetForwarded(t *testing.T) {
 			},
 		},
 		{
-			name: "both off: nothing touched",
-			f:    Forwarding{Peer: netip.MustParseAddr("198.51.100.9"), Host: "example.com", Proto: "http", Port: 80},
+			name: "both off: X- headers as sent, an untrusted peer's Forwarded removed",
+			f:    Forwarding{Peer: netip.MustParseAddr("198.51.100.9"), Trusted: trustedNets(), Host: "example.com", Proto: "http", Port: 80},
+			in:   spoofed,
+			want: without(spoofed, "Forwarded"),
+		},
+		{
+			name: "Forwarded off, untrusted peer: removed",
+			f:    Forwarding{Peer: netip.MustParseAddr("198.51.100.9"), Trusted: trustedNets(), Host: "example.com", Proto: "http", Port: 80, XForwarded: true},
+			in:   http.Header{"Forwarded": {"for=1.1.1.1", "for=2.2.2.2"}, "Accept": {"*/*"}},
+			want: http.Header{
+				"X-Forwarded-For":   {"198.51.100.9"},
+				"X-Real-Ip":         {"198.51.100.9"},
+				"X-Forwarded-Host":  {"example.com"},
+				"X-Forwarded-Proto": {"http"},
+				"X-Forwarded-Port":  {"80"},
+				"Accept":            {"*/*"},
+			},
+		},
+		{
+			name: "Forwarded off, trusted peer: kept as sent",
+			f:    Forwarding{Peer: netip.MustParseAddr("10.0.0.1"), Trusted: trustedNets(), Host: "example.com", Proto: "http", Port: 80},
 			in:   spoofed,
 			want: spoofed,
 		},
@@ -200,6 +222,64 @@ func TestSetForwarded(t *testing.T) {
 			tt.f.SetForwarded(h)
 			if !reflect.DeepEqual(h, tt.want) {
 				t.Errorf("got %v\nwant %v", h, tt.want)
+			}
+		})
+	}
+}
+
+// without returns a copy of h without the headers names.
+func without(h http.Header, names ...string) http.Header {
+	h = h.Clone()
+	for _, n := range names {
+		delete(h, n)
+	}
+	return h
+}
+
+// TestUnderscoreSpellingsRemoved: CGI, PHP and WSGI read X_Real_IP as
+// X-Real-IP (both become HTTP_X_REAL_IP), so the underscore spellings of the
+// headers wslb sets or removes go, in any case and any mix of '_' and '-',
+// whatever the options and however trusted the peer; other names with an
+// underscore pass.
+func TestUnderscoreSpellingsRemoved(t *testing.T) {
+	in := http.Header{
+		"X_forwarded_for":     {"6.6.6.6"},
+		"X_real_ip":           {"6.6.6.6"},
+		"X-Forwarded_host":    {"evil.example"},
+		"X_forwarded-proto":   {"https"},
+		"X_forwarded_port":    {"1"},
+		"Proxy_authorization": {"Basic eDp5"},
+		"Proxy_connection":    {"keep-alive"},
+		"Keep_alive":          {"timeout=5"},
+		"Transfer_encoding":   {"chunked"},
+		"Content_length":      {"5"},
+		"X_forwarded_server":  {"evil.example"},
+		"X_request_id":        {"abc"},
+		"X_forwarded_for_me":  {"kept"},
+		"Accept":              {"*/*"},
+	}
+	owned := []string{"X_forwarded_for", "X_real_ip", "X-Forwarded_host", "X_forwarded-proto", "X_forwarded_port",
+		"Proxy_authorization", "Proxy_connection", "Keep_alive", "Transfer_encoding", "Content_length"}
+	peer, trusted := netip.MustParseAddr("198.51.100.9"), netip.MustParseAddr("10.0.0.1")
+	set := []config.RequestHeader{{Name: "X-Forwarded-Server"}, {Name: "X-Request-Id"}}
+	for _, tc := range []struct {
+		name string
+		f    Forwarding
+		gone []string // besides owned
+	}{
+		{"all on", Forwarding{Peer: peer, XForwarded: true, RFC7239: true}, nil},
+		{"all off", Forwarding{Peer: peer}, nil},
+		{"trusted peer", Forwarding{Peer: trusted, Trusted: trustedNets(), XForwarded: true}, nil},
+		{"request_headers", Forwarding{Peer: peer, RequestHeaders: set}, []string{"X_forwarded_server", "X_request_id"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := in.Clone()
+			tc.f.SetForwarded(h)
+			for name := range in {
+				gone := slices.Contains(owned, name) || slices.Contains(tc.gone, name)
+				if _, kept := h[name]; kept == gone {
+					t.Errorf("%s: kept %v, want %v", name, kept, !gone)
+				}
 			}
 		})
 	}

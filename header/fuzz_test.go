@@ -41,6 +41,11 @@ func fuzzSeeds() []string {
 		"\x00\xff: \x7f\r\n:\r\n  folded\r\nX: y\r\n\r\ntrailing",
 		"X-Forwarded-For: ,,\"\",[],[::1,1.2.3.4:,:80,\"1.2.3.4\r\nConnection: \"upgrade\"\r\nUpgrade: \r\n",
 		"",
+		// underscore spellings, which CGI/PHP/WSGI read as the dashed headers
+		"X_Forwarded_For: 1.1.1.1\r\nx_real_ip: 1.1.1.1\r\nX-Forwarded_Host: evil\r\nX_FORWARDED_PROTO: https\r\n" +
+			"X_Forwarded_Port: 1\r\nProxy_Authorization: Basic Zm9v\r\nTransfer_Encoding: chunked\r\nX_Other: kept\r\n",
+		// Forwarded lists, several lines, one of them empty
+		"Forwarded: for=1.1.1.1;proto=https, for=\"[2001:db8::7]:443\"\r\nForwarded: \r\nForwarded: for=10.0.0.2\r\n",
 	}
 }
 
@@ -63,6 +68,9 @@ func FuzzRewrite(f *testing.F) {
 	}
 	trusted := untrusted
 	trusted.Peer = netip.MustParseAddr("10.0.0.1")
+	untrustedOff, trustedOff := untrusted, trusted // both options off
+	untrustedOff.XForwarded, untrustedOff.RFC7239 = false, false
+	trustedOff.XForwarded, trustedOff.RFC7239 = false, false
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(data, "\r\n\r\n"...))))
@@ -135,6 +143,34 @@ func FuzzRewrite(f *testing.F) {
 			t.Errorf("trusted peer: X-Forwarded-For = %q", xff)
 		}
 		checkValues(t, h)
+		if fwd := h.Values("Forwarded"); len(fwd) != 1 || !strings.HasSuffix(fwd[0], `for=10.0.0.1;host="example.com:8080";proto=https`) {
+			t.Errorf("trusted peer: Forwarded = %q, want this hop's element last", fwd)
+		}
+
+		// SetForwarded with both options off: an untrusted peer's Forwarded
+		// goes, a trusted peer's stays as sent, and so does every other
+		// header but the underscore spellings of wslb's own.
+		for _, f := range []Forwarding{untrustedOff, trustedOff} {
+			h = in.Clone()
+			f.SetForwarded(h)
+			for k, v := range in {
+				gone := ownUnderscored(k) || k == "Forwarded" && !f.trusted(f.Peer)
+				if got, kept := h[k]; kept == gone || kept && !slices.Equal(got, v) {
+					t.Errorf("peer %s, options off: %q = %q became %q (kept %v)", f.Peer, k, v, got, kept)
+				}
+			}
+		}
+
+		// No configuration lets an underscore spelling of wslb's own through.
+		for _, f := range []Forwarding{untrusted, trusted, untrustedOff, trustedOff} {
+			h = in.Clone()
+			f.SetForwarded(h)
+			for k := range h {
+				if ownUnderscored(k) {
+					t.Errorf("peer %s: underscore spelling %q = %q survived", f.Peer, k, h[k])
+				}
+			}
+		}
 
 		// CheckWebSocketRequest: an accepted key is a 16-byte nonce whose accept
 		// passes CheckSwitch; a rejection is one of the two sentinels.
@@ -153,6 +189,22 @@ func FuzzRewrite(f *testing.F) {
 		}
 		_ = CheckSwitch(in, "websocket", key) // the head as a response: must not panic
 	})
+}
+
+// ownUnderscored reports whether name is an underscore spelling of a header
+// wslb sets or removes, the oracle of FuzzRewrite: written apart from the
+// code it checks.
+func ownUnderscored(name string) bool {
+	if !strings.Contains(name, "_") {
+		return false
+	}
+	switch http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-")) {
+	case "X-Real-Ip", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
+		"Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length",
+		"Proxy-Authenticate", "Proxy-Authorization":
+		return true
+	}
+	return false
 }
 
 // checkValues fails t if any header of h could not be written as one line.

@@ -46,12 +46,15 @@ func trimOWS(s string) string {
 
 // equalFold is strings.EqualFold limited to ASCII. Tokens are ASCII, and Unicode
 // folding would let "webſocket" (long s) pass for "websocket".
-func equalFold(a, b string) bool {
+func equalFold(a, b string) bool { return equalAs(a, b, lower) }
+
+// equalAs reports whether a and b are equal once every byte is mapped by as.
+func equalAs(a, b string, as func(byte) byte) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
-		if lower(a[i]) != lower(b[i]) {
+		if as(a[i]) != as(b[i]) {
 			return false
 		}
 	}

@@ -106,9 +106,7 @@ func TestMetricsErrorReasons(t *testing.T) {
 			return startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 200ms}", be.Addr()), be
 		}, func(t *testing.T, l *lb) {
 			c := tcptest.Dial(t, l.addr)
-			// Part of the signature, and no more. (A started v1 line that
-			// stops is refused at once as a bad header by go-proxyproto,
-			// which wants the line in one read; that is proxy_protocol.)
+			// Part of the signature, and no more.
 			c.Write([]byte("PROX"))
 			mExpectClosed(t, c)
 		}, map[string]float64{"timeout": 1}, 0},

@@ -71,7 +71,7 @@ var _ frontend.Handler = (*Proxy)(nil)
 // line.
 func (px *Proxy) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold) {
 	st := px.cur.Load()
-	client := proxyheader.AddrPort(c.RemoteAddr())
+	ends := proxyheader.ConnAddrs(c)
 	accepted := time.Now()
 
 	// Bytes read past a PROXY header belong to the client's stream; the relay
@@ -80,7 +80,7 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 	var early []byte
 	if st.l.AcceptProxyProtocol {
 		br := bufio.NewReader(c)
-		src, err := proxyheader.Read(c, br, st.l.Timeouts.Handshake)
+		front, err := proxyheader.Read(c, br, st.l.Timeouts.Handshake)
 		if err != nil {
 			reason := "proxy_protocol"
 			if errors.Is(err, proxyheader.ErrTimeout) {
@@ -89,13 +89,11 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 			} else {
 				st.errs.ProxyProtocol.Inc()
 			}
-			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", client.String(), "err", err)
-			px.refuse(c, st, client, accepted, reason)
+			px.Log.Debug("bad PROXY header", "listener", st.l.Name, "remote", ends.Source.String(), "err", err)
+			px.refuse(c, st, ends.Source, accepted, reason)
 			return
 		}
-		if src.IsValid() {
-			client = src
-		}
+		ends = front
 		if n := br.Buffered(); n > 0 {
 			// A copy, so that br's buffer is not kept for the conn's life.
 			early, _ = br.Peek(n)
@@ -103,7 +101,8 @@ func (px *Proxy) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 		}
 	}
 
-	bc, err := st.dial.Connect(ctx, upstream.Request{Pool: st.pool, ClientIP: client.Addr(), Source: client, Local: c.LocalAddr()})
+	client := ends.Source
+	bc, err := st.dial.Connect(ctx, upstream.Request{Pool: st.pool, ClientIP: client.Addr(), Addrs: ends})
 	if err != nil {
 		px.Log.Debug("no backend for conn", "listener", st.l.Name, "remote", client.String(), "err", err)
 		px.refuse(c, st, client, accepted, upstream.Reason(err))

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/internal/echo"
@@ -267,30 +266,16 @@ func TestMaxConnections(t *testing.T) {
 }
 
 // TestProxyProtocol: a PROXY v2 header from a balancer in front names the
-// client; wslb passes that address on to the backend in a v1 header, and the
-// bytes the client sent right behind the header arrive intact.
+// client and the address it connected to; wslb passes both on to the
+// backend in a v1 header, and the bytes the client sent right behind the
+// header arrive intact.
 func TestProxyProtocol(t *testing.T) {
-	got := make(chan *proxyproto.Header, 1)
-	be := tcptest.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		h, err := proxyproto.Read(br)
-		if err != nil {
-			got <- nil
-			return
-		}
-		got <- h
-		io.Copy(c, br)
-	})
+	be, got := tcptest.ServeProxied(t, func(c net.Conn, br *bufio.Reader) { io.Copy(c, br) })
 	lb := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v1", be.Addr())
 	c := tcptest.Dial(t, lb.addr)
 
-	client := netip.MustParseAddrPort("203.0.113.7:51000")
-	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(client),
-		net.TCPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:443")))
-	var head bytes.Buffer
-	h.WriteTo(&head)
-	head.WriteString("early bytes")
-	c.Write(head.Bytes())
+	client, dest := netip.MustParseAddrPort("203.0.113.7:51000"), netip.MustParseAddrPort("198.51.100.1:443")
+	c.Write(append(tcptest.ProxyHeader(t, 2, client, dest), "early bytes"...))
 	buf := make([]byte, len("early bytes"))
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "early bytes" {
 		t.Fatalf("echo of early bytes: %q %v", buf, err)
@@ -299,9 +284,48 @@ func TestProxyProtocol(t *testing.T) {
 	if bh == nil {
 		t.Fatal("backend got no PROXY header")
 	}
-	if bh.Version != 1 || bh.SourceAddr.String() != client.String() {
-		t.Fatalf("backend header v%d source %s, want v1 source %s", bh.Version, bh.SourceAddr, client)
+	if bh.Version != 1 || bh.SourceAddr.String() != client.String() || bh.DestinationAddr.String() != dest.String() {
+		t.Fatalf("backend header v%d %s -> %s, want v1 %s -> %s", bh.Version, bh.SourceAddr, bh.DestinationAddr, client, dest)
 	}
+}
+
+// TestProxyProtocolInSegments: a PROXY header, v1 or v2, that arrives in
+// several TCP segments (byte by byte, or cut in two with a pause) is read
+// whole within timeouts.handshake, and the backend's header names the client
+// it named. One that stops half way is closed when the handshake timeout
+// ends, counted as a timeout.
+func TestProxyProtocolInSegments(t *testing.T) {
+	be, got := tcptest.ServeProxied(t, func(c net.Conn, br *bufio.Reader) { io.Copy(c, br) })
+	lb := startLB(t, "accept_proxy_protocol: true\nproxy_protocol: v2\ntimeouts: {handshake: 5s}", be.Addr())
+	client, dest := netip.MustParseAddrPort("203.0.113.7:51000"), netip.MustParseAddrPort("198.51.100.1:443")
+	tcptest.TrickleProxyHeaders(t, lb.addr, client, dest, func(t *testing.T, c *net.TCPConn) {
+		if got := roundTrip(t, c, "after the header"); got != "after the header" {
+			t.Fatalf("echo %q", got)
+		}
+		if h := <-got; h == nil || h.SourceAddr.String() != client.String() {
+			t.Fatalf("backend's header %v, want one naming %s", h, client)
+		}
+	})
+	for _, reason := range []string{"timeout", "proxy_protocol"} {
+		if got := testutil.ToFloat64(lb.metrics.Errors.WithLabelValues("l4test", reason)); got != 0 {
+			t.Errorf("errors_total{reason=%s} = %v, want 0", reason, got)
+		}
+	}
+
+	t.Run("half a header", func(t *testing.T) {
+		lb := startLB(t, "accept_proxy_protocol: true\ntimeouts: {handshake: 300ms}", be.Addr())
+		for _, c := range tcptest.HalfProxyHeaders(t, lb.addr, client, dest) {
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("conn with half a header was served")
+			}
+		}
+		if got := testutil.ToFloat64(lb.metrics.Errors.WithLabelValues("l4test", "timeout")); got != 2 {
+			t.Errorf("errors_total{reason=timeout} = %v, want 2", got)
+		}
+		if be.Accepted() != 4 {
+			t.Errorf("backend accepted %d conns, want only the 4 with a whole header", be.Accepted())
+		}
+	})
 }
 
 func TestProxyProtocolGarbageRejected(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
 	"github.com/wslb/wslb/upstream"
 )
 
@@ -50,7 +51,7 @@ func (w *worker) redial(ctx context.Context, cc *clientConn, p *pool.Pool, b *po
 // upstreamRequest is what a connect to p for cc's client is, but for the
 // address to hash.
 func (cc *clientConn) upstreamRequest(p *pool.Pool) upstream.Request {
-	return upstream.Request{Pool: p, Source: cc.peer, Local: cc.conn.LocalAddr()}
+	return upstream.Request{Pool: p, Addrs: proxyheader.Addrs{Source: cc.peer, Dest: cc.dest}}
 }
 
 func newBackendConn(uc upstream.Conn) *backendConn {

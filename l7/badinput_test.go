@@ -94,6 +94,13 @@ func TestMalformedRequestsRefused(t *testing.T) {
 		{"opaque target", "GET a:0 HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "target"},
 		{"asterisk target for GET", "GET * HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "target"},
 		{"absolute-form of another scheme", "GET ftp://example.test/x HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "target"},
+		// RFC 9112 §3.2: Host is required even with an absolute-form target.
+		{"absolute-form without Host", "GET http://evil.test/x HTTP/1.1\r\nAccept: */*\r\n\r\n", 400, "bad_request", "Host"},
+		{"absolute-form without Host on HTTP/1.0", "GET https://evil.test/ HTTP/1.0\r\n\r\n", 400, "bad_request", "Host"},
+		// RFC 9110 §4.2.4: userinfo in an http(s) URI is an error.
+		{"userinfo in target", "GET http://u@evil.test/ HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "userinfo"},
+		{"user and password in target", "GET https://u:p@evil.test:8443/x HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "userinfo"},
+		{"empty userinfo in target", "GET http://@evil.test/ HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", "userinfo"},
 		{"path above the root", "GET /../x HTTP/1.1\r\n" + host + "\r\n", 400, "bad_request", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,7 +43,8 @@ type clientConn struct {
 	probe    func(fd uintptr) bool
 	probeErr error
 	peer     netip.AddrPort // the TCP peer, or the source an accepted PROXY header named
-	local    netip.AddrPort
+	local    netip.AddrPort // the listener's end: X-Forwarded-Port's port
+	dest     netip.AddrPort // local, or the destination an accepted PROXY header named
 	tls      bool
 	accepted time.Time
 	answered bool // the first response byte went out (wslb_handshake_seconds)
@@ -118,10 +119,10 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 		}
 	}()
 	st := w.px.cur.Load()
+	ends := proxyheader.ConnAddrs(c)
 	cc = &clientConn{
 		st: st, conn: c, hold: hold, accepted: time.Now(),
-		peer:  proxyheader.AddrPort(c.RemoteAddr()),
-		local: proxyheader.AddrPort(c.LocalAddr()),
+		peer: ends.Source, local: ends.Dest, dest: ends.Dest,
 		// Drain cancels ctx: whatever the conn is doing, it ends.
 		unwatch:   context.AfterFunc(ctx, func() { c.Close() }),
 		sw:        deadlineWriter{conn: c, timeout: st.l.Timeouts.Send},
@@ -138,7 +139,7 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 	defer cc.releaseBuffers(nil)
 
 	if st.l.AcceptProxyProtocol {
-		src, err := proxyheader.Read(c, cc.br, time.Until(deadline))
+		front, err := proxyheader.Read(c, cc.br, time.Until(deadline))
 		if err != nil {
 			if errors.Is(err, proxyheader.ErrTimeout) {
 				st.errs.Timeout.Inc()
@@ -147,9 +148,7 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 			}
 			return
 		}
-		if src.IsValid() {
-			cc.peer = src
-		}
+		cc.peer, cc.dest = front.Source, front.Dest
 		_ = c.SetDeadline(deadline)
 	}
 	cc.bw = getWriter(&cc.sw)
@@ -274,8 +273,9 @@ func (w *worker) badHead(cc *clientConn, err error) {
 }
 
 func badRequestText(err error) string {
-	if errors.Is(err, errSmuggling) {
-		return "both Content-Length and Transfer-Encoding"
+	switch {
+	case errors.Is(err, errSmuggling), errors.Is(err, errNoHost):
+		return err.Error()
 	}
 	return "malformed request"
 }

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
 )
@@ -166,7 +165,7 @@ func (s sending) wait() error {
 // written first, in one write, on this goroutine: a head fits in the
 // socket's buffer, so the write does not wait on the backend, and a
 // goroutine and a channel per request are saved. 1xx answers are relayed to
-// the client as they come.
+// the client as they come, as many as relayInterim allows.
 func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, sending, error) {
 	t := cc.st.l.Timeouts
 	idle := t.Idle
@@ -186,12 +185,12 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 		s.body, _ = out.Body.(*clientBody)
 		go writeRequest(&cc.bsw, out, s.written)
 	}
-	for first := true; ; first = false {
+	for n := 0; ; n++ {
 		if s.written != nil {
 			if err := awaitResponse(bc, &s, idle); err != nil {
 				return nil, s, err
 			}
-		} else if !first {
+		} else if n > 0 {
 			_ = bc.conn.SetReadDeadline(time.Now().Add(idle))
 		}
 		resp, err := http.ReadResponse(bc.br, out)
@@ -205,12 +204,9 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 			return resp, s, nil
 		}
 		// 100 Continue, 103 Early Hints: interim answers an HTTP/1.1 client
-		// must accept; an HTTP/1.0 client must not get them (RFC 9110 §15.2).
-		if req.ProtoAtLeast(1, 1) {
-			header.RemoveHopByHop(resp.Header)
-			if err := resp.Write(cc.bw); err == nil {
-				_ = cc.bw.Flush()
-			}
+		// must accept.
+		if err := cc.relayInterim(req, resp, n+1); err != nil {
+			return nil, s, err
 		}
 	}
 }

@@ -46,6 +46,8 @@ var fuzzSeeds = []string{
 	// as the request line "000 0 HTTP/1.1".
 	"000 A:0 HTTP/0.0\r\n0000:0\n\r\n",
 	"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	"GET http://evil.test/x HTTP/1.1\r\nX_Forwarded_For: 1.2.3.4\r\n\r\n",
+	"GET http://u:p@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
 }
 
 // fuzzConn is the clientConn the header rewriting runs for: a trusted peer
@@ -177,6 +179,14 @@ func FuzzReadHead(f *testing.F) {
 		}
 		if len(req.TransferEncoding) > 0 && req.Header.Get("Content-Length") != "" {
 			t.Fatalf("parsed both a chunked body and a Content-Length: %q", head)
+		}
+		// An absolute-form target names a host a backend may trust: only
+		// beside a Host header (RFC 9112 §3.2), never with userinfo.
+		if req.URL.Host != "" && !slices.Contains(names, "Host") {
+			t.Fatalf("accepted an absolute-form target without Host: %q", head)
+		}
+		if req.URL.User != nil {
+			t.Fatalf("accepted a target with userinfo: %q", head)
 		}
 
 		// The proxy's rewrite: route result as the default pool gives it.

@@ -13,6 +13,7 @@ import (
 var (
 	errHeadTooLarge = errors.New("request head larger than max_header_bytes")
 	errSmuggling    = errors.New("both Content-Length and Transfer-Encoding")
+	errNoHost       = errors.New("absolute-form target without a Host header")
 )
 
 // readRequest reads one request head from br, whose buffer must be at least
@@ -32,6 +33,9 @@ func readRequest(br *bufio.Reader, maxHead int) (*http.Request, error) {
 	if te && hasField(head, "content-length") {
 		return nil, errSmuggling
 	}
+	// net/http takes Host from an absolute-form target and deletes the
+	// header, so whether there was one can only be read here.
+	noHost := !originForm(head) && !hasField(head, "host")
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		return nil, fmt.Errorf("parse request head: %w", err)
@@ -41,7 +45,21 @@ func readRequest(br *bufio.Reader, maxHead int) (*http.Request, error) {
 		// for the next request; RFC 9112 §6.1 calls this framing faulty.
 		return nil, errors.New("parse request head: Transfer-Encoding in an HTTP/1.0 request")
 	}
+	if noHost && req.URL.Host != "" {
+		// RFC 9112 §3.2: a client sends Host even then. HTTP/1.0 gets the
+		// same answer: only a client of a forward proxy sends an
+		// absolute-form target without one, and wslb is none.
+		return nil, errNoHost
+	}
 	return req, nil
+}
+
+// originForm reports whether the request line of head has an origin-form
+// target ("/path") or "*", the forms that get their host from a Host header
+// alone.
+func originForm(head []byte) bool {
+	i := bytes.IndexByte(head, ' ')
+	return i >= 0 && i+1 < len(head) && (head[i+1] == '/' || head[i+1] == '*')
 }
 
 // bufferHead waits until br holds a complete head (up to and including the
@@ -125,6 +143,11 @@ func checkRequest(req *http.Request) string {
 	}
 	if !validTarget(req) {
 		return "invalid request target"
+	}
+	if req.URL.User != nil {
+		// RFC 9110 §4.2.4: userinfo in an http(s) URI is an error; it is a
+		// phishing device, and what a next hop makes of it is anyone's guess.
+		return "userinfo in the request target"
 	}
 	for k, vv := range req.Header {
 		if strings.IndexByte(k, ' ') >= 0 {

@@ -465,6 +465,10 @@ func TestServerSentEventsStream(t *testing.T) {
 
 func TestForwardingHeaders(t *testing.T) {
 	spoof := "X-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nForwarded: for=1.2.3.4\r\n"
+	// What CGI, PHP and WSGI backends read as the dashed headers: HTTP_X_FORWARDED_FOR...
+	underscored := "X_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nX-Forwarded_Host: evil.test\r\n" +
+		"X_FORWARDED_PROTO: https\r\nX_Forwarded_Port: 1\r\nX_Forwarded_Server: evil.test\r\n" +
+		"Proxy_Authorization: Basic eDp5\r\nTransfer_Encoding: chunked\r\nX_Kept: k\r\n"
 	for _, tc := range []struct {
 		name, extra, head string
 		want              map[string]string // "" means absent
@@ -474,19 +478,47 @@ func TestForwardingHeaders(t *testing.T) {
 			name: "untrusted peer: spoofed X-Forwarded-For replaced",
 			head: spoof,
 			want: map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1",
-				"X-Forwarded-Host": "example.test", "X-Forwarded-Proto": "http", "Forwarded": "for=1.2.3.4"},
+				"X-Forwarded-Host": "example.test", "X-Forwarded-Proto": "http", "Forwarded": ""},
 		},
 		{
 			name:  "trusted peer: appended",
 			extra: "    http:\n      trusted_proxies: [127.0.0.1/32]\n",
 			head:  spoof,
-			want:  map[string]string{"X-Forwarded-For": "1.2.3.4, 127.0.0.1", "X-Real-Ip": "1.2.3.4"},
+			want:  map[string]string{"X-Forwarded-For": "1.2.3.4, 127.0.0.1", "X-Real-Ip": "1.2.3.4", "Forwarded": "for=1.2.3.4"},
 		},
 		{
 			name:  "forwarded: true",
 			extra: "    http:\n      forwarded: true\n",
 			head:  spoof,
 			want:  map[string]string{"Forwarded": "for=127.0.0.1;host=example.test;proto=http", "X-Forwarded-For": "127.0.0.1"},
+		},
+		{
+			name:  "forwarded: true, trusted peer: appended",
+			extra: "    http:\n      forwarded: true\n      trusted_proxies: [127.0.0.1/32]\n",
+			head:  spoof,
+			want:  map[string]string{"Forwarded": "for=1.2.3.4, for=127.0.0.1;host=example.test;proto=http"},
+		},
+		{
+			name:  "forwarded_headers: false: Forwarded from an untrusted peer still removed",
+			extra: "    http:\n      forwarded_headers: false\n",
+			head:  spoof,
+			want:  map[string]string{"X-Forwarded-For": "1.2.3.4", "X-Real-Ip": "1.2.3.4", "Forwarded": ""},
+		},
+		{
+			name: "underscore spellings removed",
+			head: underscored,
+			want: map[string]string{"X_forwarded_for": "", "X_real_ip": "", "X-Forwarded_host": "", "X_forwarded_proto": "",
+				"X_forwarded_port": "", "Proxy_authorization": "", "Transfer_encoding": "", "X-Forwarded-For": "127.0.0.1",
+				"X-Real-Ip": "127.0.0.1", "X_kept": "k", "X_forwarded_server": "evil.test"}, // wslb sets no X-Forwarded-Server here
+		},
+		{
+			name: "underscore spellings removed, whatever the options",
+			extra: "    http:\n      forwarded_headers: false\n      trusted_proxies: [127.0.0.1/32]\n" +
+				"      request_headers: {X-Forwarded-Server: \"${host}\"}\n",
+			head: underscored,
+			want: map[string]string{"X_forwarded_for": "", "X_real_ip": "", "X-Forwarded_host": "", "X_forwarded_proto": "",
+				"X_forwarded_port": "", "X_forwarded_server": "", "Proxy_authorization": "", "Transfer_encoding": "",
+				"X_kept": "k", "X-Forwarded-Server": "example.test"},
 		},
 		{
 			name:  "preserve_host: false",
@@ -539,6 +571,9 @@ func TestForwardingHeaders(t *testing.T) {
 				}
 			}
 			_, port, _ := net.SplitHostPort(l.addr)
+			if strings.Contains(tc.extra, "forwarded_headers: false") {
+				port = ""
+			}
 			if got := r.Header.Get("X-Forwarded-Port"); got != port {
 				t.Errorf("X-Forwarded-Port %q, want %q", got, port)
 			}

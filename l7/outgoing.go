@@ -41,7 +41,7 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 	}
 	fwd := header.Forwarding{
 		Peer: cc.peer.Addr(), Trusted: h.TrustedPrefixes, Host: req.Host, Proto: proto,
-		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded,
+		Port: int(cc.local.Port()), XForwarded: h.ForwardedHeaders, RFC7239: h.Forwarded, RequestHeaders: h.SetHeaders,
 	}
 	client := fwd.SetForwarded(out.Header)
 	if client != cc.peer.Addr() {

@@ -51,7 +51,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if !st.l.HTTP.PreserveHost {
 		out.Host = bc.b.String()
 	}
-	resp, err := handshake(bc, out, st.l.Timeouts.Handshake)
+	resp, err := cc.handshake(req, bc, out, st.l.Timeouts.Handshake)
 	if err != nil {
 		bc.conn.Close()
 		return cc.respondBackendError(ctx, req, res.Pool, err, nil)
@@ -107,20 +107,30 @@ func checkUpgrade(req *http.Request, token string) (key string, bad *badUpgrade)
 	return key, nil
 }
 
-// handshake sends out, an upgrade request, on bc and reads the backend's
-// answer. A handshake must be quick: the backend gets timeouts.handshake to
-// answer, not the idle timeout plain requests get.
-func handshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
+// handshake sends out, the upgrade request req became, on bc and reads the
+// backend's final answer, relaying the interim ones (103 Early Hints, 100
+// Continue) to the client as they come, as many as relayInterim allows. A
+// handshake must be quick: the backend gets timeouts.handshake for all of
+// it, not the idle timeout plain requests get, and 1xx answers do not renew
+// it.
+func (cc *clientConn) handshake(req *http.Request, bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
 	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
 	if err := sendHead(bc.conn, out); err != nil { // timeout covers the write
 		return nil, err
 	}
-	resp, err := http.ReadResponse(bc.br, out)
-	if err != nil {
-		return nil, err
+	for n := 1; ; n++ {
+		resp, err := http.ReadResponse(bc.br, out)
+		if err != nil {
+			return nil, err
+		}
+		if !interim(resp) {
+			_ = bc.conn.SetDeadline(time.Time{})
+			return resp, nil
+		}
+		if err := cc.relayInterim(req, resp, n); err != nil {
+			return nil, err
+		}
 	}
-	_ = bc.conn.SetDeadline(time.Time{})
-	return resp, nil
 }
 
 // tunnel relays the 101, then hands both conns, with what each side sent

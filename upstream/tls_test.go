@@ -21,6 +21,7 @@ import (
 	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/proxyheader"
 )
 
 // tlsPool is a pool "p" over addrs that speaks TLS trusting ca.
@@ -82,8 +83,8 @@ func TestDialTLS(t *testing.T) {
 	d, m := testDialer(5 * time.Second)
 	d.ProxyProtocol = "v1"
 	p := tlsPool(t, ca, addr)
-	c, err := d.Connect(t.Context(), Request{Pool: p, Source: netip.MustParseAddrPort("192.0.2.1:5555"),
-		Local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80}})
+	c, err := d.Connect(t.Context(), Request{Pool: p, Addrs: proxyheader.Addrs{
+		Source: netip.MustParseAddrPort("192.0.2.1:5555"), Dest: netip.MustParseAddrPort("127.0.0.1:80")}})
 	if err != nil {
 		t.Fatal(err)
 	}

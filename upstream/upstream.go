@@ -75,9 +75,9 @@ type Request struct {
 	// ClientIP is what source_hash hashes: the peer, or the address a
 	// trusted proxy or an accepted PROXY header named.
 	ClientIP netip.Addr
-	// Source and Local are the addresses an outgoing PROXY header carries.
-	Source netip.AddrPort
-	Local  net.Addr
+	// Addrs are what an outgoing PROXY header carries: the client conn's
+	// ends, or those of the PROXY header it came with.
+	Addrs proxyheader.Addrs
 	// Idle, when set, is asked first for a kept-alive conn to the picked
 	// backend (l7's per-worker cache: pool.IdleCache.Get).
 	Idle func(b *pool.Backend) (net.Conn, *bufio.Reader, bool)
@@ -164,7 +164,7 @@ func (d *Dialer) open(ctx context.Context, r Request, b *pool.Backend, start tim
 	// The PROXY header goes first, in the clear, as HAProxy's send-proxy
 	// does over ssl: it describes the TCP conn, not what runs on it.
 	if v := d.ProxyProtocol; v != "" {
-		if err := proxyheader.Write(c, v, r.Source, r.Local); err != nil {
+		if err := proxyheader.Write(c, v, r.Addrs); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("PROXY header to %s: %w", b, err)
 		}

@@ -1,9 +1,10 @@
 // Package tcptest holds the TCP ends that tests put around wslb, on
 // 127.0.0.1 and closed when the test ends: a server that runs the test's own
-// function on every conn it accepts (Serve), a client conn with a deadline
-// (Dial, and Redial for a listener still binding), and a connected pair
-// (Pair), and a conn that holds writes to send them as one (Batch). The
-// echo servers most tests want are in internal/echo.
+// function on every conn it accepts (Serve, and ServeProxied behind a PROXY
+// header), a client conn with a deadline (Dial, and Redial for a listener
+// still binding), a connected pair (Pair), a conn that holds writes to send
+// them as one (Batch), and writes in paced pieces (Trickle). The echo
+// servers most tests want are in internal/echo.
 package tcptest
 
 import (

@@ -53,3 +53,16 @@ func TestRedial(t *testing.T) {
 		t.Fatalf("Redial = %v, %v after %d tries; want a conn on the third", c, err, tries)
 	}
 }
+
+// TestTrickle: the pieces arrive whole and in order, whatever the size.
+func TestTrickle(t *testing.T) {
+	for _, size := range []int{1, 3, 100} {
+		c, s := Pair(t)
+		Trickle(t, c, []byte("PROXY TCP4"), Cut{Size: size, Pause: time.Millisecond})
+		c.CloseWrite()
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, err := io.ReadAll(s); err != nil || string(got) != "PROXY TCP4" {
+			t.Fatalf("size %d: read %q, %v", size, got, err)
+		}
+	}
+}
