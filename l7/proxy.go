@@ -155,9 +155,12 @@ func (w *worker) Close() error {
 	return nil
 }
 
-// Refuse answers a conn over max_connections with a 503 and closes it; wire
-// it to frontend.Listener.Refuse. The request is not read: the answer goes
-// out at once, then the conn lingers briefly so the client can read it.
+// Refuse answers a conn over max_connections, or accepted with only the
+// descriptor reserve left, with a 503 and closes it; wire it to
+// frontend.Listener.Refuse. The request is not read: the answer goes out at
+// once, then the conn lingers briefly so the client can read it, unless
+// descriptors are scarce: a lingering refusal holds one, and the reserve is
+// the admin listener's.
 func (px *Proxy) Refuse(c net.Conn) {
 	st := px.cur.Load()
 	h := http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Connection": {"close"}}
@@ -173,7 +176,11 @@ func (px *Proxy) Refuse(c net.Conn) {
 	if st.tls == nil {
 		_, _ = io.WriteString(c, b.String())
 	}
-	lingerClose(c)
+	if px.FDs.Scarce() {
+		c.Close()
+	} else {
+		lingerClose(c)
+	}
 	px.Access.Log(&access.Entry{
 		Kind: access.KindRequest, Listener: st.l.Name, Client: proxyheader.AddrPort(c.RemoteAddr()),
 		Status: http.StatusServiceUnavailable, Reason: "limit",
