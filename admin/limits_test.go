@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
 	"github.com/wslb/wslb/status"
 )
@@ -66,11 +67,7 @@ func get(t *testing.T, c net.Conn, br *bufio.Reader, host, path string) (int, st
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := tcptest.Dial(t, addr)
 	return c, bufio.NewReader(c)
 }
 

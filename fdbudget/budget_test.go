@@ -130,3 +130,25 @@ func TestNew(t *testing.T) {
 		t.Fatalf("CountOpen went from %d to %d over a pipe, want +2", before, after)
 	}
 }
+
+// BenchmarkConnAccounting is what a proxied conn costs the count: its
+// accept and its backend reservation counted, then both given back, from
+// every core at once. BenchmarkCountOpen is the /proc read it replaces.
+func BenchmarkConnAccounting(b *testing.B) {
+	fds := WithLimit(1<<20, 0, nil)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if fds.Accept() && fds.Take() {
+				fds.Add(-2)
+			}
+		}
+	})
+}
+
+func BenchmarkCountOpen(b *testing.B) {
+	for b.Loop() {
+		if _, err := CountOpen(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

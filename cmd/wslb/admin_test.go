@@ -12,6 +12,7 @@ import (
 
 	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/loopback"
+	"github.com/wslb/wslb/internal/tcptest"
 )
 
 // TestAdminListenerLimits: the admin listener wslb runs has the header and
@@ -42,12 +43,7 @@ pools: [{name: p, backends: [{address: %s}], health: {check: none}}]
 		return resp.StatusCode, string(body)
 	}
 	dial := func() (net.Conn, *bufio.Reader) {
-		t.Helper()
-		c, err := net.DialTimeout("tcp", admin, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := tcptest.Dial(t, admin)
 		return c, bufio.NewReader(c)
 	}
 
