@@ -1,10 +1,13 @@
 // Package admin serves the admin listener: /metrics, /healthz, /readyz,
-// /status.json and the /status page.
+// /status.json and the /status page (admin.go); its limits, so that it can
+// neither starve the proxied conns nor be held forever (listener.go); and
+// the Host check that keeps a loopback listener from DNS rebinding (host.go).
 package admin
 
 import (
 	_ "embed"
 	"encoding/json"
+	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +31,22 @@ type Options struct {
 	Ready func() (bool, string)
 	// Status builds /status.json; it is called on every request.
 	Status func() status.Snapshot
+	// Addr is the bound address; on loopback, requests must name it or
+	// localhost (checkHost). nil: no check.
+	Addr net.Addr
 }
 
 // Handler returns the admin routes.
 func Handler(o Options) http.Handler {
+	mux := routes(o)
+	if o.Addr != nil && loopback(o.Addr) {
+		return checkHost(mux, o.Addr.String())
+	}
+	return mux
+}
+
+// routes are the admin routes, whatever the Host.
+func routes(o Options) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -64,6 +64,7 @@ func (l *Listener) add(ln net.Listener) error {
 		return err
 	}
 	l.lns, l.inodes = append(l.lns, ln), append(l.inodes, ino)
+	l.FDs.Add(1)
 	return nil
 }
 

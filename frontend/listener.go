@@ -1,7 +1,8 @@
 // Package frontend runs one configured listener as N workers: each worker has
 // its own SO_REUSEPORT socket and accept loop on each of the listener's
 // addresses, so the kernel spreads new conns over them. It enforces
-// max_connections, tracks live conns and drains them. bind.go binds the
+// max_connections and the descriptor reserve (fdbudget), tracks live conns
+// and drains them. bind.go binds the
 // sockets, inuse.go makes sure no other process shares them.
 //
 // A conn goes from here to a Handler (l4.Proxy, l7.Proxy); read those next.
@@ -18,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // ErrDrain is the context cause of conns closed by Drain.
@@ -64,18 +67,23 @@ type Listener struct {
 	// address shares one handler, so a listener has Workers of them however
 	// many addresses it binds (nginx's keepalive cache is per worker, too).
 	NewHandler func() Handler
-	// Refuse, when set, answers a conn refused by MaxConns (l7 writes a 503).
-	// It owns the conn. When nil the conn is closed at once.
+	// Refuse, when set, answers a conn refused by MaxConns or by FDs (l7
+	// writes a 503). It owns the conn. When nil the conn is closed at once.
 	Refuse func(c net.Conn)
-	// OnLimit is called for every conn refused by MaxConns and every accept
-	// that failed for lack of file descriptors.
+	// OnLimit is called for every conn refused by MaxConns or FDs and every
+	// accept that failed for lack of descriptors, buffers or memory.
 	OnLimit func()
+	// FDs counts the listening sockets and every accepted conn until its hold
+	// is released; a conn accepted with only the reserve left is refused at
+	// once rather than left in the kernel's queue. nil counts nothing.
+	FDs *fdbudget.Budget
 	// Log receives accept errors and handler panics.
 	Log *slog.Logger
 
 	lns      []net.Listener // workers sockets per address, address by address
 	inodes   []uint32       // of lns, for Exclusive
 	workers  int
+	closed   atomic.Bool // the sockets are closed and uncounted
 	handlers []Handler
 	active   atomic.Int64
 	maxConns atomic.Int64 // MaxConns from Listen on; a reload may change it
@@ -122,6 +130,7 @@ func (h *Hold) release() {
 	delete(l.conns, h)
 	l.mu.Unlock()
 	h.cancel(nil)
+	l.FDs.Add(-1)
 	if l.active.Add(-1) == 0 {
 		select {
 		case l.idle <- struct{}{}:
@@ -162,11 +171,16 @@ func (l *Listener) closeListeners() {
 	for _, ln := range l.lns {
 		ln.Close()
 	}
+	if !l.closed.Swap(true) {
+		l.FDs.Add(-len(l.lns))
+	}
 }
 
 // acceptLoop accepts until its socket is closed. Running out of file
 // descriptors must neither spin nor exit: established conns keep being served
 // and accepting resumes after a backoff (5 ms doubling to 1 s, as net/http).
+// The reserve (FDs) makes that rare: a conn accepted into it is refused at
+// once, so the queue keeps moving and its clients learn at once.
 func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 	var backoff time.Duration
 	for {
@@ -179,7 +193,7 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 				l.Log.Error("accept failed; worker stops", "listener", l.Name, "err", err)
 				return
 			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			if fdbudget.Exhausted(err) {
 				l.limit()
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -192,17 +206,30 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 			continue
 		}
 		backoff = 0
-		if m := l.maxConns.Load(); m > 0 && l.active.Load() >= m {
+		if !l.FDs.Accept() || l.full() {
 			l.limit()
-			if l.Refuse != nil {
-				l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn, _ *Hold) { l.Refuse(c) }))
-			} else {
-				c.Close()
-			}
+			l.refuse(ctx, c)
 			continue
 		}
 		l.track(ctx, c, h)
 	}
+}
+
+// full reports whether max_connections conns are live.
+func (l *Listener) full() bool {
+	m := l.maxConns.Load()
+	return m > 0 && l.active.Load() >= m
+}
+
+// refuse answers c, refused by max_connections or the descriptor reserve,
+// with Refuse, or closes it.
+func (l *Listener) refuse(ctx context.Context, c net.Conn) {
+	if l.Refuse == nil {
+		c.Close()
+		l.FDs.Add(-1)
+		return
+	}
+	l.track(ctx, c, HandlerFunc(func(_ context.Context, c net.Conn, _ *Hold) { l.Refuse(c) }))
 }
 
 func (l *Listener) limit() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
@@ -39,6 +40,9 @@ type Deps struct {
 	// loops (no goroutine or buffer per idle tunnel); TLS tunnels, or all
 	// when nil, are relayed on goroutines.
 	Engine *tunnel.Engine
+	// FDs is the process's descriptor count; a refusal closes at once when
+	// it is scarce (fdbudget.Budget.Scarce). nil: no count.
+	FDs *fdbudget.Budget
 }
 
 // Dialer returns the upstream.Dialer of listener l, whose error counters

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -83,12 +84,25 @@ func (c *Checker) interval() time.Duration {
 }
 
 // check runs one probe and reports it, unless the checker is stopping: a
-// probe cut short by cancellation says nothing about the backend.
+// probe cut short by cancellation says nothing about the backend. Nor does
+// one wslb had no descriptor for: with only the reserve left the probe is not
+// run, and one that failed for lack of descriptors, buffers or memory is no
+// result either, so a local shortage never marks a backend down.
 func (c *Checker) check(ctx context.Context) {
+	fds := c.Backend.FDs()
+	if !fds.Take() {
+		c.Log.Debug("health check skipped: only the descriptor reserve is left", "pool", c.Pool, "backend", c.Backend.String())
+		return
+	}
 	pctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
 	err := probe(pctx, c.Backend.Addr().String(), c.Backend.TLS(), c.Config)
 	cancel()
+	fds.Add(-1) // the probe closed its conn
 	if ctx.Err() != nil || c.Backend.Context().Err() != nil {
+		return
+	}
+	if fdbudget.Exhausted(err) {
+		c.Log.Debug("health check not counted: out of local resources", "pool", c.Pool, "backend", c.Backend.String(), "err", err)
 		return
 	}
 	c.report(err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -21,12 +22,13 @@ type Passive struct {
 // DialFailed records a failed dial to b. Its signature is l4's and l7's
 // OnDialError, so cmd wires it directly; a proxy may also call it for a conn
 // reset before the backend sent any byte. A dial cancelled by its caller (a
-// client gone, a drain) says nothing about the backend and is not counted.
+// client gone, a drain), or one that failed for lack of local descriptors,
+// buffers or memory, says nothing about the backend and is not counted.
 // There is no matching "up" call: with checks on, the next pass ends the
 // ejection (the Checker announces it); with check none it lapses when
 // fail_timeout has passed, which Backend.Healthy reflects when read.
 func (p *Passive) DialFailed(b *pool.Backend, err error) {
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || fdbudget.Exhausted(err) {
 		return
 	}
 	now := time.Now

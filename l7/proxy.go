@@ -161,9 +161,18 @@ func (w *worker) Close() error {
 	return nil
 }
 
-// Refuse answers a conn over max_connections with a 503 and closes it; wire
-// it to frontend.Listener.Refuse. The request is not read: the answer goes
-// out at once, then the conn lingers briefly so the client can read it.
+// refuseWait bounds how long a refused conn waits for its request before
+// the 503 goes out anyway.
+const refuseWait = time.Second
+
+// Refuse answers a conn over max_connections, or accepted with only the
+// descriptor reserve left, with a 503 and closes it; wire it to
+// frontend.Listener.Refuse. The request is not parsed: the answer goes out
+// as soon as its first bytes arrive (a client answered before it sent
+// anything, Go's http.Transport among them, reports an unsolicited response
+// rather than the 503), then the conn lingers briefly so the client can read
+// it. When descriptors are scarce it neither waits nor lingers: each refusal
+// holds one, and the reserve is the admin listener's.
 func (px *Proxy) Refuse(c net.Conn) {
 	st := px.cur.Load()
 	h := http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Connection": {"close"}}
@@ -176,10 +185,19 @@ func (px *Proxy) Refuse(c net.Conn) {
 	b.WriteString("HTTP/1.1 503 Service Unavailable\r\n")
 	h.Write(&b)
 	b.WriteString("\r\n" + body)
+	scarce := px.FDs.Scarce()
 	if st.tls == nil {
+		if !scarce {
+			_ = c.SetReadDeadline(time.Now().Add(refuseWait))
+			_, _ = c.Read(make([]byte, 512)) // lingerClose discards the rest
+		}
 		_, _ = io.WriteString(c, b.String())
 	}
-	lingerClose(c)
+	if scarce {
+		c.Close()
+	} else {
+		lingerClose(c)
+	}
 	px.Access.Log(&access.Entry{
 		Kind: access.KindRequest, Listener: st.l.Name, Client: proxyheader.AddrPort(c.RemoteAddr()),
 		Status: http.StatusServiceUnavailable, Reason: "limit",

@@ -149,10 +149,14 @@ func (cc *clientConn) count(req *http.Request, pool string, status int) {
 }
 
 // respondConnectError answers when no backend conn could be had: 503 when
-// no backend was eligible, 502 when the dials failed (DESIGN: "502 or 503").
+// no backend was eligible or wslb is out of descriptors (nothing was dialed),
+// 502 when the dials failed (DESIGN: "502 or 503").
 func (cc *clientConn) respondConnectError(req *http.Request, poolName string, err error) bool {
-	if cc.e.Reason = upstream.Reason(err); cc.e.Reason == upstream.ReasonNoBackend {
+	switch cc.e.Reason = upstream.Reason(err); cc.e.Reason {
+	case upstream.ReasonNoBackend:
 		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "no healthy backend")
+	case upstream.ReasonLimit:
+		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "too many connections")
 	}
 	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // Backend is one server of a pool together with the state every worker shares:
@@ -36,6 +37,10 @@ type Backend struct {
 
 	active atomic.Int64
 	idle   atomic.Int64
+	// fds is charged one descriptor per reservation and per idle conn: a
+	// reservation is a conn being dialed or in use, so the two counts are
+	// the backend's conns, kept exact by Release's and the cache's rules.
+	fds *fdbudget.Budget
 
 	// Health (state.go). group is shared by every backend of the current Pool.
 	state  atomic.Int32 // a State
@@ -63,11 +68,11 @@ type Backend struct {
 	retired atomic.Pointer[retirement] // set when a reload removes it (retire.go)
 }
 
-func newBackend(c config.Backend, p config.Pool, now func() time.Time) *Backend {
+func newBackend(c config.Backend, p config.Pool, now func() time.Time, fds *fdbudget.Budget) *Backend {
 	// The lifetime is not derived from any caller's ctx: a backend lives until a
 	// reload removes it, however long the pool that first built it is kept.
 	ctx, cancel := context.WithCancelCause(context.Background())
-	b := &Backend{addr: c.Addr, name: c.Addr.String(), ctx: ctx, cancel: cancel, now: now, epoch: now()}
+	b := &Backend{addr: c.Addr, name: c.Addr.String(), ctx: ctx, cancel: cancel, now: now, epoch: now(), fds: fds}
 	b.group.Store(&group{})
 	// With checks on, a backend is unknown until its first check; without,
 	// configure below makes it up.
@@ -138,6 +143,16 @@ func (b *Backend) Active() int64 { return b.active.Load() }
 // Idle is the number of idle conns to this backend held in all workers' IdleCaches.
 func (b *Backend) Idle() int64 { return b.idle.Load() }
 
+// FDs is the descriptor count the backend's conns are charged to (nil: none):
+// a dial needs its Spare, a health check its Take.
+func (b *Backend) FDs() *fdbudget.Budget { return b.fds }
+
+// addIdle counts n idle conns more (or fewer), descriptors included.
+func (b *Backend) addIdle(n int64) {
+	b.idle.Add(n)
+	b.fds.Add(int(n))
+}
+
 // Context is cancelled, with cause ErrRemoved, when Reconcile drops the backend,
 // so conns to it can be closed with context.AfterFunc.
 func (b *Backend) Context() context.Context { return b.ctx }
@@ -162,6 +177,7 @@ func (b *Backend) Release() {
 	if b.active.Add(-1) < 0 {
 		panic("pool: Release without a matching Pick on " + b.name)
 	}
+	b.fds.Add(-1)
 }
 
 // reserve takes one reservation if the backend is healthy at now and not
@@ -176,12 +192,14 @@ func (b *Backend) reserve(now time.Time) bool {
 		m := b.maxConns.Load()
 		if m == 0 {
 			b.active.Add(1)
+			b.fds.Add(1)
 			return true
 		}
 		if a >= m {
 			return false
 		}
 		if b.active.CompareAndSwap(a, a+1) {
+			b.fds.Add(1)
 			return true
 		}
 	}

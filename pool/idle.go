@@ -92,7 +92,7 @@ func (c *IdleCache) Put(b *Backend, conn net.Conn, br *bufio.Reader) {
 		l.conns = l.conns[:n]
 	}
 	l.conns = append(l.conns, idleConn{conn: conn, br: br, tls: conf})
-	b.idle.Add(1 - int64(len(evicted)))
+	b.addIdle(1 - int64(len(evicted)))
 	c.mu.Unlock()
 
 	for _, e := range evicted {
@@ -117,7 +117,7 @@ func (c *IdleCache) Get(b *Backend) (net.Conn, *bufio.Reader, bool) {
 		e := l.conns[last]
 		l.conns[last] = idleConn{}
 		l.conns = l.conns[:last]
-		b.idle.Add(-1)
+		b.addIdle(-1)
 		c.mu.Unlock()
 
 		if e.tls == b.TLS() && alive(e) {
@@ -149,7 +149,7 @@ func (c *IdleCache) Close() {
 	all := c.idle
 	c.idle = nil
 	for b, l := range all {
-		b.idle.Add(-int64(len(l.conns)))
+		b.addIdle(-int64(len(l.conns)))
 	}
 	c.mu.Unlock()
 
@@ -167,7 +167,7 @@ func (c *IdleCache) purge(b *Backend) {
 	l := c.idle[b]
 	delete(c.idle, b)
 	if l != nil {
-		b.idle.Add(-int64(len(l.conns)))
+		b.addIdle(-int64(len(l.conns)))
 	}
 	c.mu.Unlock()
 

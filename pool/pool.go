@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // ErrNoBackend is returned by Pick when every backend is down, full or excluded.
@@ -46,6 +47,7 @@ type Pool struct {
 	backends []*Backend
 	policy   Policy
 	now      func() time.Time
+	fds      *fdbudget.Budget // its backends' conns are charged to it
 }
 
 // New builds a pool from its configuration. Every backend starts with no
@@ -59,7 +61,14 @@ func New(c config.Pool) *Pool {
 // ejection and slow start; tests use it to step through both. Reconcile hands
 // the clock on to the pools built from this one.
 func NewWithClock(c config.Pool, now func() time.Time) *Pool {
-	return reconcile(nil, c, now, Retire{})
+	return reconcile(nil, c, now, Retire{}, nil)
+}
+
+// NewCounted is New with every backend conn (reservations and idle conns)
+// charged to fds, the process's descriptor count; the pools Reconcile builds
+// from it charge the same count.
+func NewCounted(c config.Pool, fds *fdbudget.Budget) *Pool {
+	return reconcile(nil, c, time.Now, Retire{}, fds)
 }
 
 // Reconcile builds the pool for configuration c from the running pool old (which
@@ -77,13 +86,14 @@ func Reconcile(old *Pool, c config.Pool) *Pool {
 // joining a loaded pool at full weight would send one backend every new conn.
 func ReconcileRetiring(old *Pool, c config.Pool, r Retire) *Pool {
 	now := time.Now
+	var fds *fdbudget.Budget
 	if old != nil {
-		now = old.now
+		now, fds = old.now, old.fds
 	}
-	return reconcile(old, c, now, r)
+	return reconcile(old, c, now, r, fds)
 }
 
-func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire) *Pool {
+func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire, fds *fdbudget.Budget) *Pool {
 	kept := make(map[netip.AddrPort]*Backend)
 	if old != nil {
 		for _, b := range old.backends {
@@ -99,7 +109,7 @@ func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire) *Pool {
 			delete(kept, cb.Addr)
 			b.configure(cb, c)
 		} else {
-			b = newBackend(cb, c, now)
+			b = newBackend(cb, c, now, fds)
 			if old != nil {
 				b.rampFrom.Store(b.stamp(now()))
 			}
@@ -121,7 +131,7 @@ func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire) *Pool {
 			break
 		}
 	}
-	return &Pool{name: c.Name, backends: backends, policy: newPolicy(c.Balance, backends), now: now}
+	return &Pool{name: c.Name, backends: backends, policy: newPolicy(c.Balance, backends), now: now, fds: fds}
 }
 
 // newPolicy is the one place that maps a balance name to its policy.

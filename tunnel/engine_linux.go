@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // The engine is where tunnels leave Go's netpoller. On the goroutine relay
@@ -34,13 +36,18 @@ type Engine struct {
 
 // NewEngine starts n loops (n ≤ 0 means GOMAXPROCS). Each holds an epoll set,
 // an eventfd and a pipe.
-func NewEngine(n int) (*Engine, error) {
+func NewEngine(n int) (*Engine, error) { return NewCountedEngine(n, nil) }
+
+// NewCountedEngine is NewEngine with the loops' descriptors (epoll set,
+// eventfd, pipes, spare ones and those tunnels keep under backpressure)
+// counted in fds for as long as they are open.
+func NewCountedEngine(n int, fds *fdbudget.Budget) (*Engine, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
 	e := &Engine{}
 	for range n {
-		l, err := newLoop()
+		l, err := newLoop(fds)
 		if err != nil {
 			e.Close()
 			return nil, err

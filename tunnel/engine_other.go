@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"net"
+
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // Engine is Linux only (epoll and splice); elsewhere NewEngine fails and a
@@ -13,7 +15,10 @@ import (
 type Engine struct{}
 
 // NewEngine reports that the event-loop engine needs Linux.
-func NewEngine(n int) (*Engine, error) {
+func NewEngine(n int) (*Engine, error) { return NewCountedEngine(n, nil) }
+
+// NewCountedEngine reports that the event-loop engine needs Linux.
+func NewCountedEngine(n int, fds *fdbudget.Budget) (*Engine, error) {
 	return nil, errors.New("tunnel engine: needs linux (epoll, splice)")
 }
 

@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wslb/wslb/fdbudget"
 )
 
 // loop is one event loop: one goroutine, one epoll set.
 type loop struct {
 	epfd, evfd int
-	live       atomic.Int64 // tunnels added and not yet ended
+	live       atomic.Int64     // tunnels added and not yet ended
+	fds        *fdbudget.Budget // counts epfd, evfd and every pipe
 
 	mu      sync.Mutex
 	adds    []*loopTunnel
@@ -39,22 +42,24 @@ type loop struct {
 // wakeSlot marks the eventfd's epoll events.
 const wakeSlot = -1
 
-func newLoop() (*loop, error) {
+func newLoop(fds *fdbudget.Budget) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	l := &loop{epfd: epfd, evfd: -1, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
+	fds.Add(1)
+	l := &loop{epfd: epfd, evfd: -1, fds: fds, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.release()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
+	fds.Add(1)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, l.evfd, &ev); err != nil {
 		l.release()
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	if l.pipe, err = newPipe(); err != nil {
+	if l.pipe, err = newPipe(fds); err != nil {
 		l.release()
 		return nil, err
 	}
@@ -63,10 +68,12 @@ func newLoop() (*loop, error) {
 
 func (l *loop) release() {
 	unix.Close(l.epfd)
+	l.fds.Add(-1)
 	l.mu.Lock()
 	l.stopped = true
 	if l.evfd >= 0 {
 		unix.Close(l.evfd)
+		l.fds.Add(-1)
 	}
 	l.mu.Unlock()
 	if l.pipe != nil {
@@ -234,21 +241,28 @@ const pipeSize = 1 << 18
 // more are closed when returned.
 const spares = 16
 
-// pipe is a kernel pipe used as the splice buffer.
-type pipe struct{ r, w int }
+// pipe is a kernel pipe used as the splice buffer. Its two descriptors are
+// counted in fds from newPipe to close; a pipe a tunnel keeps under
+// backpressure is the tunnel's to go on with, so it is counted, never refused.
+type pipe struct {
+	r, w int
+	fds  *fdbudget.Budget
+}
 
-func newPipe() (*pipe, error) {
+func newPipe(fds *fdbudget.Budget) (*pipe, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
+	fds.Add(2)
 	_, _ = unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, pipeSize)
-	return &pipe{r: p[0], w: p[1]}, nil
+	return &pipe{r: p[0], w: p[1], fds: fds}, nil
 }
 
 func (p *pipe) close() {
 	unix.Close(p.r)
 	unix.Close(p.w)
+	p.fds.Add(-2)
 }
 
 // errNoPipe ends a tunnel that found its loop without a pipe and could not
@@ -269,7 +283,7 @@ func (l *loop) getPipe() (*pipe, error) {
 		l.spare = l.spare[:n-1]
 		return p, nil
 	}
-	return newPipe()
+	return newPipe(l.fds)
 }
 
 // putPipe takes back an empty pipe.

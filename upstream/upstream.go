@@ -1,7 +1,9 @@
 // Package upstream connects l4 and l7 conns to backends: it picks a backend
 // of a pool and reserves it, takes a kept-alive conn to it or dials it within
 // the listener's connect timeout, tries one other backend when a dial fails,
-// tells the passive health checks, and sends the PROXY header.
+// tells the passive health checks, and sends the PROXY header. With only the
+// descriptor reserve left it dials nothing (fdbudget): a local shortage is
+// never a backend's failure.
 //
 // l4 and l7 differ only in what they do with the conn Connect returns; the
 // reservation it carries is theirs to release, once (see Conn).
@@ -17,6 +19,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
@@ -27,7 +30,12 @@ import (
 const (
 	ReasonNoBackend = "no_backend" // nothing was eligible: l7 answers 503
 	ReasonDial      = "dial"       // the dial and its one retry failed: l7 answers 502
+	ReasonLimit     = "limit"      // out of descriptors: no dial attempted, l7 answers 503
 )
+
+// ErrNoDescriptors is why a dial was not attempted: only the reserve of the
+// process's file descriptors is left (fdbudget).
+var ErrNoDescriptors = errors.New("out of file descriptors: only the reserve is left")
 
 // Error is why Connect returned no conn. Reason is its wslb_errors_total
 // word, which l4 and l7 answer by (a close, a 503 or a 502).
@@ -59,8 +67,8 @@ type Dialer struct {
 	// "v1", "v2"). Such a conn belongs to its client: Connect never takes one
 	// from an idle cache.
 	ProxyProtocol string
-	// Metrics receives wslb_backend_connect_seconds; Errs counts no_backend
-	// and dial.
+	// Metrics receives wslb_backend_connect_seconds; Errs counts no_backend,
+	// dial and limit.
 	Metrics *metrics.Metrics
 	Errs    metrics.Errors
 	// OnDialError, when set, is told of every failed dial (the passive checks).
@@ -102,6 +110,12 @@ type Conn struct {
 // is counted and reported, and one other backend is tried, as nginx's
 // proxy_next_upstream does for a refused connect: nothing has been sent, so
 // trying again is safe. The error is an *Error.
+//
+// Out of descriptors (the backend's fdbudget has only its reserve left, or
+// the dial failed with EMFILE, ENFILE, ENOBUFS or ENOMEM) is nobody's
+// failure: no dial is attempted, no passive failure reported, no other
+// backend tried, and the error's reason is limit (l7 answers 503). An idle
+// conn needs no new descriptor and is still used.
 func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
 	var tried *pool.Backend
 	for range 2 {
@@ -119,11 +133,22 @@ func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
 				return Conn{Backend: b, Net: c, Reader: br, Reused: true}, nil
 			}
 		}
+		if !b.FDs().Spare() {
+			b.Release()
+			d.Errs.Limit.Inc()
+			return Conn{}, &Error{Reason: ReasonLimit, Err: ErrNoDescriptors}
+		}
 		c, err := d.Dial(ctx, r, b)
 		if err == nil {
 			return c, nil
 		}
 		b.Release()
+		if fdbudget.Exhausted(err) {
+			d.Errs.Limit.Inc()
+			d.Log.Warn("backend dial failed for lack of local resources (descriptors, buffers or memory); the backend is not blamed",
+				"listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
+			return Conn{}, &Error{Reason: ReasonLimit, Err: err}
+		}
 		d.Errs.Dial.Inc()
 		if d.OnDialError != nil {
 			d.OnDialError(b, err)

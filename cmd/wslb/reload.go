@@ -119,7 +119,7 @@ func (in *instance) prepare(acceptCtx context.Context, old, next *generation) (*
 		if next.pools[pc.Name] == nil {
 			// A new pool's names are looked up by its watcher at once.
 			next.sets[pc.Name] = in.newSet(cfg, pc, nil)
-			next.pools[pc.Name] = pool.New(next.sets[pc.Name].Pool())
+			next.pools[pc.Name] = pool.NewCounted(next.sets[pc.Name].Pool(), in.fds)
 		}
 	}
 	for _, lc := range cfg.Listeners {

@@ -21,6 +21,7 @@ import (
 	"github.com/wslb/wslb/admin"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/discovery"
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/l4"
@@ -42,6 +43,10 @@ type instance struct {
 	metrics *metrics.Metrics
 	passive *health.Passive
 	board   *status.Board
+	// fds counts the descriptors of every socket, conn and pipe wslb holds
+	// against RLIMIT_NOFILE; nil (nothing counted, nothing refused) if the
+	// limit could not be read.
+	fds *fdbudget.Budget
 	// engine carries the established plain-TCP tunnels of every listener,
 	// across reloads; nil (goroutine relays) if it could not start.
 	engine   *tunnel.Engine
@@ -113,7 +118,15 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.metrics = metrics.New(in.reg)
 	metrics.RegisterBuildInfo(in.reg, buildVersion())
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
-	if e, err := tunnel.NewEngine(0); err != nil {
+	// First: the baseline is what is open before wslb opens anything of its
+	// own, which is counted from here on.
+	if fds, err := fdbudget.New(log); err != nil {
+		log.Warn("descriptors not counted: no reserve is kept for running out", "err", err)
+	} else {
+		in.fds = fds
+		log.Debug("file descriptors counted", "limit", fds.Limit(), "reserve", fds.Reserve(), "open_at_start", fds.Baseline())
+	}
+	if e, err := tunnel.NewCountedEngine(0, in.fds); err != nil {
 		log.Warn("tunnel engine unavailable; tunnels use two goroutines each", "err", err)
 	} else {
 		in.engine = e
@@ -126,7 +139,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	}
 	in.firstLookups(ctx, g)
 	for _, pc := range cfg.Pools {
-		g.pools[pc.Name] = pool.New(g.sets[pc.Name].Pool())
+		g.pools[pc.Name] = pool.NewCounted(g.sets[pc.Name].Pool(), in.fds)
 		in.newSeries(g.pools[pc.Name])
 	}
 	for _, lc := range cfg.Listeners {
@@ -158,11 +171,10 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 			in.engine.Close()
 			return nil, fmt.Errorf("admin: bind %s: %w", cfg.Admin.Listen, err)
 		}
-		in.adminLn = ln
-		in.admin = &http.Server{
-			Handler:           admin.Handler(admin.Options{Gatherer: in.gatherer(), Ready: in.ready, Status: in.status}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
+		in.adminLn = admin.NewListener(ln, in.fds, admin.MaxConns)
+		in.admin = admin.NewServer(admin.Handler(admin.Options{
+			Gatherer: in.gatherer(), Ready: in.ready, Status: in.status, Addr: ln.Addr(),
+		}))
 	}
 	return in, nil
 }
@@ -174,6 +186,7 @@ func (in *instance) bind(ctx context.Context, cfg *config.Config, lc config.List
 		Addrs:    lc.Listen,
 		Workers:  cfg.Workers,
 		MaxConns: lc.MaxConnections,
+		FDs:      in.fds,
 		Log:      in.log,
 	}
 	if err := fl.Listen(ctx); err != nil {
@@ -191,6 +204,7 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		px.OnDialError = in.passive.DialFailed
 		px.Access = in.access
 		px.Engine = in.engine
+		px.FDs = in.fds
 		fl.NewHandler = func() frontend.Handler { return px }
 		fl.OnLimit = px.OnLimit
 		l.l4 = px
@@ -202,6 +216,7 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		px.OnDialError = in.passive.DialFailed
 		px.Access = in.access
 		px.Engine = in.engine
+		px.FDs = in.fds
 		fl.NewHandler = px.NewWorker
 		fl.OnLimit = px.OnLimit
 		fl.Refuse = px.Refuse
