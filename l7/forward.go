@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
+	"github.com/wslb/wslb/upstream"
 )
 
 // errBackendStalled ends a request whose backend read none of it for
@@ -53,6 +55,12 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 		// The idle conn died between the liveness probe and the write; the
 		// request never reached a backend, so it is safe to send again.
 		if bc, err = w.replay(ctx, cc, p, bc, sent); err != nil {
+			if fdbudget.Exhausted(err) {
+				// wslb's own shortage, not the backend's failure.
+				st.errs.Limit.Inc()
+				cc.e.Reason = upstream.ReasonLimit
+				return cc.respondPool(req, res.Pool, http.StatusServiceUnavailable, "too many connections")
+			}
 			st.errs.Dial.Inc()
 			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
 		}
