@@ -109,10 +109,14 @@ func TestEndReasons(t *testing.T) {
 // the idle timeout, but the tunnel as a whole never is.
 func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 	engines(t, func(t *testing.T, e *Engine) {
-		const idle = 200 * time.Millisecond
+		// Each direction is silent for two gaps (1.2 s) in a row, longer than
+		// idle; the tunnel never for more than one (0.6 s), which leaves a
+		// busy machine 0.4 s to schedule the next write.
+		const idle = time.Second
+		const gap = 600 * time.Millisecond
 		c, b, done := relay(t, e, t.Context(), Relay{Idle: idle})
 		buf := make([]byte, 1)
-		for i := range 8 {
+		for i := range 6 {
 			from, to := c, b
 			if i%2 == 1 {
 				from, to = b, c
@@ -122,7 +126,7 @@ func TestAlternatingTrafficIsNotIdle(t *testing.T) {
 			if _, err := io.ReadFull(to, buf); err != nil {
 				t.Fatalf("step %d: %v", i, err)
 			}
-			time.Sleep(idle / 2) // a silent gap on purpose: the other direction's turn
+			time.Sleep(gap) // a silent gap on purpose: the other direction's turn
 		}
 		select {
 		case s := <-done:
