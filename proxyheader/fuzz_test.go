@@ -35,12 +35,11 @@ type answer struct {
 func FuzzRead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
 		whole := readSegments(t, data, nil)
-		split := readSegments(t, data, cuts)
-		if split != whole {
-			if pendingSegmentsV1 != "" && bytes.HasPrefix(data, []byte("PROXY")) {
-				t.Skip("pending: " + pendingSegmentsV1)
+		if split := readSegments(t, data, cuts); split != whole {
+			if pendingSegmentsV1 == "" || !bytes.HasPrefix(data, []byte("PROXY")) {
+				t.Fatalf("in segments %v: %+v; in one: %+v", cuts, split, whole)
 			}
-			t.Fatalf("in segments %v: %+v; in one: %+v", cuts, split, whole)
+			defer t.Skip("pending: " + pendingSegmentsV1) // once the answer in one segment is checked
 		}
 		if !whole.ok {
 			return
