@@ -241,6 +241,11 @@ func (d *decoder) mapKey(k *yaml.Node, path string, seen map[string]int) (name s
 		d.problem(k.Line, key(path, "<<"), "merge keys are not supported: write the keys out")
 		return "", false
 	}
+	if k.Value == "" {
+		// "": or a bare ?: there is no name for the path to end in.
+		d.problem(k.Line, key(path, `""`), "empty key: write the key's name")
+		return "", false
+	}
 	if first, dup := seen[k.Value]; dup {
 		d.problem(k.Line, key(path, k.Value), "duplicate key (first on line %d): each key may appear once", first)
 		return "", false

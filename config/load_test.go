@@ -316,6 +316,16 @@ listeners:
 				{3, "listeners[0].mode", "mode is required"},
 				{5, "listeners[0].<<", "merge keys are not supported"},
 			}},
+		{"empty keys", `
+"": 1
+listeners:
+  - name: a
+    ? 
+    listen: :0
+    mode: l4
+    pool: ws
+` + validPools,
+			[]want{{1, `""`, "empty key"}, {4, `listeners[0].""`, "empty key"}}},
 		{"second document", `
 listeners: [{name: a, listen: ":0", mode: l4, pool: ws}]
 ` + validPools + `---

@@ -42,7 +42,8 @@ type lb struct {
 
 // startLB serves a config whose text is given whole (the listener must be
 // the first one); "ADDR" placeholders are not used: callers format addresses in.
-// setup, if any, runs on the Proxy before it takes conns.
+// setup, if any, runs on the Proxy before it takes conns; the listener
+// logs to the Proxy's Log as it stands then.
 func startLB(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), "test.yaml")
@@ -92,7 +93,7 @@ func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb 
 		f(px)
 	}
 	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
-		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: log}
+		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: px.Log}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), cfg: lc, proxy: px, pools: pools, fl: fl, metrics: m}
 }
