@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wslb/wslb/header"
 )
 
 // Why reading a request body from the client failed: clientBody's errors,
@@ -57,9 +59,13 @@ type clientBody struct {
 	conn    net.Conn
 	br      *bufio.Reader // what r reads from: a read with bytes buffered waits on nobody
 	chunked bool          // r reads chunk framing a line at a time: any read may wait
-	gap     time.Duration // timeouts.client_body
-	rate    int64         // http.min_body_rate in bytes/s; 0 is off
-	grace   time.Duration // min_body_rate applies after this long of waiting
+	// trailer is the request's Trailer map, which net/http fills as the
+	// body ends, and announced the names the client's Trailer header gave.
+	trailer   http.Header
+	announced []string
+	gap       time.Duration // timeouts.client_body
+	rate      int64         // http.min_body_rate in bytes/s; 0 is off
+	grace     time.Duration // min_body_rate applies after this long of waiting
 	// expect: the client may wait for a 100 Continue before sending, so
 	// the rate applies only from the first byte.
 	expect bool
@@ -75,11 +81,16 @@ type clientBody struct {
 // newClientBody wraps req.Body, the body of a request read from br on conn
 // (nil: no deadlines).
 func newClientBody(req *http.Request, maxBytes int64, conn net.Conn, br *bufio.Reader) *clientBody {
-	return &clientBody{
+	b := &clientBody{
 		r: req.Body, left: maxBytes, conn: conn, br: br,
 		chunked: len(req.TransferEncoding) > 0,
 		expect:  req.Header.Get("Expect") != "",
+		trailer: req.Trailer,
 	}
+	for name := range req.Trailer {
+		b.announced = append(b.announced, name)
+	}
+	return b
 }
 
 // limit sets the timeouts of a body read from a conn: gap between reads,
@@ -118,6 +129,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case b.left < 0:
 		return n, errBodyTooLarge
 	case err == io.EOF:
+		if b.trailer != nil {
+			// Read by net/http just now, and written by Request.Write
+			// after this EOF.
+			header.FilterTrailer(b.trailer, func(name string) bool { return slices.Contains(b.announced, name) })
+		}
 		b.eof.Store(true)
 	case err != nil:
 		err = b.fault(err)

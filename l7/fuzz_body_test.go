@@ -11,6 +11,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/route"
 )
 
@@ -87,7 +88,8 @@ func FuzzChunkedBody(f *testing.F) {
 
 // referenceBody is the body and trailer net/http reads from the request in
 // input, with no limit, the trailer without the fields whose names are not
-// tokens, and the bytes it leaves behind them; or the error
+// tokens nor those header.FilterTrailer drops, and the bytes it leaves
+// behind them; or the error
 // reading the body failed with, the body then holding what was read before.
 func referenceBody(t *testing.T, input []byte) (body []byte, trailer http.Header, after []byte, err error) {
 	t.Helper()
@@ -96,9 +98,12 @@ func referenceBody(t *testing.T, input []byte) (body []byte, trailer http.Header
 	if err != nil {
 		t.Fatalf("the head: %v", err)
 	}
+	announced := slices.Collect(maps.Keys(req.Trailer))
 	body, err = io.ReadAll(req.Body)
 	after, _ = io.ReadAll(br)
 	maps.DeleteFunc(req.Trailer, func(name string, _ []string) bool { return !isFieldName(name) })
+	// What a trailer may carry of what was announced (header.FilterTrailer).
+	header.FilterTrailer(req.Trailer, func(name string) bool { return slices.Contains(announced, name) })
 	return body, req.Trailer, after, err
 }
 
@@ -112,7 +117,7 @@ func sendToBackend(out *http.Request) ([]byte, error) {
 		received <- b
 	}()
 	written := make(chan error, 1)
-	writeRequest(c, out, written)
+	writeRequest(&deadlineWriter{conn: c}, out, written)
 	err := <-written
 	c.Close()
 	return <-received, err
