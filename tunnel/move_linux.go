@@ -304,8 +304,9 @@ func (t *loopTunnel) eof(src side) {
 }
 
 // end closes t's sockets and pipes and reports it, once. A pending cancel
-// wins over e (unless e is EndIdle), and after a half-close an EndError is
-// reported as the side whose stream ended first.
+// wins over e (unless e is EndIdle), and after a half-close an EndError or
+// an EndIdle is reported as the side whose stream ended first, as the
+// goroutine relay reports it: the first event wins.
 func (t *loopTunnel) end(e End, err error) {
 	if t.ended {
 		return
@@ -335,7 +336,7 @@ func (t *loopTunnel) end(e End, err error) {
 	l.mu.Unlock()
 	if canceled && e != EndIdle {
 		e, err = EndCanceled, nil
-	} else if t.firstSet && e == EndError {
+	} else if t.firstSet && (e == EndError || e == EndIdle) {
 		e = t.first.end()
 	}
 	t.finish(e, err)

@@ -78,6 +78,20 @@ func TestEndReasons(t *testing.T) {
 				t.Fatalf("got %+v, want EndBackend with Tx 4", s)
 			}
 		})
+		t.Run("backend closes, then idle", func(t *testing.T) {
+			// The backend's FIN reaches the client, which neither answers
+			// nor closes: the idle timeout ends the tunnel, but the
+			// backend ended it first.
+			c, b, done := relay(t, e, t.Context(), Relay{Idle: 100 * time.Millisecond})
+			b.Close()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("client read %v, want EOF", err)
+			}
+			if s := waitEnd(t, done); s.End != EndBackend {
+				t.Fatalf("got %+v, want EndBackend", s)
+			}
+		})
 		t.Run("canceled", func(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(t.Context())
 			c, _, done := relay(t, e, ctx, Relay{})

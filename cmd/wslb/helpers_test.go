@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
+	"github.com/wslb/wslb/internal/syncbuf"
 )
 
 // running is serve running a test config in the background.
@@ -53,6 +56,19 @@ func startServeFile(t *testing.T, path string) *running {
 		t.Fatal(err)
 	}
 	return startServeConfig(t, cfg, serveOptions{path: path})
+}
+
+// startServeLogFile is startServeFile with a JSON access log, kept in the
+// returned buffer.
+func startServeLogFile(t *testing.T, path string) (*running, *syncbuf.Buffer) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncbuf.Buffer{}
+	acc := access.New(slog.New(slog.NewJSONHandler(logs, nil)))
+	return startServeConfig(t, cfg, serveOptions{path: path, access: acc}), logs
 }
 
 func startServeConfig(t testing.TB, cfg *config.Config, so serveOptions) *running {
@@ -111,17 +127,27 @@ func dialWS(ctx context.Context, t *testing.T, url string, opts *websocket.DialO
 // backend, "connected to NAME", and returns NAME.
 func greeting(ctx context.Context, t testing.TB, c *websocket.Conn) string {
 	t.Helper()
+	name, err := readGreeting(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// readGreeting is greeting for a goroutine other than the test's: it
+// returns what went wrong.
+func readGreeting(ctx context.Context, c *websocket.Conn) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_, hello, err := c.Read(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	name, ok := strings.CutPrefix(string(hello), "connected to ")
 	if !ok {
-		t.Fatalf("greeting %q", hello)
+		return "", fmt.Errorf("greeting %q", hello)
 	}
-	return name
+	return name, nil
 }
 
 // wsEcho sends msg and fails unless the same message comes back.
