@@ -116,7 +116,7 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 	}
 	t := &loopTunnel{idle: r.Idle, live: [2]Adder{clientSide: r.Rx, backendSide: r.Tx}, fullClose: r.FullClose || r.WebSocket, slot: -1, hidx: -1}
 	if r.WebSocket {
-		t.ws = &frames{wait: r.closeWait()}
+		t.ws = &frames{wait: r.closeWait(), cut: r.Cut}
 		// The first frames may be among the bytes read ahead.
 		t.ws.t[clientSide].Feed(r.ToBackend, false)
 		t.ws.t[backendSide].Feed(r.ToClient, false)

@@ -3,6 +3,7 @@
 package tunnel
 
 import (
+	"context"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +24,8 @@ import (
 type frames struct {
 	t    [2]wsframe.Tracker // by reading side
 	cl   *closing
-	wait time.Duration // Relay.CloseWait
+	wait time.Duration   // Relay.CloseWait
+	cut  context.Context // Relay.Cut
 }
 
 // closing is a graceful close under way. Its arrays are by reading side:
@@ -43,6 +45,10 @@ type closing struct {
 	// awaited from it.
 	replied [2]bool
 	sent    bool // a Close frame went out whole
+	// cut is set, under the loop's mu, when Relay.Cut ended the wait;
+	// unwatch stops watching Cut.
+	cut     bool
+	unwatch func() bool
 }
 
 // closingNow returns t's graceful close under way, or nil.
@@ -155,6 +161,9 @@ func (t *loopTunnel) shut(e End) {
 	cause := t.cause
 	l.mu.Unlock()
 	w.cl = &closing{end: e, deadline: l.now + w.wait, reason: closeReason(e, cause)}
+	if w.cut != nil {
+		w.cl.unwatch = context.AfterFunc(w.cut, t.cutClose)
+	}
 	t.deadline = w.cl.deadline
 	if t.hidx >= 0 {
 		l.heap.fix(int(t.hidx))
@@ -167,6 +176,36 @@ func (t *loopTunnel) shut(e End) {
 		}
 	}
 	t.progress()
+}
+
+// cutClose asks t's loop to end its graceful close at once; it runs on
+// the goroutine that ended Relay.Cut.
+func (t *loopTunnel) cutClose() {
+	l := t.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		t.ws.cl.cut = true
+		l.cancels = append(l.cancels, t)
+		l.wakeLocked()
+	}
+}
+
+// canceled handles a cancel the loop took from its inbox: a stop or a
+// cancel shuts t, and a cut ends its graceful close at once.
+func (t *loopTunnel) canceled() {
+	cl := t.closingNow()
+	if cl == nil {
+		t.shut(EndCanceled)
+		return
+	}
+	l := t.l
+	l.mu.Lock()
+	cut := cl.cut
+	l.mu.Unlock()
+	if cut {
+		t.end(cl.end, nil)
+	}
 }
 
 // drop serves a direction past its close point: the bytes it still holds

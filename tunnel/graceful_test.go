@@ -3,14 +3,18 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wsraw"
 	"github.com/wslb/wslb/pool"
 )
@@ -189,10 +193,10 @@ func TestGracefulCloseCutAfterWait(t *testing.T) {
 				w.cancel(frontend.ErrDrain)
 				w.client.expectClose("drain")
 				w.backend.expectClose("drain")
-				if silent != "client" {
+				if silent == "backend" {
 					w.client.replyClose()
 				}
-				if silent != "backend" {
+				if silent == "client" {
 					w.backend.replyClose()
 				}
 				s := waitEnd(t, w.done)
@@ -260,9 +264,15 @@ func TestGracefulCloseBetweenFragments(t *testing.T) {
 		if f := w.backend.read(); f.Fin || string(f.Payload) != "one, " {
 			t.Fatalf("backend got %v %q, want the first fragment", f, f.Payload)
 		}
-		// The backend's first fragment: its header and half its payload.
+		// The backend's first fragment: its header and half its payload,
+		// read raw by the client so that wslb is known to be inside it.
 		frag := wsraw.Append(nil, wsraw.Frame{Op: wsraw.OpText, Payload: []byte("first fragment")})
 		w.backend.write(frag[:8])
+		got := make([]byte, len(frag))
+		_ = w.client.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(w.client.c, got[:8]); err != nil {
+			t.Fatal(err)
+		}
 		w.cancel(frontend.ErrDrain)
 		// The client→backend direction is between fragments: its Close goes
 		// at once, which also says the close has begun.
@@ -270,8 +280,8 @@ func TestGracefulCloseBetweenFragments(t *testing.T) {
 		w.backend.write(frag[8:])
 		w.backend.send(wsraw.Frame{Fin: true, Op: wsraw.OpContinuation, Payload: []byte("dropped")})
 		w.client.send(wsraw.Frame{Fin: true, Op: wsraw.OpContinuation, Payload: []byte("dropped too")})
-		if f := w.client.read(); f.Fin || string(f.Payload) != "first fragment" {
-			t.Fatalf("client got %v %q, want the whole first fragment", f, f.Payload)
+		if _, err := io.ReadFull(w.client.c, got[8:]); err != nil || !bytes.Equal(got, frag) {
+			t.Fatalf("client got %x, %v; want the whole first fragment %x", got, err, frag)
 		}
 		w.client.expectClose("drain")
 		w.client.replyClose()
@@ -349,4 +359,123 @@ func TestOtherTunnelsClosePlainly(t *testing.T) {
 			wsPeer{t, b, false}.expectEOF()
 		})
 	}
+}
+
+// TestGracefulCloseInsideLargeFrame: a close that begins while a 4 MiB frame
+// is under way each way waits for the frame: both peers get their frame
+// whole, byte for byte, then the Close 1001. The frames come slowly, so the
+// close falls inside them, on the engine (payloads spliced, each splice
+// stopped at the frame's end) and on the goroutine relay, over plain TCP and
+// with a TLS client side (wss).
+func TestGracefulCloseInsideLargeFrame(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		name := "tcp"
+		if secure {
+			name = "tls"
+		}
+		t.Run(name, func(t *testing.T) {
+			engines(t, func(t *testing.T, e *Engine) {
+				w := openLargeFrameWS(t, e, secure)
+				up := wsraw.Append(nil, wsraw.Frame{Fin: true, Op: wsraw.OpBinary, Masked: true, Key: [4]byte{1, 2, 3, 4}, Payload: randomBytes(4 << 20)})
+				down := wsraw.Append(nil, wsraw.Frame{Fin: true, Op: wsraw.OpBinary, Payload: randomBytes(4 << 20)})
+				// The close begins once a quarter of both frames arrived.
+				var quarter sync.WaitGroup
+				quarter.Add(2)
+				go func() { quarter.Wait(); w.cancel(frontend.ErrDrain) }()
+				errs := make(chan error, 4)
+				for _, p := range []struct {
+					from, to wsPeer
+					frame    []byte
+				}{{w.client, w.backend, up}, {w.backend, w.client, down}} {
+					go func() { errs <- writeSlowly(p.from.c, p.frame) }()
+					go func() { errs <- readWhole(p.to.c, p.frame, len(p.frame)/4, quarter.Done) }()
+				}
+				for range 4 {
+					if err := <-errs; err != nil {
+						t.Fatal(err)
+					}
+				}
+				w.client.expectClose("drain")
+				w.backend.expectClose("drain")
+				w.client.replyClose()
+				w.backend.replyClose()
+				if s := waitEnd(t, w.done); s.Reason() != "drain" || s.Closed != GoingAway || s.Rx != int64(len(up)) || s.Tx != int64(len(down)) {
+					t.Errorf("stats %+v, want reason drain, Closed 1001, %d and %d bytes", s, len(up), len(down))
+				}
+			})
+		})
+	}
+}
+
+// openLargeFrameWS is openWS with, when secure, a TLS client side.
+func openLargeFrameWS(t *testing.T, e *Engine, secure bool) *wsTunnel {
+	if !secure {
+		return openWS(t, e, Relay{CloseWait: time.Minute})
+	}
+	c, front := tlsPair(t)
+	lbBack, b := tcptest.Pair(t)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	done := make(chan Stats, 1)
+	stop := e.Start(ctx, Relay{WebSocket: true, CloseWait: time.Minute}, front, lbBack, func(s Stats) { done <- s })
+	t.Cleanup(func() { c.Close() })
+	return &wsTunnel{client: wsPeer{t, c, true}, backend: wsPeer{t, b, false}, cancel: cancel, stop: stop, done: done}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// writeSlowly writes p in 64 KiB pieces, pausing between them on purpose
+// so that a close begun meanwhile falls inside the frame.
+func writeSlowly(c net.Conn, p []byte) error {
+	_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	for len(p) > 0 {
+		n := min(len(p), 64<<10)
+		if _, err := c.Write(p[:n]); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		p = p[n:]
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// readWhole reads len(want) bytes from c, calls at after the first n, and
+// checks they are want.
+func readWhole(c net.Conn, want []byte, n int, at func()) error {
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got[:n]); err != nil {
+		return fmt.Errorf("read the first %d bytes: %w", n, err)
+	}
+	at()
+	if _, err := io.ReadFull(c, got[n:]); err != nil {
+		return fmt.Errorf("read the rest of the frame after %d bytes: %w", n, err)
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("the %d-byte frame arrived changed", len(want))
+	}
+	return nil
+}
+
+// TestGracefulCloseCut: Relay.Cut (a second SIGTERM during a drain) ends a
+// graceful close at once, without waiting for the replies; its end stays
+// what began the close.
+func TestGracefulCloseCut(t *testing.T) {
+	engines(t, func(t *testing.T, e *Engine) {
+		cut, cutNow := context.WithCancel(t.Context())
+		w := openWS(t, e, Relay{CloseWait: time.Minute, Cut: cut})
+		w.echo("hi")
+		w.cancel(frontend.ErrDrain)
+		w.client.expectClose("drain")
+		w.backend.expectClose("drain")
+		cutNow()
+		if s := waitEnd(t, w.done); s.Reason() != "drain" || s.Closed != GoingAway {
+			t.Errorf("stats %+v, want reason drain and Closed 1001", s)
+		}
+		w.client.expectEOF()
+		w.backend.expectEOF()
+	})
 }

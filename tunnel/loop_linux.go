@@ -168,7 +168,7 @@ func (l *loop) inbox() bool {
 	}
 	for _, t := range cancels {
 		if t.slot >= 0 { // else register ends it when its add comes
-			t.shut(EndCanceled)
+			t.canceled()
 		}
 	}
 	if !closing {

@@ -387,8 +387,13 @@ func (t *loopTunnel) finish(e End, err error) {
 	if e == EndCanceled {
 		s.Cause = t.cause
 	}
-	if cl := t.closingNow(); cl != nil && cl.sent {
-		s.Closed = GoingAway
+	if cl := t.closingNow(); cl != nil {
+		if cl.sent {
+			s.Closed = GoingAway
+		}
+		if cl.unwatch != nil {
+			cl.unwatch()
+		}
 	}
 	go t.done(s)
 }

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -53,6 +52,7 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 		// The first frames may be among the bytes read ahead.
 		up.fr.tr.Feed(r.ToBackend, false)
 		down.fr.tr.Feed(r.ToClient, false)
+		t.unknown.Store(up.fr.tr.Lost() || down.fr.tr.Lost())
 	}
 	stop := context.AfterFunc(ctx, func() {
 		if t.ws {
@@ -77,6 +77,9 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 	c := t.closing.Load()
 	if c != nil {
 		c.timer.Stop()
+		if c.unwatch != nil {
+			c.unwatch()
+		}
 	}
 	switch {
 	case t.lost.Load():
@@ -111,9 +114,12 @@ type tunnel struct {
 	first           atomic.Pointer[ending]
 	closed          atomic.Bool
 	// ws: the tunnel follows WebSocket frames; closing is its graceful
-	// close once begun, and lost says the close found no boundary.
+	// close once begun; unknown says a direction lost its frame boundaries
+	// (a close then cannot be graceful), and lost that a close found no
+	// boundary.
 	ws      bool
 	closing atomic.Pointer[shutting]
+	unknown atomic.Bool
 	lost    atomic.Bool
 }
 
@@ -253,10 +259,18 @@ func spliceable(dst, src net.Conn) bool {
 }
 
 // socketOf returns the socket under c (a TCP conn, or the one under a TLS
-// conn), or nil.
+// conn and the wrappers that name theirs with NetConn, as l7's conn that
+// hands the TLS handshake bytes it peeked), or nil. A wrapper may still hold
+// bytes it read ahead, which the socket's readiness does not show: that is
+// why a TLS src starts with a burst (pumpPooled), which reads through every
+// wrapper until none has a byte left.
 func socketOf(c net.Conn) syscall.RawConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for range 4 { // a few wrappers at most; a cycle must not hang the relay
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	tcp, ok := c.(*net.TCPConn)
 	if !ok {
@@ -283,14 +297,14 @@ const pause = 5 * time.Millisecond
 
 // pumpPooled is pump for conns that cannot splice: it waits for src's socket
 // to be readable without holding a buffer, then copies through a pooled one
-// until src pauses. A TLS src starts with a burst: it may hold whole records
-// it read from the socket along with the last bytes before the tunnel (a
-// backend's first frame right behind its 101), which the socket's readiness
-// does not show.
+// until src pauses. A TLS src (any but a bare TCP conn) starts with a burst:
+// it may hold whole records it read from the socket along with the last
+// bytes before the tunnel (a backend's first frame right behind its 101),
+// which the socket's readiness does not show.
 func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 	wake, longest := t.wakes()
 	var err error
-	if _, ok := d.src.(*tls.Conn); ok {
+	if _, plain := d.src.(*net.TCPConn); !plain {
 		err = t.burst(d)
 	}
 	for err == nil {

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync/atomic"
@@ -22,6 +23,8 @@ type shutting struct {
 	cause  error // the ctx's cause, for EndCanceled
 	reason string
 	timer  *time.Timer // closes both conns after CloseWait
+	// unwatch stops watching Relay.Cut, which closes both conns at once.
+	unwatch func() bool
 	sent   atomic.Bool // a Close frame went out whole
 }
 
@@ -41,10 +44,21 @@ func (t *tunnel) beginClose(e End, cause error) {
 	if t.closing.Load() != nil {
 		return
 	}
+	if t.unknown.Load() {
+		// A boundary will never be found: no Close can go out whole.
+		t.framesLost()
+		return
+	}
 	c := &shutting{end: e, cause: cause, reason: closeReason(e, cause)}
 	c.timer = time.AfterFunc(t.r.closeWait(), t.closeBoth)
+	if t.r.Cut != nil {
+		c.unwatch = context.AfterFunc(t.r.Cut, t.closeBoth)
+	}
 	if !t.closing.CompareAndSwap(nil, c) {
 		c.timer.Stop()
+		if c.unwatch != nil {
+			c.unwatch()
+		}
 		return
 	}
 	// Each direction looks at closing after it set its own deadline
@@ -88,6 +102,9 @@ func (t *tunnel) relayFrames(d *pass, p []byte) error {
 	switch {
 	case c == nil:
 		f.tr.Feed(p, false)
+		if f.tr.Lost() {
+			t.unknown.Store(true)
+		}
 	case f.past:
 		k = 0
 	case f.tr.AtBoundary():

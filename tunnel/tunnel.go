@@ -6,6 +6,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"net"
 	"syscall"
@@ -109,6 +110,10 @@ type Relay struct {
 	// CloseWait is how long a graceful close waits for the two Close
 	// replies; 0 means DefaultCloseWait.
 	CloseWait time.Duration
+	// Cut, when set and done, ends a graceful close under way at once,
+	// both conns closed without waiting for the replies (a second SIGTERM
+	// during a drain): it is watched only while a close is under way.
+	Cut context.Context
 }
 
 // writeAhead writes p, bytes read ahead before a tunnel opened, to dst and
