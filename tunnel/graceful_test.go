@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -478,4 +479,53 @@ func TestGracefulCloseCut(t *testing.T) {
 		w.client.expectEOF()
 		w.backend.expectEOF()
 	})
+}
+
+// BenchmarkWebSocketEcho: a 128-byte message echoed through an engine
+// tunnel, as the side-by-side bench's echo does, with and without frame
+// tracking (Relay.WebSocket): the cost of following the frames is the
+// difference between the two in one run.
+//
+//	go test -run '^$' -bench WebSocketEcho -count 5 ./tunnel
+func BenchmarkWebSocketEcho(b *testing.B) {
+	for _, ws := range []bool{false, true} {
+		name := "plain"
+		if ws {
+			name = "frames"
+		}
+		b.Run(name, func(b *testing.B) {
+			e := newEngine(b, 1)
+			c, be, done := relay(b, e, b.Context(), Relay{Idle: time.Minute, WebSocket: ws})
+			up := wsraw.Append(nil, wsraw.Frame{Fin: true, Op: wsraw.OpBinary, Masked: true, Key: [4]byte{1, 2, 3, 4}, Payload: make([]byte, 128)})
+			down := wsraw.Append(nil, wsraw.Frame{Fin: true, Op: wsraw.OpBinary, Payload: make([]byte, 128)})
+			go func() { // the backend: echo each frame
+				in := make([]byte, len(up))
+				for {
+					if _, err := io.ReadFull(be, in); err != nil {
+						return
+					}
+					if _, err := be.Write(down); err != nil {
+						return
+					}
+				}
+			}()
+			got := make([]byte, len(down))
+			var r0, r1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+			for b.Loop() {
+				if _, err := c.Write(up); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+			syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+			cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
+			c.Close()
+			be.Close()
+			<-done
+		})
+	}
 }
