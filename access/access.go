@@ -50,6 +50,11 @@ type Entry struct {
 	// bad_request (its body), or the error reason when no backend was
 	// reached.
 	Reason string
+	// Close is the close code of the Close frames wslb sent when it ended a
+	// WebSocket tunnel itself (1001, Going Away: a drain, a removed
+	// backend, the idle timeout), so the client saw a clean close; 0, and
+	// left out, when it sent none.
+	Close int
 }
 
 // Logger writes access lines. A nil *Logger is off and writes nothing, so
@@ -120,6 +125,9 @@ func (l *Logger) Log(e *Entry) {
 		slog.Float64("duration", e.Duration.Seconds()),
 		slog.String("reason", e.Reason),
 	)
+	if e.Close != 0 {
+		attrs = append(attrs, slog.Int("close", e.Close))
+	}
 	l.log.LogAttrs(context.Background(), slog.LevelInfo, e.Kind, attrs...)
 }
 

@@ -8,6 +8,7 @@
 package handoff
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"time"
@@ -43,6 +44,13 @@ type Deps struct {
 	// FDs is the process's descriptor count; a refusal closes at once when
 	// it is scarce (fdbudget.Budget.Scarce). nil: no count.
 	FDs *fdbudget.Budget
+	// CloseWait is how long a WebSocket tunnel's graceful close waits for
+	// the Close replies (tunnel.Relay.CloseWait) when the Relay sets none;
+	// 0 is tunnel.DefaultCloseWait.
+	CloseWait time.Duration
+	// Cut, when done, ends every graceful close under way at once (a
+	// second SIGTERM during a drain); nil: never.
+	Cut context.Context
 }
 
 // Dialer returns the upstream.Dialer of listener l, whose error counters
@@ -98,6 +106,10 @@ func (d *Deps) StartTunnel(p Pair) {
 	mc := m.Conn(p.Listener, p.Pool, p.B.String())
 	closed := mc.Open()
 	p.Relay.Rx, p.Relay.Tx = mc.Rx, mc.Tx
+	if p.Relay.CloseWait == 0 {
+		p.Relay.CloseWait = d.CloseWait
+	}
+	p.Relay.Cut = d.Cut
 	ctx, cancel, release := p.Hold.Detach()
 	stopRemoved := p.B.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()

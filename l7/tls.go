@@ -94,6 +94,11 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// NetConn returns the TCP conn, so that a tunnel's relay can wait on its
+// socket without a buffer (tunnel's socketOf); bytes r still holds are read
+// by the relay's first burst, which reads through c.
+func (c *bufferedConn) NetConn() net.Conn { return c.Conn }
+
 // httpsURL is where a redirect to https sends req: the request's host
 // without its port, then :port unless it is 443, then the original URI
 // (its path and query, when it came in absolute-form).

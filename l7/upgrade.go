@@ -168,8 +168,10 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 		ToBackend: buffered(cc.br),
 		ToClient:  buffered(bc.br),
 		// WebSocket has no half-close (DESIGN: a backend that closes
-		// mid-tunnel closes the client side too); other protocols may.
-		FullClose: token == "websocket",
+		// mid-tunnel closes the client side too), and a tunnel wslb ends
+		// itself closes at a frame boundary with Close 1001; other
+		// protocols may half-close, and are cut.
+		WebSocket: token == "websocket",
 	}
 	// The tunnel may live for days: drop the conn's buffers (36 KiB) once
 	// what they held has been copied, and keep only the raw conns.
@@ -193,7 +195,7 @@ func (w *worker) tunnelEnded(cc *clientConn) func(tunnel.Stats, time.Duration) {
 	}
 	e, begin := new(cc.e), cc.begin
 	return func(s tunnel.Stats, _ time.Duration) {
-		e.Rx, e.Tx, e.Reason, e.Duration = s.Rx, s.Tx, s.Reason(), time.Since(begin)
+		e.Rx, e.Tx, e.Reason, e.Duration, e.Close = s.Rx, s.Tx, s.Reason(), time.Since(begin), s.Closed
 		w.px.Access.Log(e)
 	}
 }

@@ -114,7 +114,13 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 		go done(Stats{End: EndCanceled, Cause: context.Cause(ctx)})
 		return func(error) {}, true
 	}
-	t := &loopTunnel{idle: r.Idle, live: [2]Adder{clientSide: r.Rx, backendSide: r.Tx}, fullClose: r.FullClose, slot: -1, hidx: -1}
+	t := &loopTunnel{idle: r.Idle, live: [2]Adder{clientSide: r.Rx, backendSide: r.Tx}, fullClose: r.FullClose || r.WebSocket, slot: -1, hidx: -1}
+	if r.WebSocket {
+		t.ws = &frames{wait: r.closeWait(), cut: r.Cut}
+		// The first frames may be among the bytes read ahead.
+		t.ws.t[clientSide].Feed(r.ToBackend, false)
+		t.ws.t[backendSide].Feed(r.ToClient, false)
+	}
 	// Bytes read ahead go out while the conns are still Go's: a write
 	// that blocks holds the caller's goroutine, not a loop.
 	n, err := writeAhead(b, r.ToBackend, r.Rx)

@@ -2,21 +2,22 @@
 
 package tunnel
 
-// expire ends tunnels idle for their timeout. The heap is lazy: an entry
-// whose tunnel moved bytes since it was pushed goes back with a later key.
+// expire shuts tunnels idle for their timeout and ends graceful closes that
+// waited long enough (timeout). The heap is lazy: an entry whose tunnel
+// moved bytes since it was pushed goes back with a later key.
 func (l *loop) expire() {
 	for len(l.heap) > 0 && l.heap[0].deadline <= l.now {
 		t := l.heap[0]
-		if d := t.last + t.idle; d > l.now {
+		if d := t.due(); d > l.now {
 			t.deadline = d
 			l.heap.fix(0)
 			continue
 		}
-		t.end(EndIdle, nil)
+		t.timeout()
 	}
 }
 
-// idleHeap is a min-heap of tunnels by deadline; each knows its index.
+// idleHeap is a min-heap of tunnels by deadline (due); each knows its index.
 type idleHeap []*loopTunnel
 
 func (h *idleHeap) push(t *loopTunnel) {

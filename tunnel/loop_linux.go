@@ -168,7 +168,7 @@ func (l *loop) inbox() bool {
 	}
 	for _, t := range cancels {
 		if t.slot >= 0 { // else register ends it when its add comes
-			t.end(EndCanceled, nil)
+			t.canceled()
 		}
 	}
 	if !closing {
@@ -215,7 +215,7 @@ func (l *loop) register(t *loopTunnel) {
 	canceled := t.cause != nil
 	l.mu.Unlock()
 	if canceled {
-		t.end(EndCanceled, nil)
+		t.shut(EndCanceled)
 	}
 }
 

@@ -54,6 +54,7 @@ type loopTunnel struct {
 	// An idle tunnel costs this struct and little else, so it is packed.
 	l        *loop
 	done     func(Stats)
+	ws       *frames // a WebSocket tunnel's frame trackers (frames_linux.go), else nil
 	live     [2]Adder
 	count    [2]int64 // bytes written to the other side, by the reading side
 	dirs     [2]direction
@@ -124,11 +125,15 @@ func (t *loopTunnel) event(s side, ev uint32) {
 	t.progress()
 }
 
-// progress moves both directions as far as they go now.
+// progress moves both directions as far as they go now, and ends a
+// graceful close that has nothing left to wait for.
 func (t *loopTunnel) progress() {
 	more := t.move(clientSide)
 	if !t.ended {
 		more = t.move(backendSide) || more
+	}
+	if !t.ended && t.closingNow() != nil {
+		t.settle()
 	}
 	if more && !t.ended && !t.queued {
 		t.queued = true
@@ -142,6 +147,9 @@ func (t *loopTunnel) progress() {
 func (t *loopTunnel) move(src side) bool {
 	dst := src.peer()
 	d := &t.dirs[src]
+	if cl := t.closingNow(); cl != nil && cl.past[src] {
+		return t.drop(src)
+	}
 	if d.n > 0 && !t.flush(src) {
 		return false
 	}
@@ -153,7 +161,9 @@ func (t *loopTunnel) move(src side) bool {
 		if !t.readable[src] || !t.writable[dst] {
 			return false
 		}
-		if !d.bulk {
+		// A WebSocket frame's header is read through the buffer, which
+		// feeds the tracker; only payload is spliced.
+		if !d.bulk || t.ws != nil && !t.ws.spliceable(src) {
 			n, err := unix.Read(int(t.fd[src]), l.buf)
 			if !t.readDone(src, n, err) {
 				return false
@@ -163,8 +173,15 @@ func (t *loopTunnel) move(src side) bool {
 			} else {
 				d.bulk = true
 			}
-			if !t.send(src, l.buf[:n]) {
+			p := l.buf[:n]
+			if t.ws != nil {
+				p = t.ws.track(src, p)
+			}
+			if !t.send(src, p) {
 				return false
+			}
+			if cl := t.closingNow(); cl != nil && cl.past[src] {
+				return t.drop(src)
 			}
 			continue
 		}
@@ -172,9 +189,16 @@ func (t *loopTunnel) move(src side) bool {
 			t.end(EndError, errNoPipe)
 			return false
 		}
-		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		limit := pipeSize
+		if t.ws != nil {
+			limit = t.ws.spliceMax(src)
+		}
+		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, limit, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		if !t.readDone(src, int(n), err) {
 			return false
+		}
+		if t.ws != nil {
+			t.ws.skip(src, int(n))
 		}
 		// A short splice in a stream is common (the reader caught up);
 		// only a message-sized one sends the direction back to copying,
@@ -187,6 +211,9 @@ func (t *loopTunnel) move(src side) bool {
 		l.pipe = nil
 		if !t.flush(src) {
 			return false
+		}
+		if cl := t.closingNow(); cl != nil && cl.past[src] {
+			return t.drop(src)
 		}
 	}
 	return t.readable[src]
@@ -286,13 +313,18 @@ func (t *loopTunnel) flush(src side) bool {
 }
 
 // eof handles the end of socket src's stream: the first side to end decides
-// the reason; with FullClose, or when the other side had already ended, the
-// tunnel ends; otherwise the peer gets a half-close and may still answer.
+// the reason; during a graceful close it only settles src's direction; with
+// FullClose, or when the other side had already ended, the tunnel ends;
+// otherwise the peer gets a half-close and may still answer.
 func (t *loopTunnel) eof(src side) {
 	dst := src.peer()
 	t.dirs[src].eof = true
 	if !t.firstSet {
 		t.first, t.firstSet = src, true
+	}
+	if t.closingNow() != nil {
+		t.ws.ended(src)
+		return
 	}
 	if t.fullClose || t.dirs[dst].eof {
 		t.end(t.first.end(), nil)
@@ -303,10 +335,11 @@ func (t *loopTunnel) eof(src side) {
 	}
 }
 
-// end closes t's sockets and pipes and reports it, once. A pending cancel
-// wins over e (unless e is EndIdle), and after a half-close an EndError or
-// an EndIdle is reported as the side whose stream ended first, as the
-// goroutine relay reports it: the first event wins.
+// end closes t's sockets and pipes and reports it, once. A graceful close
+// under way reports what began it, unless it found no frame boundary; a
+// pending cancel wins over e (unless e is EndIdle), and after a half-close
+// an EndError or an EndIdle is reported as the side whose stream ended
+// first, as the goroutine relay reports it: the first event wins.
 func (t *loopTunnel) end(e End, err error) {
 	if t.ended {
 		return
@@ -334,9 +367,14 @@ func (t *loopTunnel) end(e End, err error) {
 	l.mu.Lock()
 	canceled := t.cause != nil
 	l.mu.Unlock()
-	if canceled && e != EndIdle {
+	cl := t.closingNow()
+	switch {
+	case err == errFramesLost:
+	case cl != nil:
+		e, err = cl.end, nil
+	case canceled && e != EndIdle:
 		e, err = EndCanceled, nil
-	} else if t.firstSet && (e == EndError || e == EndIdle) {
+	case t.firstSet && (e == EndError || e == EndIdle):
 		e = t.first.end()
 	}
 	t.finish(e, err)
@@ -348,6 +386,14 @@ func (t *loopTunnel) finish(e End, err error) {
 	s := Stats{Rx: t.count[clientSide], Tx: t.count[backendSide], End: e, Err: err}
 	if e == EndCanceled {
 		s.Cause = t.cause
+	}
+	if cl := t.closingNow(); cl != nil {
+		if cl.sent {
+			s.Closed = GoingAway
+		}
+		if cl.unwatch != nil {
+			cl.unwatch()
+		}
 	}
 	go t.done(s)
 }

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -18,8 +17,9 @@ import (
 // The goroutine relay: Engine.Start runs a tunnel here when the engine cannot
 // take it (a TLS conn, a nil Engine, a non-linux build). Each direction
 // copies on a goroutine of its own: between two TCP conns through io.CopyN,
-// which splices on Linux; when a side is TLS, through a pooled buffer taken
-// only while bytes flow (pumpPooled).
+// which splices on Linux; when a side is TLS, or the tunnel carries
+// WebSocket (its frames are followed, relayws.go), through a pooled buffer
+// taken only while bytes flow (pumpPooled).
 
 // chunk bounds one io.CopyN call: after each chunk the byte counters and the
 // idle clock advance. It is large so that bulk streams stay in splice.
@@ -39,11 +39,26 @@ const (
 
 // run copies between client and backend until the tunnel ends, then closes both
 // conns: run owns them from the moment it is called. Cancelling ctx closes them
-// early (EndCanceled); the caller reads context.Cause(ctx) to tell why.
+// early (EndCanceled), a WebSocket tunnel gracefully; the caller reads
+// context.Cause(ctx) to tell why.
 func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 	t := &tunnel{r: r, client: client, backend: backend, start: time.Now()}
 	t.touch()
+	up := &pass{dst: backend, src: client, count: &t.rx, live: r.Rx, srcEnd: EndClient, dstEnd: EndBackend}
+	down := &pass{dst: client, src: backend, count: &t.tx, live: r.Tx, srcEnd: EndBackend, dstEnd: EndClient}
+	if r.WebSocket && socketOf(client) != nil && socketOf(backend) != nil {
+		t.ws = true
+		up.fr, down.fr = &passFrames{}, &passFrames{}
+		// The first frames may be among the bytes read ahead.
+		up.fr.tr.Feed(r.ToBackend, false)
+		down.fr.tr.Feed(r.ToClient, false)
+		t.unknown.Store(up.fr.tr.Lost() || down.fr.tr.Lost())
+	}
 	stop := context.AfterFunc(ctx, func() {
+		if t.ws {
+			t.beginClose(EndCanceled, context.Cause(ctx))
+			return
+		}
 		t.canceled.Store(true)
 		t.closeBoth()
 	})
@@ -51,15 +66,29 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 
 	if t.early(backend, r.ToBackend, &t.rx, r.Rx, EndBackend) && t.early(client, r.ToClient, &t.tx, r.Tx, EndClient) {
 		done := make(chan struct{})
-		go t.copyClientToBackend(done)
-		t.copyBackendToClient()
+		go t.copyClientToBackend(up, done)
+		t.copyBackendToClient(down)
 		<-done
 	}
 	t.closeBoth()
 
 	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
 	first := t.first.Load()
+	c := t.closing.Load()
+	if c != nil {
+		c.timer.Stop()
+		if c.unwatch != nil {
+			c.unwatch()
+		}
+	}
 	switch {
+	case t.lost.Load():
+		st.End, st.Err = EndError, errFramesLost
+	case c != nil:
+		st.End, st.Cause = c.end, c.cause
+		if c.sent.Load() {
+			st.Closed = GoingAway
+		}
 	// The caller may close a conn itself when ctx ends (l7 ties its client
 	// conn to ctx), and the copies can fail on that close before the
 	// AfterFunc above has run: an I/O error once ctx is done is the cancel.
@@ -84,6 +113,14 @@ type tunnel struct {
 	canceled        atomic.Bool
 	first           atomic.Pointer[ending]
 	closed          atomic.Bool
+	// ws: the tunnel follows WebSocket frames; closing is its graceful
+	// close once begun; unknown says a direction lost its frame boundaries
+	// (a close then cannot be graceful), and lost that a close found no
+	// boundary.
+	ws      bool
+	closing atomic.Pointer[shutting]
+	unknown atomic.Bool
+	lost    atomic.Bool
 }
 
 type ending struct {
@@ -93,22 +130,21 @@ type ending struct {
 
 // copyClientToBackend is a named function so that goroutine dumps of a
 // proxy holding thousands of tunnels say what each goroutine is.
-func (t *tunnel) copyClientToBackend(done chan<- struct{}) {
+func (t *tunnel) copyClientToBackend(d *pass, done chan<- struct{}) {
 	defer close(done)
-	t.pump(&pass{dst: t.backend, src: t.client, count: &t.rx, live: t.r.Rx, srcEnd: EndClient, dstEnd: EndBackend})
+	t.pump(d)
 }
 
-func (t *tunnel) copyBackendToClient() {
-	t.pump(&pass{dst: t.client, src: t.backend, count: &t.tx, live: t.r.Tx, srcEnd: EndBackend, dstEnd: EndClient})
-}
+func (t *tunnel) copyBackendToClient(d *pass) { t.pump(d) }
 
 // pass is one direction of a tunnel: src is read, dst written, and srcEnd and
-// dstEnd name their sides.
+// dstEnd name their sides; fr follows src's WebSocket frames, if any.
 type pass struct {
 	dst, src       net.Conn
 	count          *atomic.Int64
 	live           Adder
 	srcEnd, dstEnd End
+	fr             *passFrames
 }
 
 // moved counts n bytes the direction copied and restarts the idle clock.
@@ -137,13 +173,19 @@ func (t *tunnel) idledOut() bool { return t.r.Idle > 0 && t.idleFor() >= t.r.Idl
 
 // stop ends direction d after err. On EOF it half-closes dst so the peer sees
 // EOF but may still answer (unless FullClose); on any other end it closes
-// both conns, which also ends the other direction.
+// both conns, which also ends the other direction. During a graceful close
+// a direction whose side replied or ended leaves the end to the other
+// direction, or to CloseWait.
 func (t *tunnel) stop(d *pass, err error) {
+	if d.fr != nil && t.closing.Load() != nil {
+		t.stopClosing(d, err)
+		return
+	}
 	var we writeError
 	switch {
 	case errors.Is(err, io.EOF):
 		t.record(d.srcEnd, nil)
-		if !t.r.FullClose {
+		if !t.r.FullClose && !t.r.WebSocket {
 			closeWrite(d.dst)
 			return
 		}
@@ -186,7 +228,7 @@ func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, 
 
 // pump copies d.src to d.dst until the direction ends; see stop.
 func (t *tunnel) pump(d *pass) {
-	if raw := socketOf(d.src); raw != nil && !spliceable(d.dst, d.src) {
+	if raw := socketOf(d.src); raw != nil && (d.fr != nil || !spliceable(d.dst, d.src)) {
 		t.pumpPooled(d, raw)
 		return
 	}
@@ -217,10 +259,18 @@ func spliceable(dst, src net.Conn) bool {
 }
 
 // socketOf returns the socket under c (a TCP conn, or the one under a TLS
-// conn), or nil.
+// conn and the wrappers that name theirs with NetConn, as l7's conn that
+// hands the TLS handshake bytes it peeked), or nil. A wrapper may still hold
+// bytes it read ahead, which the socket's readiness does not show: that is
+// why a TLS src starts with a burst (pumpPooled), which reads through every
+// wrapper until none has a byte left.
 func socketOf(c net.Conn) syscall.RawConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for range 4 { // a few wrappers at most; a cycle must not hang the relay
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	tcp, ok := c.(*net.TCPConn)
 	if !ok {
@@ -247,18 +297,25 @@ const pause = 5 * time.Millisecond
 
 // pumpPooled is pump for conns that cannot splice: it waits for src's socket
 // to be readable without holding a buffer, then copies through a pooled one
-// until src pauses. A TLS src starts with a burst: it may hold whole records
-// it read from the socket along with the last bytes before the tunnel (a
-// backend's first frame right behind its 101), which the socket's readiness
-// does not show.
+// until src pauses. A TLS src (any but a bare TCP conn) starts with a burst:
+// it may hold whole records it read from the socket along with the last
+// bytes before the tunnel (a backend's first frame right behind its 101),
+// which the socket's readiness does not show.
 func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 	wake, longest := t.wakes()
 	var err error
-	if _, ok := d.src.(*tls.Conn); ok {
+	if _, plain := d.src.(*net.TCPConn); !plain {
 		err = t.burst(d)
 	}
 	for err == nil {
 		_ = d.src.SetReadDeadline(time.Now().Add(wake))
+		// After the deadline is set, so that beginClose's wake-up is not
+		// lost: it sets closing before it moves the deadline.
+		if d.fr != nil {
+			if err = t.closeStep(d); err != nil {
+				break
+			}
+		}
 		err = waitReadable(raw)
 		switch {
 		case err == nil:
@@ -266,6 +323,10 @@ func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 			err = t.burst(d)
 		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() && !t.idledOut():
 			wake = min(2*wake, longest)
+			err = nil
+		case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load() && t.ws:
+			// Idle: a WebSocket tunnel closes gracefully.
+			t.beginClose(EndIdle, nil)
 			err = nil
 		}
 	}
@@ -280,7 +341,11 @@ func (t *tunnel) burst(d *pass) error {
 	for {
 		_ = d.src.SetReadDeadline(time.Now().Add(pause))
 		n, err := d.src.Read(*bp)
-		if n > 0 {
+		if n > 0 && d.fr != nil {
+			if ferr := t.relayFrames(d, (*bp)[:n]); ferr != nil {
+				return ferr
+			}
+		} else if n > 0 {
 			if _, werr := d.dst.Write((*bp)[:n]); werr != nil {
 				return writeError{werr}
 			}

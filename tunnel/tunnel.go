@@ -6,6 +6,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"net"
 	"syscall"
@@ -55,6 +56,10 @@ type Stats struct {
 	// Cause is what cancelled the tunnel (EndCanceled): context.Cause of
 	// Start's ctx, the cause given to its stop, or ErrEngineClosed.
 	Cause error
+	// Closed is the close code of the Close frames wslb sent to end a
+	// WebSocket tunnel itself (GoingAway), when at least one went out
+	// whole; 0 when it sent none.
+	Closed int
 }
 
 // Reasoner is implemented by context causes that name their own
@@ -94,6 +99,21 @@ type Relay struct {
 	// WebSocket: a peer that neither closes nor sends would otherwise hold
 	// the tunnel, and its backend's reservation, until the idle timeout.
 	FullClose bool
+	// WebSocket says the tunnel carries WebSocket frames (RFC 6455), the
+	// client's masked: it implies FullClose, and the tunnel follows the
+	// frame headers both ways (wsframe) so that when it ends the tunnel
+	// itself (cancel, stop, idle) it closes gracefully: at the next frame
+	// boundary each way, a Close frame with GoingAway to both sides, then
+	// both conns closed once both answered or CloseWait passed
+	// (closing.go).
+	WebSocket bool
+	// CloseWait is how long a graceful close waits for the two Close
+	// replies; 0 means DefaultCloseWait.
+	CloseWait time.Duration
+	// Cut, when set and done, ends a graceful close under way at once,
+	// both conns closed without waiting for the replies (a second SIGTERM
+	// during a drain): it is watched only while a close is under way.
+	Cut context.Context
 }
 
 // writeAhead writes p, bytes read ahead before a tunnel opened, to dst and

@@ -19,11 +19,17 @@ import (
 // (e nil) on goroutines, and returns the outer ends plus a channel with the
 // Stats.
 func relay(t testing.TB, e *Engine, ctx context.Context, r Relay) (client, backend *net.TCPConn, done <-chan Stats) {
+	client, backend, _, done = relayStop(t, e, ctx, r)
+	return client, backend, done
+}
+
+// relayStop is relay that also returns the stop func Start returned.
+func relayStop(t testing.TB, e *Engine, ctx context.Context, r Relay) (client, backend *net.TCPConn, stop func(error), done <-chan Stats) {
 	client, lbFront := tcptest.Pair(t)
 	lbBack, backend := tcptest.Pair(t)
 	ch := make(chan Stats, 1)
-	e.Start(ctx, r, lbFront, lbBack, func(s Stats) { ch <- s })
-	return client, backend, ch
+	stop = e.Start(ctx, r, lbFront, lbBack, func(s Stats) { ch <- s })
+	return client, backend, stop, ch
 }
 
 // engines runs f with goroutine relays (a nil Engine), then on an event-loop

@@ -38,6 +38,9 @@ type Tracker struct {
 	// lost is set by a length whose top bit is set (RFC 6455 forbids it):
 	// from there on the frame boundaries are unknown.
 	lost bool
+	// closed is set by the header of a Close frame: its sender has begun
+	// the closing handshake and sends nothing after it (RFC 6455 §5.5.1).
+	closed bool
 }
 
 // AtBoundary reports whether the next byte starts a frame.
@@ -49,6 +52,11 @@ func (t *Tracker) Lost() bool { return t.lost }
 
 // Opcode is the opcode of the last frame whose header passed whole.
 func (t *Tracker) Opcode() Opcode { return t.op }
+
+// Closed reports whether the header of a Close frame has passed; at a
+// boundary, whether a whole Close frame has. A Close frame may be followed
+// by others when one bytes slice held both, so Opcode alone cannot tell.
+func (t *Tracker) Closed() bool { return t.closed }
 
 // Remaining is how many payload bytes of the current frame are still to
 // pass; 0 between frames and while a header is incomplete.
@@ -137,6 +145,7 @@ func (t *Tracker) header(p []byte) int {
 func (t *Tracker) parsed() {
 	h := t.hdr[:t.hn]
 	t.op = Opcode(h[0] & 0x0f)
+	t.closed = t.closed || t.op == OpClose
 	var length uint64
 	switch l := h[1] & 0x7f; l {
 	case 126:

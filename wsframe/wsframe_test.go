@@ -33,8 +33,10 @@ func frame(first byte, masked bool, n uint64, enc int) []byte {
 }
 
 // stream is frames made from the fuzz bytes, and the offset at which each
-// frame starts (the reference boundaries), plus the stream's end.
-func stream(data []byte) (s []byte, starts []int) {
+// frame starts (the reference boundaries), plus the stream's end; closed
+// says, for each of those offsets, whether a Close frame came before it.
+func stream(data []byte) (s []byte, starts []int, closed []bool) {
+	seen := false
 	for len(data) >= 3 {
 		first, flags, size := data[0], data[1], int(data[2])
 		data = data[3:]
@@ -42,18 +44,20 @@ func stream(data []byte) (s []byte, starts []int) {
 		if flags&0x10 != 0 {
 			n = uint64(size) * 257 // a 16-bit length, sometimes
 		}
-		starts = append(starts, len(s))
+		starts, closed = append(starts, len(s)), append(closed, seen)
+		seen = seen || Opcode(first&0x0f) == OpClose
 		s = append(s, frame(first, flags&1 != 0, n, int(flags>>1)&3)...)
 		s = append(s, bytes.Repeat([]byte{0xee}, int(n))...)
 	}
-	return s, append(starts, len(s))
+	return s, append(starts, len(s)), append(closed, seen)
 }
 
 // boundariesByFeed feeds s in pieces whose sizes come from cuts and returns
-// every offset at which Feed(…, true) stopped at a boundary.
-func boundariesByFeed(s []byte, cuts []byte) []int {
+// every offset at which Feed(…, true) stopped at a boundary, and whether the
+// tracker had seen a Close frame there.
+func boundariesByFeed(s []byte, cuts []byte) (out []int, closed []bool) {
 	var t Tracker
-	out := []int{0}
+	out, closed = []int{0}, []bool{false}
 	off, ci := 0, 0
 	for off < len(s) {
 		end := len(s)
@@ -64,11 +68,11 @@ func boundariesByFeed(s []byte, cuts []byte) []int {
 		for off < end {
 			off += t.Feed(s[off:end], true)
 			if t.AtBoundary() && out[len(out)-1] != off {
-				out = append(out, off)
+				out, closed = append(out, off), append(closed, t.Closed())
 			}
 		}
 	}
-	return out
+	return out, closed
 }
 
 // boundariesBySplice moves s as a splicing tunnel would: exactly
@@ -93,15 +97,18 @@ func boundariesBySplice(s []byte) []int {
 	return out
 }
 
+// FuzzTracker: random frame sequences, fed in random pieces or moved as a
+// splicing tunnel moves them, give the reference parse's boundaries, and at
+// each boundary Closed says whether a Close frame came before it.
 func FuzzTracker(f *testing.F) {
 	f.Add([]byte{0x81, 0x01, 5, 0x82, 0x00, 200, 0x89, 0x00, 0}, []byte{0, 3, 1})
 	f.Add([]byte{0x01, 0x01, 10, 0x89, 0x01, 2, 0x80, 0x01, 10}, []byte{})   // fragments around a ping
 	f.Add([]byte{0xc1, 0x00, 40, 0x82, 0x12, 3}, []byte{13, 13, 13})         // RSV1 (deflate), 16-bit length
 	f.Add([]byte{0x82, 0x05, 1, 0x82, 0x04, 0, 0x88, 0x01, 2}, []byte{0, 0}) // 64-bit encodings, empty frames
 	f.Fuzz(func(t *testing.T, frames, cuts []byte) {
-		s, want := stream(frames)
-		if got := boundariesByFeed(s, cuts); !slices.Equal(got, want) {
-			t.Fatalf("Feed in pieces %v: boundaries %v, want %v", cuts, got, want)
+		s, want, wantClosed := stream(frames)
+		if got, closed := boundariesByFeed(s, cuts); !slices.Equal(got, want) || !slices.Equal(closed, wantClosed) {
+			t.Fatalf("Feed in pieces %v: boundaries %v closed %v, want %v %v", cuts, got, closed, want, wantClosed)
 		}
 		if got := boundariesBySplice(s); !slices.Equal(got, want) {
 			t.Fatalf("splice-style: boundaries %v, want %v", got, want)
@@ -122,9 +129,9 @@ func TestTrackerRandom(t *testing.T) {
 		for i := range cuts {
 			cuts[i] = byte(r.UintN(64))
 		}
-		s, want := stream(frames)
-		if got := boundariesByFeed(s, cuts); !slices.Equal(got, want) {
-			t.Fatalf("frames %x cuts %v: boundaries %v, want %v", frames, cuts, got, want)
+		s, want, wantClosed := stream(frames)
+		if got, closed := boundariesByFeed(s, cuts); !slices.Equal(got, want) || !slices.Equal(closed, wantClosed) {
+			t.Fatalf("frames %x cuts %v: boundaries %v closed %v, want %v %v", frames, cuts, got, closed, want, wantClosed)
 		}
 		if got := boundariesBySplice(s); !slices.Equal(got, want) {
 			t.Fatalf("frames %x: splice-style boundaries %v, want %v", frames, got, want)
@@ -217,5 +224,21 @@ func TestCloseFrame(t *testing.T) {
 	}
 	if f := CloseFrame(1001, string(bytes.Repeat([]byte{'x'}, 200)), false, [4]byte{}); len(f) != 2+125 {
 		t.Fatalf("a long reason makes a %d-byte frame, want 127 (125 of payload)", len(f))
+	}
+}
+
+// TestClosedOutlivesTheCloseFrame: a Close frame followed by another in the
+// same bytes is still seen, though Opcode names the last one.
+func TestClosedOutlivesTheCloseFrame(t *testing.T) {
+	s := append(frame(0x88, true, 2, 0), 0x03, 0xe9)
+	s = append(s, frame(0x81, true, 1, 0)...)
+	s = append(s, 'x')
+	var tr Tracker
+	if tr.Closed() {
+		t.Fatal("Closed at the start")
+	}
+	if n := tr.Feed(s, false); n != len(s) || !tr.AtBoundary() || tr.Opcode() != OpText || !tr.Closed() {
+		t.Fatalf("took %d of %d, boundary %v, opcode %x, closed %v; want all, true, text, true",
+			n, len(s), tr.AtBoundary(), tr.Opcode(), tr.Closed())
 	}
 }

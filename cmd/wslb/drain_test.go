@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,20 +126,24 @@ pools:
 // sent to the test process would reach every serve running in it, so this
 // runs the built binary as a process: plain `wslb -config`, an l4 listener,
 // drain_timeout 30s so that only the second signal can end the drain quickly.
+// An l7 WebSocket whose client never answers the Close 1001 shows that the
+// second signal also cuts the graceful close's 5 s wait short.
 func TestDrainSecondSignal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	exe := demoBuild(ctx, t)
-	listen := loopback.FreeAddr(t)
+	listen, web := loopback.FreeAddr(t), loopback.FreeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, `
 shutdown: {drain_timeout: 30s, close_spread: 5s}
 admin: {listen: ""}
 listeners:
   - {name: t, listen: %s, mode: l4, pool: p}
+  - {name: web, listen: %s, mode: l7, pool: ws}
 pools:
   - {name: p, backends: [{address: %s}], health: {check: none}}
-`, listen, echo.TCP(t).Addr()), 0o644); err != nil {
+  - {name: ws, backends: [{address: %s}], health: {check: none}}
+`, listen, web, echo.TCP(t).Addr(), echo.WS(t, echo.WSOptions{})), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := demoStart(ctx, t, exe, "-config", cfgPath, "-access-log", "off")
@@ -152,6 +158,7 @@ pools:
 		conns = append(conns, c)
 		drainEcho(t, c, fmt.Sprintf("c%d", i))
 	}
+	conns = append(conns, rawWebSocket(t, web))
 
 	// First SIGTERM: the listener closes (new conns refused), established
 	// conns keep working.
@@ -169,7 +176,7 @@ pools:
 	if !refused {
 		t.Fatal("new conns still accepted 5s after SIGTERM")
 	}
-	for i, c := range conns {
+	for i, c := range conns[:3] {
 		drainEcho(t, c, fmt.Sprintf("c%d during the drain", i))
 	}
 	select {
@@ -186,6 +193,14 @@ pools:
 	}
 	for i, c := range conns {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if i == 3 {
+			// The WebSocket gets its Close 1001, then the end.
+			_, err := io.ReadAll(c)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the WebSocket still open 5s after the second SIGTERM")
+			}
+			continue
+		}
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Errorf("conn %d: data instead of a close", i)
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -207,6 +222,22 @@ pools:
 	if !strings.Contains(p.stderr.String(), "second signal") {
 		t.Errorf("the log does not say the second signal cut the drain short:\n%s", p.stderr.String())
 	}
+}
+
+// rawWebSocket opens a WebSocket through the l7 listener at addr by hand and
+// returns its conn: a client that will never answer a Close.
+func rawWebSocket(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c := tcptest.Dial(t, addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("WebSocket handshake through %s: %v %v", addr, resp, err)
+	}
+	return c
 }
 
 func drainEcho(t *testing.T, c net.Conn, msg string) {

@@ -23,6 +23,11 @@ import (
 // short, so that a silent backend is given up on at once.
 const faultIdle = 500 * time.Millisecond
 
+// faultCloseWait is how long a WebSocket tunnel's graceful close (at the
+// idle timeout) waits for a silent backend's Close reply: shorter than the
+// default 5 s, so that the end comes within wait.Timeout.
+const faultCloseWait = time.Second
+
 // faultConfig is the config of a faults test: an l7 listener (web) and an
 // l4 one (tcp) with idle as their idle and handshake timeouts, and their
 // pool p of one backend.
@@ -51,7 +56,7 @@ func startFaultFixture(t *testing.T, prog *proctest.Program, idle time.Duration)
 	be := prog.Start(t, "x", "")
 	f := &reloadFixture{t: t, path: filepath.Join(t.TempDir(), "config.yaml")}
 	f.write(faultConfig(be.Addr, 1, idle))
-	r, logs := startServeLogFile(t, f.path)
+	r, logs := startServeLogFile(t, f.path, faultCloseWait)
 	f.r = r
 	return &faultFixture{t: t, be: be, f: f, logs: logs}
 }
@@ -138,6 +143,9 @@ func (fx *faultFixture) startBody(ctx context.Context, via, path string) io.Read
 // arrived instead.
 func tunnelEnd(ctx context.Context, c *websocket.Conn) string {
 	_, msg, err := c.Read(ctx)
+	if websocket.CloseStatus(err) == websocket.StatusGoingAway {
+		return "going away" // a Close 1001 from wslb: it ended the tunnel itself
+	}
 	if err != nil {
 		return endOf(ctx, err)
 	}

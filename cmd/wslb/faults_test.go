@@ -38,7 +38,9 @@ type faultCase struct {
 	// resets, send=head is a status line and some headers, send=half a
 	// part of a frame. In the body, the part of the body is implied.
 	fault string
-	// want is what the client sees: closed, truncated (a body that ends
+	// want is what the client sees: closed, going away (a Close 1001:
+	// wslb ended a WebSocket tunnel at a frame boundary; inside a frame
+	// that never ends it can only close), truncated (a body that ends
 	// early), or a status code.
 	want string
 	// reason is the access line's reason, and a tunnel's tunnels_closed
@@ -58,10 +60,10 @@ func TestFaults(t *testing.T) {
 	cases := []faultCase{
 		{"ws-l7", inTunnel, "kill", "closed", "backend"},
 		{"ws-l7", inTunnel, "then=rst", "closed", "backend"},
-		{"ws-l7", inTunnel, "then=wait", "closed", "idle"},
+		{"ws-l7", inTunnel, "then=wait", "going away", "idle"},
 		{"ws-l7", inTunnel, "send=half&then=wait", "closed", "idle"},
 		{"ws-l7", inTunnel, "send=half&then=close", "closed", "backend"},
-		{"ws-l7", inTunnel, "stop", "closed", "idle"},
+		{"ws-l7", inTunnel, "stop", "going away", "idle"},
 		{"ws-l4", inTunnel, "kill", "closed", "backend"},
 		{"ws-l4", inTunnel, "then=rst", "closed", "backend"},
 		{"ws-l4", inTunnel, "then=wait", "closed", "idle"},

@@ -59,8 +59,9 @@ func startServeFile(t *testing.T, path string) *running {
 }
 
 // startServeLogFile is startServeFile with a JSON access log, kept in the
-// returned buffer.
-func startServeLogFile(t *testing.T, path string) (*running, *syncbuf.Buffer) {
+// returned buffer, and a WebSocket tunnel's graceful close waiting
+// closeWait for the Close replies (0: the default 5 s).
+func startServeLogFile(t *testing.T, path string, closeWait time.Duration) (*running, *syncbuf.Buffer) {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -68,7 +69,7 @@ func startServeLogFile(t *testing.T, path string) (*running, *syncbuf.Buffer) {
 	}
 	logs := &syncbuf.Buffer{}
 	acc := access.New(slog.New(slog.NewJSONHandler(logs, nil)))
-	return startServeConfig(t, cfg, serveOptions{path: path, access: acc}), logs
+	return startServeConfig(t, cfg, serveOptions{path: path, access: acc, closeWait: closeWait}), logs
 }
 
 func startServeConfig(t testing.TB, cfg *config.Config, so serveOptions) *running {

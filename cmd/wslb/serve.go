@@ -23,6 +23,7 @@ import (
 	"github.com/wslb/wslb/discovery"
 	"github.com/wslb/wslb/fdbudget"
 	"github.com/wslb/wslb/frontend"
+	"github.com/wslb/wslb/handoff"
 	"github.com/wslb/wslb/health"
 	"github.com/wslb/wslb/l4"
 	"github.com/wslb/wslb/l7"
@@ -49,9 +50,11 @@ type instance struct {
 	fds *fdbudget.Budget
 	// engine carries the established plain-TCP tunnels of every listener,
 	// across reloads; nil (goroutine relays) if it could not start.
-	engine   *tunnel.Engine
-	started  time.Time
-	draining atomic.Bool
+	engine *tunnel.Engine
+	// closeWait is serveOptions.closeWait.
+	closeWait time.Duration
+	started   time.Time
+	draining  atomic.Bool
 
 	// gen is read by the admin routes at any time; mu serialises the
 	// reloads and the drain that replace or end it.
@@ -111,7 +114,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in := &instance{
 		log: log, access: o.access, reg: prometheus.NewRegistry(),
 		board: status.NewBoard(statusInterval), started: time.Now(), reloadNow: make(chan struct{}, 1),
-		discovered: make(chan *discovery.Set), clock: o.clock,
+		discovered: make(chan *discovery.Set), clock: o.clock, closeWait: o.closeWait,
 	}
 	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
@@ -201,10 +204,7 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 	switch lc.Mode {
 	case config.ModeL4:
 		px := l4.New(lc, pools[lc.Pool], in.metrics, in.log)
-		px.OnDialError = in.passive.DialFailed
-		px.Access = in.access
-		px.Engine = in.engine
-		px.FDs = in.fds
+		in.wire(&px.Deps)
 		fl.NewHandler = func() frontend.Handler { return px }
 		fl.OnLimit = px.OnLimit
 		l.l4 = px
@@ -213,16 +213,24 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		if err != nil {
 			return err
 		}
-		px.OnDialError = in.passive.DialFailed
-		px.Access = in.access
-		px.Engine = in.engine
-		px.FDs = in.fds
+		in.wire(&px.Deps)
 		fl.NewHandler = px.NewWorker
 		fl.OnLimit = px.OnLimit
 		fl.Refuse = px.Refuse
 		l.l7 = px
 	}
 	return nil
+}
+
+// wire gives a proxy's dependencies what every proxy shares.
+func (in *instance) wire(d *handoff.Deps) {
+	d.OnDialError = in.passive.DialFailed
+	d.Access = in.access
+	d.Engine = in.engine
+	d.FDs = in.fds
+	d.CloseWait = in.closeWait
+	// A second signal cuts what the drain left, graceful closes included.
+	d.Cut = in.retireCtx
 }
 
 // start runs l's accept loops until l.stop is called.
@@ -278,6 +286,9 @@ type serveOptions struct {
 	access *access.Logger
 	// clock is the discovery watchers' time; nil is the real clock.
 	clock discovery.Clock
+	// closeWait is how long a WebSocket tunnel's graceful close waits for
+	// the Close replies; 0 is tunnel.DefaultCloseWait. Tests shorten it.
+	closeWait time.Duration
 }
 
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A

@@ -66,7 +66,7 @@ func TestSoak(t *testing.T) {
 	}
 	s.f = &reloadFixture{t: t, path: filepath.Join(t.TempDir(), "config.yaml")}
 	s.f.write(s.config())
-	s.f.r, s.logs = startServeLogFile(t, s.f.path)
+	s.f.r, s.logs = startServeLogFile(t, s.f.path, 0)
 	s.in = s.f.r.in
 	before := soakMeasure(true)
 	peak := soakSample(ctx, before)
