@@ -58,7 +58,7 @@ func TestLoadDesignExample(t *testing.T) {
 			Health: Health{Check: CheckTCP, Path: "/healthz", ExpectStatus: 200,
 				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 			Rebalance: Rebalance{Tolerance: 0.2, Rate: 10},
-			Passive: Passive{MaxFails: 3, FailTimeout: 10 * time.Second},
+			Passive:   Passive{MaxFails: 3, FailTimeout: 10 * time.Second},
 		}},
 		File: "testdata/design.yaml",
 	}
