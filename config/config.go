@@ -168,6 +168,8 @@ type Pool struct {
 	IdlePerWorker            int           `yaml:"idle_per_worker"`
 	MaxConnectionsPerBackend int           `yaml:"max_connections_per_backend"`
 	SlowStart                time.Duration `yaml:"slow_start"`
+	MaxConnectionAge         time.Duration `yaml:"max_connection_age"`
+	Rebalance                Rebalance     `yaml:"rebalance"`
 	Health                   Health        `yaml:"health"`
 	Passive                  Passive       `yaml:"passive"`
 
@@ -238,6 +240,18 @@ type Health struct {
 type Passive struct {
 	MaxFails    int           `yaml:"max_fails"`
 	FailTimeout time.Duration `yaml:"fail_timeout"`
+}
+
+// Rebalance is pools[].rebalance: closing the youngest tunnels of backends
+// that hold more than their weighted share, so that clients reconnect to
+// the others (package rebalance).
+type Rebalance struct {
+	Enabled bool `yaml:"enabled"`
+	// Tolerance: a backend is over its share when it holds more than
+	// (1 + Tolerance) × its weighted share of the pool's tunnels.
+	Tolerance float64 `yaml:"tolerance"`
+	// Rate is the most tunnels closed per second in the pool.
+	Rate int `yaml:"rate"`
 }
 
 // PoolByName returns the pool called name, or nil.

@@ -83,6 +83,8 @@ func defaultPool() Pool {
 		IdlePerWorker:            32,
 		MaxConnectionsPerBackend: 0, // unlimited
 		SlowStart:                0,
+		MaxConnectionAge:         0, // off
+		Rebalance:                Rebalance{Enabled: false, Tolerance: 0.2, Rate: 10},
 		Health: Health{
 			Check:        CheckTCP,
 			Path:         "/healthz",

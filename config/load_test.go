@@ -57,7 +57,8 @@ func TestLoadDesignExample(t *testing.T) {
 			IdlePerWorker: 32,
 			Health: Health{Check: CheckTCP, Path: "/healthz", ExpectStatus: 200,
 				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
-			Passive: Passive{MaxFails: 3, FailTimeout: 10 * time.Second},
+			Rebalance: Rebalance{Tolerance: 0.2, Rate: 10},
+			Passive:   Passive{MaxFails: 3, FailTimeout: 10 * time.Second},
 		}},
 		File: "testdata/design.yaml",
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -175,6 +176,11 @@ func (v *checker) pool(pl *Pool, p string) {
 	nonNegative(v, key(p, "idle_per_worker"), pl.IdlePerWorker)
 	nonNegative(v, key(p, "max_connections_per_backend"), pl.MaxConnectionsPerBackend)
 	nonNegative(v, key(p, "slow_start"), pl.SlowStart)
+	nonNegative(v, key(p, "max_connection_age"), pl.MaxConnectionAge)
+	if t := pl.Rebalance.Tolerance; !(t >= 0) || math.IsInf(t, 1) {
+		v.add(key(p, "rebalance.tolerance"), "must be a number >= 0 (0.2 = act above 120%% of the share), got %v", t)
+	}
+	v.atLeastOne(key(p, "rebalance.rate"), pl.Rebalance.Rate)
 
 	h, q := pl.Health, key(p, "health")
 	v.oneOf(key(q, "check"), h.Check, CheckTCP, CheckHTTP, CheckWebSocket, CheckNone)

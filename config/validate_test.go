@@ -349,6 +349,26 @@ pools:
 				{13, "pools[0].passive.max_fails", "must not be negative, got -1"},
 				{14, "pools[0].passive.fail_timeout", "must be positive, got 0s"},
 			}},
+		{"max age and rebalance", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    max_connection_age: -5m
+    rebalance:
+      enabled: true
+      tolerance: -0.1
+      rate: 0`,
+			[]want{
+				{9, "pools[0].max_connection_age", "must not be negative, got -5m0s"},
+				{12, "pools[0].rebalance.tolerance", "must be a number >= 0 (0.2 = act above 120% of the share), got -0.1"},
+				{13, "pools[0].rebalance.rate", "must be at least 1, got 0"},
+			}},
+		{"rebalance tolerance not a number", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    rebalance: {tolerance: .nan}`,
+			[]want{{9, "pools[0].rebalance.tolerance", "must be a number >= 0 (0.2 = act above 120% of the share), got NaN"}}},
 		{"health", `
 pools:
   - name: ws

@@ -97,7 +97,9 @@ type Pair struct {
 // handler may return while the listener still counts the conn and a drain
 // still ends it (its context's cause, frontend.ErrDrain, names the reason);
 // a reload that removes p.B ends the tunnel in its turn of the retirement
-// spread (pool.ErrRemoved); nothing else a reload does may cut it. When the
+// spread (pool.ErrRemoved); nothing else a reload does may cut it. The
+// tunnel is in p.B's registry while it runs, through which its
+// max_connection_age (pool.ErrMaxAge), rebalancing and maint end it. When the
 // tunnel has ended, its end releases p.B's reservation (the one place this
 // path releases it), closes the active gauge, records the tunnel metrics,
 // calls p.Ended, then releases the hold.
@@ -114,7 +116,9 @@ func (d *Deps) StartTunnel(p Pair) {
 	stopRemoved := p.B.OnRemoved(func() { cancel(pool.ErrRemoved) })
 	start := time.Now()
 	b, listener, poolName, ended := p.B, p.Listener, p.Pool, p.Ended
-	d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, func(s tunnel.Stats) {
+	tracked := b.Track()
+	stop := d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, func(s tunnel.Stats) {
+		tracked.Ended()
 		stopRemoved()
 		lived := time.Since(start)
 		m.TunnelEnded(listener, poolName, s.Reason(), lived)
@@ -125,4 +129,5 @@ func (d *Deps) StartTunnel(p Pair) {
 		}
 		release()
 	})
+	tracked.Started(stop)
 }

@@ -60,6 +60,11 @@ type Backend struct {
 	rampFrom  atomic.Int64  // stamp at which the current ramp started; 0 = none
 	rampTurns atomic.Uint64 // round_robin landings on this backend while it ramps
 
+	// Established tunnels and l4 conns (tunnels.go), and the
+	// max_connection_age given to those that open from now on.
+	tunnels tunnels
+	maxAge  atomic.Int64 // nanoseconds; 0 = off
+
 	now   func() time.Time // the pool's clock; read-only after construction
 	epoch time.Time        // stamps count from here (monotonic, see stamp)
 
@@ -97,6 +102,7 @@ func (b *Backend) configure(c config.Backend, p config.Pool) {
 	b.maxFails.Store(int64(max(p.Passive.MaxFails, 0)))
 	b.failTimeout.Store(int64(max(p.Passive.FailTimeout, 0)))
 	b.slowStart.Store(int64(max(p.SlowStart, 0)))
+	b.maxAge.Store(int64(max(p.MaxConnectionAge, 0)))
 	b.configureTLS(c, p.TLS)
 
 	checks := p.Health.Check != "" && p.Health.Check != config.CheckNone

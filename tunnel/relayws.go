@@ -25,7 +25,7 @@ type shutting struct {
 	timer  *time.Timer // closes both conns after CloseWait
 	// unwatch stops watching Relay.Cut, which closes both conns at once.
 	unwatch func() bool
-	sent   atomic.Bool // a Close frame went out whole
+	sent    atomic.Bool // a Close frame went out whole
 }
 
 // passFrames is one direction's frames; only its goroutine touches it.

@@ -21,6 +21,9 @@ func (in *instance) drain(sigs <-chan os.Signal) {
 	if g.stopDiscovery != nil {
 		g.stopDiscovery() // the backends stay as they are while the conns run out
 	}
+	if g.stopRebalance != nil {
+		g.stopRebalance() // the drain ends every tunnel anyway
+	}
 	for _, l := range g.listeners {
 		l.stop()
 	}

@@ -63,7 +63,7 @@ var mDesignTable = map[string]mFamily{
 // The fixed reason words of DESIGN.md's table; no other word may appear.
 var (
 	mErrorReasons  = []string{"no_backend", "dial", "timeout", "bad_request", "bad_handshake", "bad_upgrade_response", "tls", "limit", "proxy_protocol"}
-	mClosedReasons = []string{"client", "backend", "idle", "drain", "removed", "error"}
+	mClosedReasons = []string{"client", "backend", "idle", "drain", "removed", "error", "max_age", "rebalance"}
 )
 
 // scrapeResult is one scrape of /metrics, parsed.

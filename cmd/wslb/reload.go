@@ -80,6 +80,7 @@ func (in *instance) apply(acceptCtx, bg context.Context, cfg *config.Config) err
 	in.retireListeners(ch.retired, cfg)
 	in.restartChecks(bg, old, next)
 	next.stopDiscovery = in.startDiscovery(bg, next)
+	in.restartRebalance(bg, old, next)
 	in.gen.Store(next)
 	in.refreshGauges()
 	in.log.Info("configuration reloaded", "file", in.path, "listeners", len(next.listeners),

@@ -29,6 +29,7 @@ import (
 	"github.com/wslb/wslb/l7"
 	"github.com/wslb/wslb/metrics"
 	"github.com/wslb/wslb/pool"
+	"github.com/wslb/wslb/rebalance"
 	"github.com/wslb/wslb/status"
 	"github.com/wslb/wslb/tunnel"
 )
@@ -68,6 +69,8 @@ type instance struct {
 	// nil for the real one.
 	discovered chan *discovery.Set
 	clock      discovery.Clock
+	// rebalanceMinAge is serveOptions.rebalanceMinAge.
+	rebalanceMinAge time.Duration
 
 	// Listeners a reload removed or rebound stop accepting at once; their
 	// conns run out in these goroutines, which a second signal cuts short.
@@ -95,6 +98,10 @@ type generation struct {
 	sets          map[string]*discovery.Set
 	resolver      *discovery.Resolver
 	stopDiscovery func()
+	// rebalancers run each pool's rebalancing with this generation's
+	// settings (rebalance.go); stopRebalance stops them, nil until they start.
+	rebalancers   map[string]*rebalance.Rebalancer
+	stopRebalance func()
 }
 
 // listener is one configured listener while it serves.
@@ -115,6 +122,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 		log: log, access: o.access, reg: prometheus.NewRegistry(),
 		board: status.NewBoard(statusInterval), started: time.Now(), reloadNow: make(chan struct{}, 1),
 		discovered: make(chan *discovery.Set), clock: o.clock, closeWait: o.closeWait,
+		rebalanceMinAge: o.rebalanceMinAge,
 	}
 	in.retireCtx, in.cutRetiring = context.WithCancel(context.Background())
 	in.shutdown, in.beginDrain = context.WithCancel(context.Background())
@@ -289,6 +297,9 @@ type serveOptions struct {
 	// closeWait is how long a WebSocket tunnel's graceful close waits for
 	// the Close replies; 0 is tunnel.DefaultCloseWait. Tests shorten it.
 	closeWait time.Duration
+	// rebalanceMinAge, when positive, replaces rebalance.MinAge (10 s), the
+	// youngest a tunnel may be to be moved; tests shorten it.
+	rebalanceMinAge time.Duration
 }
 
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A
@@ -318,6 +329,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	g := in.gen.Load()
 	g.stopChecks = in.startChecks(bg, g)
 	g.stopDiscovery = in.startDiscovery(bg, g)
+	g.stopRebalance = in.startRebalance(bg, g)
 	for _, l := range g.listeners {
 		in.start(ctx, l)
 	}
