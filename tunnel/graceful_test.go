@@ -214,6 +214,30 @@ func TestGracefulCloseCutAfterWait(t *testing.T) {
 	}
 }
 
+// TestGracefulCloseDefaultWait: with no CloseWait set, a backend that never
+// answers the Close is cut after DefaultCloseWait, 5 s, as DESIGN promises.
+func TestGracefulCloseDefaultWait(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 5 s")
+	}
+	engines(t, func(t *testing.T, e *Engine) {
+		w := openWS(t, e, Relay{})
+		begin := time.Now()
+		w.cancel(frontend.ErrDrain)
+		w.client.expectClose("drain")
+		w.backend.expectClose("drain")
+		w.client.replyClose()
+		s := waitEnd(t, w.done)
+		if d := time.Since(begin); d < DefaultCloseWait || d > DefaultCloseWait+3*time.Second {
+			t.Errorf("the tunnel ended %v after the cancel, want after %v", d, DefaultCloseWait)
+		}
+		if s.Reason() != "drain" || s.Closed != GoingAway {
+			t.Errorf("stats %+v, want reason drain and Closed 1001", s)
+		}
+		w.backend.expectEOF()
+	})
+}
+
 // TestFramesPassUntouched: permessage-deflate frames (RSV1), and frames
 // that break RFC 6455 in their header (a reserved opcode, a masked frame
 // from the backend, an unmasked one from the client, an oversized or
