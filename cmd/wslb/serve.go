@@ -61,8 +61,8 @@ type instance struct {
 	// sends on it when the file changes.
 	reloadNow chan struct{}
 	// discovered carries a pool's discovery set to serve's loop when its
-	// names gave other backends (discover.go). clock is the watchers' time:
-	// nil for the real one.
+	// names gave other backends (discover.go). clock is the watchers' and
+	// the accept pacing's time: nil for the real one.
 	discovered chan *discovery.Set
 	clock      discovery.Clock
 
@@ -188,6 +188,10 @@ func (in *instance) bind(ctx context.Context, cfg *config.Config, lc config.List
 		MaxConns: lc.MaxConnections,
 		FDs:      in.fds,
 		Log:      in.log,
+		// A rebound listener's sockets count on in the same series.
+		MaxAcceptRate: lc.MaxAcceptRate,
+		Clock:         in.clock,
+		OnAccept:      in.metrics.ConnectionsAccepted.WithLabelValues(lc.Name).Inc,
 	}
 	if err := fl.Listen(ctx); err != nil {
 		return nil, err
@@ -276,7 +280,8 @@ type serveOptions struct {
 	watch bool
 	// access is the access log; nil is off.
 	access *access.Logger
-	// clock is the discovery watchers' time; nil is the real clock.
+	// clock is the discovery watchers' and the accept pacing's time; nil
+	// is the real clock.
 	clock discovery.Clock
 }
 
