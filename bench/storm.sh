@@ -33,28 +33,13 @@ say() { printf '\n== %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
 TMP=$(mktemp -d /tmp/wslb-storm.XXXXXX)
 PIDS=()
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$TMP"
-}
+# shellcheck source=procs.sh
+source "$BENCH/procs.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ulimit -n "$(ulimit -Hn)"
-for p in "${HTTP_PORTS[@]}" "$L7_PORT" "$ADMIN_PORT"; do
-  if (exec 3<>"/dev/tcp/$HOST/$p") 2>/dev/null; then
-    echo "port $HOST:$p is already in use; stop whatever holds it" >&2
-    exit 1
-  fi
-done
+ports_free "$HOST" "${HTTP_PORTS[@]}" "$L7_PORT" "$ADMIN_PORT"
 
 say "building"
 cd "$ROOT"

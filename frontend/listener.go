@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/fdbudget"
 )
 
@@ -67,7 +68,7 @@ type Listener struct {
 	// the kernel's accept queue (the listen backlog), never refused.
 	MaxAcceptRate float64
 	// Clock paces the accepts; nil is the real clock.
-	Clock Clock
+	Clock clock.Clock
 	// OnAccept, when set, is called for every conn accepted, before any
 	// limit may refuse it.
 	OnAccept func()

@@ -5,22 +5,9 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/wslb/wslb/clock"
 )
-
-// Clock is the time the accept pacing reads and waits on; a test passes a
-// clock it advances by hand (internal/clocktest). nil fields mean the real
-// clock.
-type Clock interface {
-	Now() time.Time
-	// Until returns a channel that receives once the clock reads t or
-	// later, at once if it already does.
-	Until(t time.Time) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                     { return time.Now() }
-func (realClock) Until(t time.Time) <-chan time.Time { return time.After(time.Until(t)) }
 
 // bucket is a token bucket that paces a listener's accepts
 // (max_accept_rate): rate tokens a second, holding at most a second's worth
@@ -32,7 +19,7 @@ func (realClock) Until(t time.Time) <-chan time.Time { return time.After(time.Un
 // spell a storm meets up to burst + one token per accept loop at once; since
 // the bucket was made, the accepts never exceed burst + rate·t.
 type bucket struct {
-	clock Clock
+	clock clock.Clock
 
 	mu     sync.Mutex
 	rate   float64   // tokens per second; 0 is unlimited
@@ -45,11 +32,11 @@ type bucket struct {
 
 // newBucket returns a bucket of rate tokens a second that starts full. A nil
 // clock is the real one.
-func newBucket(rate float64, clock Clock) *bucket {
-	if clock == nil {
-		clock = realClock{}
+func newBucket(rate float64, c clock.Clock) *bucket {
+	if c == nil {
+		c = clock.Real{}
 	}
-	return &bucket{clock: clock, rate: rate, tokens: burst(rate), last: clock.Now(), changed: make(chan struct{})}
+	return &bucket{clock: c, rate: rate, tokens: burst(rate), last: c.Now(), changed: make(chan struct{})}
 }
 
 // burst is one second's worth of tokens, and at least one: a rate of 0.5 a

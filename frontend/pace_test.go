@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/internal/clocktest"
 	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
@@ -132,7 +133,7 @@ func TestBucketWait(t *testing.T) {
 
 // pacedListener serves a listener paced at rate on clk that greets each conn
 // and holds it until the drain, counting accepts.
-func pacedListener(t *testing.T, rate float64, clk Clock) (*Listener, *atomic.Int64, func()) {
+func pacedListener(t *testing.T, rate float64, clk clock.Clock) (*Listener, *atomic.Int64, func()) {
 	t.Helper()
 	var accepted atomic.Int64
 	h := &holdUntilCanceled{}

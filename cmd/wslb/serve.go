@@ -19,6 +19,7 @@ import (
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/admin"
+	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/discovery"
 	"github.com/wslb/wslb/fdbudget"
@@ -64,7 +65,7 @@ type instance struct {
 	// names gave other backends (discover.go). clock is the watchers' and
 	// the accept pacing's time: nil for the real one.
 	discovered chan *discovery.Set
-	clock      discovery.Clock
+	clock      clock.Clock
 
 	// Listeners a reload removed or rebound stop accepting at once; their
 	// conns run out in these goroutines, which a second signal cuts short.
@@ -282,7 +283,7 @@ type serveOptions struct {
 	access *access.Logger
 	// clock is the discovery watchers' and the accept pacing's time; nil
 	// is the real clock.
-	clock discovery.Clock
+	clock clock.Clock
 }
 
 // serve runs cfg until ctx ends or SIGTERM/SIGINT arrives, then drains. A
