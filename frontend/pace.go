@@ -15,9 +15,11 @@ import (
 // before it calls accept, so conns above the rate wait in the kernel's accept
 // queue rather than being accepted and then refused.
 //
-// A loop holds the token it took while it waits in accept, so after a quiet
-// spell a storm meets up to burst + one token per accept loop at once; since
-// the bucket was made, the accepts never exceed burst + rate·t.
+// A loop holds the token it took while it waits in accept (Go offers no wait
+// for a listening socket to become ready short of accepting), so a worker
+// whose socket is empty keeps one token aside: since the bucket was made the
+// accepts never exceed burst + rate·t, and over any window of t at most
+// burst + rate·t + one per accept loop.
 type bucket struct {
 	clock clock.Clock
 
