@@ -55,19 +55,8 @@ TMP=$(mktemp -d /tmp/wslb-bench.XXXXXX)
 PIDS=()
 PROXY_PID=0
 
-# stop_pid PID: TERM, up to 10 s, then KILL. Only processes this script started.
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$TMP"
-}
+# shellcheck source=procs.sh
+source "$BENCH/procs.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -104,12 +93,7 @@ targets=("${runnable[@]}")
 # Every process started from here on inherits the hard fd limit.
 ulimit -n "$(ulimit -Hn)"
 
-for p in "${HTTP_PORTS[@]}" "${TCP_PORTS[@]}" "$L7_PORT" "$L4_PORT" "$ADMIN_PORT"; do
-  if (exec 3<>"/dev/tcp/$HOST/$p") 2>/dev/null; then
-    echo "port $HOST:$p is already in use; stop whatever holds it" >&2
-    exit 1
-  fi
-done
+ports_free "$HOST" "${HTTP_PORTS[@]}" "${TCP_PORTS[@]}" "$L7_PORT" "$L4_PORT" "$ADMIN_PORT"
 
 # ---- build -----------------------------------------------------------------
 say "building"

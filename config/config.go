@@ -66,10 +66,14 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Listen is every address to bind, resolved (templates already
 	// expanded): the file gives one or a list.
-	Listen              Addrs    `yaml:"listen"`
-	Mode                string   `yaml:"mode"`
-	Pool                string   `yaml:"pool"`
-	MaxConnections      int      `yaml:"max_connections"`
+	Listen         Addrs  `yaml:"listen"`
+	Mode           string `yaml:"mode"`
+	Pool           string `yaml:"pool"`
+	MaxConnections int    `yaml:"max_connections"`
+	// MaxAcceptRate is the new conns a second the listener accepts (a
+	// token bucket with a second's worth of burst); above it conns wait in
+	// the kernel's accept queue. 0 is unlimited; fractions are allowed.
+	MaxAcceptRate       float64  `yaml:"max_accept_rate"`
 	ProxyProtocol       string   `yaml:"proxy_protocol"`
 	AcceptProxyProtocol bool     `yaml:"accept_proxy_protocol"`
 	Timeouts            Timeouts `yaml:"timeouts"`

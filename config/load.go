@@ -324,6 +324,8 @@ func describe(t reflect.Type) string {
 		return "true or false"
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
 		return "a whole number"
+	case t.Kind() == reflect.Float64:
+		return "a number such as 1000 or 0.5"
 	default:
 		return "a string"
 	}

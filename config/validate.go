@@ -82,6 +82,7 @@ func (v *checker) listener(l *Listener, p string, pools map[string]bool) {
 	}
 	v.poolRef(key(p, "pool"), l.Pool, pools)
 	nonNegative(v, key(p, "max_connections"), l.MaxConnections)
+	v.acceptRate(key(p, "max_accept_rate"), l.MaxAcceptRate)
 	v.oneOf(key(p, "proxy_protocol"), l.ProxyProtocol, "", "v1", "v2")
 	t := key(p, "timeouts")
 	v.positive(key(t, "connect"), l.Timeouts.Connect)
@@ -90,6 +91,17 @@ func (v *checker) listener(l *Listener, p string, pools map[string]bool) {
 	v.positive(key(t, "keepalive"), l.Timeouts.Keepalive)
 	v.positive(key(t, "send"), l.Timeouts.Send)
 	v.positive(key(t, "client_body"), l.Timeouts.ClientBody)
+}
+
+// acceptRate checks max_accept_rate: conns a second, a fraction allowed
+// (0.5 is one every two seconds), 0 for unlimited.
+func (v *checker) acceptRate(path string, r float64) {
+	switch {
+	case math.IsNaN(r) || math.IsInf(r, 0):
+		v.add(path, "must be a number of new conns per second, got %v: use e.g. 1000, or 0 for unlimited", r)
+	case r < 0:
+		v.add(path, "must not be negative, got %v: use new conns per second (e.g. 1000, or 0.5 for one every 2 s), or 0 for unlimited", r)
+	}
 }
 
 func (v *checker) tls(t *TLS, p string) {

@@ -147,6 +147,26 @@ listeners:
 				{6, "listeners[0].max_connections", "must not be negative, got -1"},
 				{7, "listeners[0].proxy_protocol", `unknown value "v3": use "", v1 or v2`},
 			}},
+		{"max_accept_rate below zero, or not a number", `
+listeners:
+  - {name: a, listen: 127.0.0.1:0, mode: l4, pool: ws, max_accept_rate: -1}
+  - name: b
+    listen: 127.0.0.1:0
+    mode: l7
+    max_accept_rate: .nan
+  - {name: c, listen: 127.0.0.1:0, mode: l7, max_accept_rate: -.inf}
+  - {name: d, listen: 127.0.0.1:0, mode: l7, max_accept_rate: fast}`,
+			[]want{
+				{2, "listeners[0].max_accept_rate", "must not be negative, got -1: use new conns per second (e.g. 1000, or 0.5 for one every 2 s), or 0 for unlimited"},
+				{6, "listeners[1].max_accept_rate", "must be a number of new conns per second, got NaN"},
+				{7, "listeners[2].max_accept_rate", "must be a number of new conns per second, got -Inf"},
+				{8, "listeners[3].max_accept_rate", `want a number such as 1000 or 0.5, got "fast"`},
+			}},
+		{"max_accept_rate: whole, fractional and unlimited are fine", `
+listeners:
+  - {name: a, listen: 127.0.0.1:0, mode: l4, pool: ws, max_accept_rate: 1000}
+  - {name: b, listen: 127.0.0.1:0, mode: l7, max_accept_rate: 0.5}
+  - {name: c, listen: 127.0.0.1:0, mode: l7, max_accept_rate: 0}`, nil},
 		{"timeouts", `
 listeners:
   - name: a

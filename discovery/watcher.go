@@ -4,24 +4,15 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/wslb/wslb/clock"
 )
 
 // Clock is the time a Watcher keeps: the real one, or a test's.
-type Clock interface {
-	Now() time.Time
-	// Until returns a channel that receives once the clock reads t or
-	// later, at once if it already does.
-	Until(t time.Time) <-chan time.Time
-}
+type Clock = clock.Clock
 
 // RealClock is time.Now and timers.
-type RealClock struct{}
-
-// Now is time.Now.
-func (RealClock) Now() time.Time { return time.Now() }
-
-// Until fires at t on a timer.
-func (RealClock) Until(t time.Time) <-chan time.Time { return time.After(time.Until(t)) }
+type RealClock = clock.Real
 
 // Watcher looks the names of one pool up every interval and applies the
 // answers to its Set. Set the fields, then call Run once, in the goroutine

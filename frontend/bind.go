@@ -45,6 +45,7 @@ func (l *Listener) Listen(ctx context.Context) error {
 	l.conns = make(map[*Hold]struct{})
 	l.idle = make(chan struct{}, 1)
 	l.maxConns.Store(int64(l.MaxConns))
+	l.pace = newBucket(l.MaxAcceptRate, l.Clock)
 	return nil
 }
 

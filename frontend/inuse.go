@@ -9,10 +9,12 @@ import (
 
 // socket is one listening TCP socket as the kernel reports it.
 type socket struct {
-	inode  uint32         // what identifies it: st_ino of its fd
-	addr   netip.AddrPort // bound address, unmapped
-	v6     bool           // an AF_INET6 socket
-	v6only bool           // an AF_INET6 socket that takes no IPv4 conns
+	inode   uint32         // what identifies it: st_ino of its fd
+	addr    netip.AddrPort // bound address, unmapped
+	v6      bool           // an AF_INET6 socket
+	v6only  bool           // an AF_INET6 socket that takes no IPv4 conns
+	queued  uint32         // conns in its accept queue, not yet accepted
+	backlog uint32         // the accept queue's size
 }
 
 // overlaps reports whether one incoming conn could be meant for s and for o:

@@ -1,9 +1,9 @@
 // Package frontend runs one configured listener as N workers: each worker has
 // its own SO_REUSEPORT socket and accept loop on each of the listener's
 // addresses, so the kernel spreads new conns over them. It enforces
-// max_connections and the descriptor reserve (fdbudget), tracks live conns
-// and drains them. bind.go binds the
-// sockets, inuse.go makes sure no other process shares them.
+// max_connections and the descriptor reserve (fdbudget), paces accepts
+// (max_accept_rate, pace.go), tracks live conns and drains them. bind.go
+// binds the sockets, inuse.go makes sure no other process shares them.
 //
 // A conn goes from here to a Handler (l4.Proxy, l7.Proxy); read those next.
 package frontend
@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/fdbudget"
 )
 
@@ -62,6 +63,15 @@ type Listener struct {
 	Workers int
 	// MaxConns refuses conns above this many live ones; 0 means unlimited.
 	MaxConns int
+	// MaxAcceptRate is how many conns a second the listener accepts, all
+	// its accept loops together; 0 means unlimited. Conns above it wait in
+	// the kernel's accept queue (the listen backlog), never refused.
+	MaxAcceptRate float64
+	// Clock paces the accepts; nil is the real clock.
+	Clock clock.Clock
+	// OnAccept, when set, is called for every conn accepted, before any
+	// limit may refuse it.
+	OnAccept func()
 	// NewHandler is called once per worker, so a worker may keep state of its
 	// own (l7's idle cache) without sharing it. The i-th worker of every
 	// address shares one handler, so a listener has Workers of them however
@@ -87,6 +97,12 @@ type Listener struct {
 	handlers []Handler
 	active   atomic.Int64
 	maxConns atomic.Int64 // MaxConns from Listen on; a reload may change it
+	pace     *bucket      // MaxAcceptRate from Listen on; a reload may change it
+
+	// stopAccept ends the accept loops' context, so that a loop waiting
+	// for a token returns as soon as the sockets close. Set by Serve.
+	stopMu     sync.Mutex
+	stopAccept context.CancelFunc
 
 	mu    sync.Mutex
 	conns map[*Hold]struct{}
@@ -144,6 +160,10 @@ func (h *Hold) release() {
 // over a lowered limit keep running.
 func (l *Listener) SetMaxConns(n int) { l.maxConns.Store(int64(n)) }
 
+// SetMaxAcceptRate changes max_accept_rate of a serving listener; 0 is
+// unlimited. Accept loops waiting for a token look again at once.
+func (l *Listener) SetMaxAcceptRate(rate float64) { l.pace.setRate(rate) }
+
 // Active returns the number of live conns.
 func (l *Listener) Active() int64 { return l.active.Load() }
 
@@ -151,6 +171,14 @@ func (l *Listener) Active() int64 { return l.active.Load() }
 // listening sockets at once (new conns are refused, not left queued) and
 // returns. Live conns keep running; end them with Drain.
 func (l *Listener) Serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l.stopMu.Lock()
+	l.stopAccept = cancel
+	l.stopMu.Unlock()
+	if l.closed.Load() {
+		cancel()
+	}
 	var wg sync.WaitGroup
 	for range l.workers {
 		l.handlers = append(l.handlers, l.NewHandler())
@@ -168,6 +196,11 @@ func (l *Listener) Serve(ctx context.Context) {
 func (l *Listener) Close() { l.closeListeners() }
 
 func (l *Listener) closeListeners() {
+	l.stopMu.Lock()
+	if l.stopAccept != nil {
+		l.stopAccept()
+	}
+	l.stopMu.Unlock()
 	for _, ln := range l.lns {
 		ln.Close()
 	}
@@ -180,10 +213,15 @@ func (l *Listener) closeListeners() {
 // descriptors must neither spin nor exit: established conns keep being served
 // and accepting resumes after a backoff (5 ms doubling to 1 s, as net/http).
 // The reserve (FDs) makes that rare: a conn accepted into it is refused at
-// once, so the queue keeps moving and its clients learn at once.
+// once, so the queue keeps moving and its clients learn at once. Each accept
+// waits for a token of max_accept_rate first, so the conns above the rate
+// stay in the kernel's queue.
 func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 	var backoff time.Duration
 	for {
+		if l.pace.wait(ctx) != nil {
+			return
+		}
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -206,6 +244,9 @@ func (l *Listener) acceptLoop(ctx context.Context, ln net.Listener, h Handler) {
 			continue
 		}
 		backoff = 0
+		if l.OnAccept != nil {
+			l.OnAccept()
+		}
 		if !l.FDs.Accept() || l.full() {
 			l.limit()
 			l.refuse(ctx, c)

@@ -101,8 +101,11 @@ func parseDiagMsg(b []byte) (socket, bool) {
 	default:
 		return socket{}, false
 	}
+	// For a listening socket, idiag_rqueue is the accept queue's length and
+	// idiag_wqueue its size (the backlog, capped by somaxconn).
 	s := socket{inode: binary.NativeEndian.Uint32(b[68:72]), v6: b[0] == unix.AF_INET6,
-		addr: netip.AddrPortFrom(addr.Unmap(), port)}
+		addr: netip.AddrPortFrom(addr.Unmap(), port), queued: binary.NativeEndian.Uint32(b[56:60]),
+		backlog: binary.NativeEndian.Uint32(b[60:64])}
 	for a := b[diagMsgLen:]; len(a) >= 4; {
 		size, typ := int(binary.NativeEndian.Uint16(a[0:])), binary.NativeEndian.Uint16(a[2:])
 		if size < 4 || size > len(a) {

@@ -12,22 +12,25 @@ import (
 
 // Metrics holds the collectors. Label names are in each field's comment.
 type Metrics struct {
-	ConnectionsActive *prometheus.GaugeVec     // listener, pool, backend
-	ConnectionsTotal  *prometheus.CounterVec   // listener, pool, backend
-	Upgrades          *prometheus.CounterVec   // listener, pool
-	HTTPRequests      *prometheus.CounterVec   // listener, pool, code
-	Bytes             *prometheus.CounterVec   // listener, pool, backend, direction
-	BackendUp         *prometheus.GaugeVec     // pool, backend
-	BackendConnect    *prometheus.HistogramVec // pool, backend
-	Handshake         *prometheus.HistogramVec // listener
-	IdleConnections   *prometheus.GaugeVec     // pool, backend
-	TunnelDuration    *prometheus.HistogramVec // listener, pool
-	TunnelsClosed     *prometheus.CounterVec   // listener, pool, reason
-	Errors            *prometheus.CounterVec   // listener, reason
-	HealthChecks      *prometheus.CounterVec   // pool, backend, result
-	ConfigReloads     *prometheus.CounterVec   // result
-	DNSLookups        *prometheus.CounterVec   // pool, result
-	Backends          *prometheus.GaugeVec     // pool
+	ConnectionsActive *prometheus.GaugeVec   // listener, pool, backend
+	ConnectionsTotal  *prometheus.CounterVec // listener, pool, backend
+	// ConnectionsAccepted counts every conn a listener accepted, before any
+	// limit may refuse it: the reconnect rate is its rate().
+	ConnectionsAccepted *prometheus.CounterVec   // listener
+	Upgrades            *prometheus.CounterVec   // listener, pool
+	HTTPRequests        *prometheus.CounterVec   // listener, pool, code
+	Bytes               *prometheus.CounterVec   // listener, pool, backend, direction
+	BackendUp           *prometheus.GaugeVec     // pool, backend
+	BackendConnect      *prometheus.HistogramVec // pool, backend
+	Handshake           *prometheus.HistogramVec // listener
+	IdleConnections     *prometheus.GaugeVec     // pool, backend
+	TunnelDuration      *prometheus.HistogramVec // listener, pool
+	TunnelsClosed       *prometheus.CounterVec   // listener, pool, reason
+	Errors              *prometheus.CounterVec   // listener, reason
+	HealthChecks        *prometheus.CounterVec   // pool, backend, result
+	ConfigReloads       *prometheus.CounterVec   // result
+	DNSLookups          *prometheus.CounterVec   // pool, result
+	Backends            *prometheus.GaugeVec     // pool
 }
 
 // Direction label values of wslb_bytes_total.
@@ -53,6 +56,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_connections_total",
 			Help: "Connections established to a backend for clients.",
 		}, []string{"listener", "pool", "backend"}),
+		ConnectionsAccepted: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wslb_connections_accepted_total",
+			Help: "Connections a listener accepted from clients, those refused by a limit included.",
+		}, []string{"listener"}),
 		Upgrades: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wslb_upgrades_total",
 			Help: "Upgrade requests that became tunnels (101 relayed).",

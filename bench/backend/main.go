@@ -13,12 +13,19 @@
 //
 // Anything else, or a conn closed before its first byte (a health check),
 // is closed at once.
+//
+// GET /accepts on -http lists the conns its HTTP listener accepted in each
+// 100 ms window of the last two minutes, as JSON {"window_ms": 100,
+// "windows": {"UNIX_MS_OF_WINDOW": COUNT, ...}} (empty windows left out):
+// the reconnect storm (bench/storm.sh) sums them over the fleet for its peak
+// accept rate.
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,9 +54,13 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(serveHTTP), ReadHeaderTimeout: 30 * time.Second}
+	acc := &acceptCounter{Listener: hl}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", serveHTTP)
+	mux.Handle("GET /accepts", acc)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	go func() {
-		if err := srv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(acc); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Fatal(err)
 		}
 	}()
@@ -186,4 +198,53 @@ func sink(c *net.TCPConn) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// acceptWindow is the width of the windows acceptCounter counts in, and
+// acceptWindows how many it keeps (two minutes).
+const (
+	acceptWindow  = 100 * time.Millisecond
+	acceptWindows = 1200
+)
+
+// acceptCounter is a net.Listener that counts its accepts per 100 ms window
+// in a ring of the last acceptWindows windows.
+type acceptCounter struct {
+	net.Listener
+	mu     sync.Mutex
+	starts [acceptWindows]int64 // unix ms of the window each slot counts
+	counts [acceptWindows]int
+}
+
+func (a *acceptCounter) Accept() (net.Conn, error) {
+	c, err := a.Listener.Accept()
+	if err == nil {
+		w := time.Now().Truncate(acceptWindow).UnixMilli()
+		i := (w / acceptWindow.Milliseconds()) % acceptWindows
+		a.mu.Lock()
+		if a.starts[i] != w {
+			a.starts[i], a.counts[i] = w, 0
+		}
+		a.counts[i]++
+		a.mu.Unlock()
+	}
+	return c, err
+}
+
+// ServeHTTP is GET /accepts.
+func (a *acceptCounter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	oldest := time.Now().Add(-acceptWindows * acceptWindow).UnixMilli()
+	out := struct {
+		WindowMS int64          `json:"window_ms"`
+		Windows  map[string]int `json:"windows"`
+	}{WindowMS: acceptWindow.Milliseconds(), Windows: map[string]int{}}
+	a.mu.Lock()
+	for i, start := range a.starts {
+		if start > oldest && a.counts[i] > 0 {
+			out.Windows[strconv.FormatInt(start, 10)] = a.counts[i]
+		}
+	}
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }

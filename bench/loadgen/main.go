@@ -9,6 +9,10 @@
 //	loadgen bulk      raw TCP bulk MiB/s over -streams streams into a sink
 //	loadgen idle      open N WebSockets (-mode ws) or raw TCP conns (-mode tcp),
 //	                  measure the proxy's RSS and fds per conn, check a sample
+//	loadgen storm     N WebSocket clients at once (a reconnect storm): time
+//	                  until all are connected, handshake p50/p99, failures,
+//	                  the backends' peak accept rate (bench/storm.sh)
+//	loadgen stormtable  storm results as a markdown table
 //	loadgen probe     wait until a proxy (or the backends) answers
 //	loadgen procstat  print a proxy process tree's CPU, RSS and fds
 //	loadgen report    turn the JSON lines into the markdown table
@@ -47,6 +51,10 @@ func main() {
 		err = runBulk(args)
 	case "idle":
 		err = runIdle(args)
+	case "storm":
+		err = runStorm(args)
+	case "stormtable":
+		err = runStormTable(args)
 	case "probe":
 		err = runProbe(args)
 	case "procstat":
@@ -63,7 +71,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen http|handshake|wsecho|bulk|idle|probe|procstat|report [flags] (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: loadgen http|handshake|wsecho|bulk|idle|storm|stormtable|probe|procstat|report [flags] (-h for flags)")
 	os.Exit(2)
 }
 

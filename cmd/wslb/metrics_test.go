@@ -58,6 +58,8 @@ var mDesignTable = map[string]mFamily{
 	"wslb_dns_lookups_total":       {dto.MetricType_COUNTER, []string{"pool", "result"}},
 	"wslb_backends":                {dto.MetricType_GAUGE, []string{"pool"}},
 	"wslb_build_info":              {dto.MetricType_GAUGE, []string{"version", "goversion"}},
+	// DESIGN.md Part two, "Fleet operations": accept pacing.
+	"wslb_connections_accepted_total": {dto.MetricType_COUNTER, []string{"listener"}},
 }
 
 // The fixed reason words of DESIGN.md's table; no other word may appear.

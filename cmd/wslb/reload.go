@@ -215,6 +215,7 @@ func (in *instance) switchListeners(acceptCtx context.Context, next *generation,
 			l.l4.Update(l.cfg, next.pools[l.cfg.Pool])
 		}
 		l.fl.SetMaxConns(l.cfg.MaxConnections)
+		l.fl.SetMaxAcceptRate(l.cfg.MaxAcceptRate)
 	}
 	in.listenerSeries(next)
 	for _, l := range ch.bound {

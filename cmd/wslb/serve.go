@@ -19,6 +19,7 @@ import (
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/admin"
+	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/discovery"
 	"github.com/wslb/wslb/fdbudget"
@@ -65,10 +66,10 @@ type instance struct {
 	// sends on it when the file changes.
 	reloadNow chan struct{}
 	// discovered carries a pool's discovery set to serve's loop when its
-	// names gave other backends (discover.go). clock is the watchers' time:
-	// nil for the real one.
+	// names gave other backends (discover.go). clock is the watchers' and
+	// the accept pacing's time: nil for the real one.
 	discovered chan *discovery.Set
-	clock      discovery.Clock
+	clock      clock.Clock
 	// rebalanceMinAge is serveOptions.rebalanceMinAge.
 	rebalanceMinAge time.Duration
 
@@ -199,6 +200,10 @@ func (in *instance) bind(ctx context.Context, cfg *config.Config, lc config.List
 		MaxConns: lc.MaxConnections,
 		FDs:      in.fds,
 		Log:      in.log,
+		// A rebound listener's sockets count on in the same series.
+		MaxAcceptRate: lc.MaxAcceptRate,
+		Clock:         in.clock,
+		OnAccept:      in.metrics.ConnectionsAccepted.WithLabelValues(lc.Name).Inc,
 	}
 	if err := fl.Listen(ctx); err != nil {
 		return nil, err
@@ -292,8 +297,9 @@ type serveOptions struct {
 	watch bool
 	// access is the access log; nil is off.
 	access *access.Logger
-	// clock is the discovery watchers' time; nil is the real clock.
-	clock discovery.Clock
+	// clock is the discovery watchers' and the accept pacing's time; nil
+	// is the real clock.
+	clock clock.Clock
 	// closeWait is how long a WebSocket tunnel's graceful close waits for
 	// the Close replies; 0 is tunnel.DefaultCloseWait. Tests shorten it.
 	closeWait time.Duration
