@@ -84,7 +84,12 @@ func TestKilledBackend(t *testing.T) {
 			var logs logBuffer
 			startChecks(t, p, cfg, logs.logger(), rec.hooks())
 			victim, peer := p.Backends()[1], p.Backends()[0]
-			wait.Within(t, "both up", margin, func() bool { return victim.Up() && peer.Up() })
+			// Up, and its OnChange recorded: the hook runs after the state
+			// changed, so Up alone may come before the event.
+			wait.Within(t, "both up", margin, func() bool {
+				ev := rec.changes(victim.String())
+				return victim.Up() && peer.Up() && len(ev) > 0 && ev[len(ev)-1].up
+			})
 			// A first check slower than its 40 ms timeout on a busy machine
 			// may have taken the victim down and up before: the events that
 			// matter start at its last up.
