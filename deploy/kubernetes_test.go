@@ -79,24 +79,26 @@ func (m *manifests) decode(doc []byte) error {
 	var obj any
 	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 ConfigMap":
-		o := &corev1.ConfigMap{}
-		m.configMaps, obj = append(m.configMaps, o), o
+		obj = appendNew(&m.configMaps)
 	case "apps/v1 Deployment":
-		o := &appsv1.Deployment{}
-		m.deployments, obj = append(m.deployments, o), o
+		obj = appendNew(&m.deployments)
 	case "v1 Service":
-		o := &corev1.Service{}
-		m.services, obj = append(m.services, o), o
+		obj = appendNew(&m.services)
 	case "policy/v1 PodDisruptionBudget":
-		o := &policyv1.PodDisruptionBudget{}
-		m.pdbs, obj = append(m.pdbs, o), o
+		obj = appendNew(&m.pdbs)
 	case "monitoring.coreos.com/v1 ServiceMonitor":
-		o := &monitoringv1.ServiceMonitor{}
-		m.monitors, obj = append(m.monitors, o), o
+		obj = appendNew(&m.monitors)
 	default:
 		return fmt.Errorf("apiVersion %q kind %q: not a kind this test knows; add it", tm.APIVersion, tm.Kind)
 	}
 	return yaml.UnmarshalStrict(doc, obj)
+}
+
+// appendNew appends a new zero T to list and returns it, to decode into.
+func appendNew[T any](list *[]*T) *T {
+	o := new(T)
+	*list = append(*list, o)
+	return o
 }
 
 // TestKubernetesManifests decodes deploy/kubernetes and checks that the
