@@ -181,7 +181,7 @@ func (bd *Board) backend(poolName string, b *pool.Backend, sums map[metrics.Pool
 	sum := sums[metrics.PoolBackend{Pool: poolName, Backend: b.String()}]
 	out := Backend{
 		Address: b.String(), Name: b.Source(), Held: b.Held(),
-		State: b.State().String(), Up: b.Healthy(), Ejected: b.Ejected(),
+		State: b.State().String(), AdminState: b.Admin().String(), Up: b.Healthy(), Ejected: b.Ejected(),
 		Weight: b.Weight(), EffectiveWeight: b.EffectiveWeight(now), MaxConnections: b.MaxConns(),
 		Active: b.Active(), Idle: b.Idle(),
 		ConnectionsTotal: uint64(sum.Conns), RxBytes: uint64(sum.Rx), TxBytes: uint64(sum.Tx),

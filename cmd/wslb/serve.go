@@ -151,6 +151,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.firstLookups(ctx, g)
 	for _, pc := range cfg.Pools {
 		g.pools[pc.Name] = pool.NewCounted(g.sets[pc.Name].Pool(), in.fds)
+		g.pools[pc.Name].SetCloseSpread(cfg.Shutdown.CloseSpread)
 		in.newSeries(g.pools[pc.Name])
 	}
 	for _, lc := range cfg.Listeners {
