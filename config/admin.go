@@ -33,6 +33,7 @@ func (v *checker) admin(a *Admin, withFiles bool, dir string) {
 		v.add("admin.token_file", "%s is empty: put the bearer token in it, or set token_file to \"\" for no token", a.TokenFile)
 	}
 }
+
 // UnixPrefix marks an admin.listen that is a unix socket path.
 const UnixPrefix = "unix:"
 
