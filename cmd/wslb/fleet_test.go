@@ -112,10 +112,11 @@ func (f *fleetFixture) stateGauge(addr, state string) float64 {
 	return testutil.ToFloat64(f.r.in.metrics.BackendState.WithLabelValues("ws", addr, state))
 }
 
-// apiDo sends one request to the admin listener over TCP.
+// apiDo sends one request with body to url and returns the status and the
+// body of the answer.
 func apiDo(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
