@@ -1,5 +1,6 @@
 // Package admin serves the admin listener: /metrics, /healthz, /readyz,
-// /status.json and the /status page (admin.go); its limits, so that it can
+// /status.json and the /status page (admin.go); the /api/v1 write API and
+// its token and CSRF rules (api.go); its limits, so that it can
 // neither starve the proxied conns nor be held forever (listener.go); and
 // the Host check that keeps a loopback listener from DNS rebinding (host.go).
 package admin
@@ -7,12 +8,14 @@ package admin
 import (
 	_ "embed"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/status"
 )
 
@@ -32,8 +35,20 @@ type Options struct {
 	// Status builds /status.json; it is called on every request.
 	Status func() status.Snapshot
 	// Addr is the bound address; on loopback, requests must name it or
-	// localhost (checkHost). nil: no check.
+	// localhost (checkHost). nil: no check. Loopback and unix socket
+	// listeners take writes without a token.
 	Addr net.Addr
+
+	// Pools are the running pools by name, which the write API changes.
+	Pools func() map[string]*pool.Pool
+	// Rebalance starts rebalancing a pool now and returns how many tunnels
+	// will be moved (POST /api/v1/pools/{pool}/rebalance).
+	Rebalance func(pool string) (int, error)
+	// Token is the bearer token every /api/ request must carry; "" is
+	// none. It is called per request, so a reload's token applies at once.
+	Token func() string
+	// Log records every change made through the write API; nil is none.
+	Log *slog.Logger
 }
 
 // Handler returns the admin routes.
@@ -48,6 +63,11 @@ func Handler(o Options) http.Handler {
 // routes are the admin routes, whatever the Host.
 func routes(o Options) *http.ServeMux {
 	mux := http.NewServeMux()
+	a := &api{o: o, local: o.Addr != nil && local(o.Addr), log: o.Log}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -65,7 +85,9 @@ func routes(o Options) *http.ServeMux {
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("Cache-Control", "no-store")
-		json.NewEncoder(w).Encode(o.Status())
+		s := o.Status()
+		s.Writes = a.writes()
+		json.NewEncoder(w).Encode(s)
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()

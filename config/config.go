@@ -37,8 +37,16 @@ type Shutdown struct {
 
 // Admin is the admin listener (/metrics, /healthz, /readyz, /status).
 type Admin struct {
-	// Listen is the resolved host:port; empty disables the admin listener.
+	// Listen is the resolved host:port, or unix:PATH for a unix socket
+	// (PATH resolved against the config file's folder by Load); empty
+	// disables the admin listener.
 	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token the /api/ routes require; "" is
+	// none. Load resolves it against the config file's folder and reads it.
+	TokenFile string `yaml:"token_file"`
+	// Token is TokenFile's content without its surrounding white space,
+	// read by Load (Parse reads no file); "" when TokenFile is.
+	Token string `yaml:"-" json:"-"`
 }
 
 // Resolver is how backend names (hostnames and discovery entries) are looked up.

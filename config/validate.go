@@ -18,9 +18,7 @@ func validate(c *Config, idx index, withFiles bool) Problems {
 	nonNegative(v, "workers", c.Workers)
 	nonNegative(v, "shutdown.drain_timeout", c.Shutdown.DrainTimeout)
 	nonNegative(v, "shutdown.close_spread", c.Shutdown.CloseSpread)
-	if c.Admin.Listen != "" { // empty disables the admin listener
-		v.listen("admin.listen", &c.Admin.Listen)
-	}
+	v.admin(&c.Admin, withFiles, filepath.Dir(c.File))
 	v.resolver(c.Resolver)
 
 	pools := map[string]bool{}

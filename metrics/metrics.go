@@ -31,6 +31,7 @@ type Metrics struct {
 	ConfigReloads       *prometheus.CounterVec   // result
 	DNSLookups          *prometheus.CounterVec   // pool, result
 	Backends            *prometheus.GaugeVec     // pool
+	BackendState        *prometheus.GaugeVec     // pool, backend, state
 }
 
 // Direction label values of wslb_bytes_total.
@@ -119,6 +120,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_backends",
 			Help: "Backends a pool has now, in any state (held ones included).",
 		}, []string{"pool"}),
+		BackendState: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wslb_backend_state",
+			Help: "A backend's operator state: 1 for the current one of ready, drain and maint, 0 for the others.",
+		}, []string{"pool", "backend", "state"}),
 	}
 	// A vec with no series is missing from the exposition; alerts on
 	// rejected reloads need the series at 0 from the start.

@@ -65,6 +65,9 @@ type Backend struct {
 	tunnels tunnels
 	maxAge  atomic.Int64 // nanoseconds; 0 = off
 
+	// The operator state (admin.go), kept while the backend stays.
+	admin adminState
+
 	now   func() time.Time // the pool's clock; read-only after construction
 	epoch time.Time        // stamps count from here (monotonic, see stamp)
 

@@ -6,11 +6,14 @@ package pool
 // the backend takes conns again once every one is lifted.
 type Hold uint32
 
-// The hold reasons. Operator states (drain) will be one more bit.
+// The hold reasons.
 const (
 	// HoldVanished: discovery no longer finds its address in the answers;
 	// it is held for resolver.hold, then removed, unless it reappears.
 	HoldVanished Hold = 1 << iota
+	// HoldAdmin: an operator or the backend's agent put it in drain or
+	// maint (admin.go); SetAdmin sets and lifts it.
+	HoldAdmin
 )
 
 // Holds are the reasons b is held now; 0 when it is not.

@@ -4,7 +4,8 @@
 //
 // Start with pool.go (New, Reconcile, Pick), then backend.go for the reservation
 // rule and state.go, passive.go, slowstart.go for health, hold.go for the
-// backends that take no new conns while theirs run on; leastconn.go,
+// backends that take no new conns while theirs run on, admin.go for the
+// operator's ready/drain/maint; leastconn.go,
 // roundrobin.go and sourcehash.go are the policies, idle.go the cache.
 package pool
 
@@ -118,6 +119,9 @@ func reconcile(old *Pool, c config.Pool, now func() time.Time, r Retire, fds *fd
 	}
 	for _, b := range kept {
 		b.remove(r)
+	}
+	for _, b := range backends {
+		b.setCloseSpread(r.Spread)
 	}
 	// The new group's flag comes from the states of its own backends, set
 	// after every backend points at it: see SetState for the other half.

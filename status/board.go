@@ -180,8 +180,8 @@ func (bd *Board) Snapshot(src Sources, now time.Time) Snapshot {
 func (bd *Board) backend(poolName string, b *pool.Backend, sums map[metrics.PoolBackend]metrics.BackendSums, now time.Time) Backend {
 	sum := sums[metrics.PoolBackend{Pool: poolName, Backend: b.String()}]
 	out := Backend{
-		Address: b.String(), Name: b.Source(), Held: b.Held(),
-		State: b.State().String(), Up: b.Healthy(), Ejected: b.Ejected(),
+		Address: b.String(), Name: b.Source(), Held: b.Holds()&pool.HoldVanished != 0,
+		State: b.State().String(), AdminState: b.Admin().String(), Up: b.Healthy(), Ejected: b.Ejected(),
 		Weight: b.Weight(), EffectiveWeight: b.EffectiveWeight(now), MaxConnections: b.MaxConns(),
 		Active: b.Active(), Idle: b.Idle(),
 		ConnectionsTotal: uint64(sum.Conns), RxBytes: uint64(sum.Rx), TxBytes: uint64(sum.Tx),

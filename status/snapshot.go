@@ -24,6 +24,10 @@ type Snapshot struct {
 	Pools       []Pool     `json:"pools"`
 	// HistoryInterval is the spacing of Backend.History samples, in seconds.
 	HistoryInterval float64 `json:"history_interval_seconds"`
+	// Writes says whether this client may use the write API (the page
+	// shows its buttons by it): "open", "token" (with a bearer token) or
+	// "forbidden". The admin listener fills it in per request.
+	Writes string `json:"writes"`
 }
 
 // Totals sum every backend of every pool.
@@ -69,6 +73,9 @@ type Backend struct {
 	Held bool `json:"held"`
 	// State is the active checks' verdict: up, down or unknown (never checked).
 	State string `json:"state"`
+	// AdminState is the operator's (or agent's) state: ready, drain (no new
+	// conns) or maint (no new conns, its tunnels closed).
+	AdminState string `json:"admin_state"`
 	// Up is what wslb_backend_up says: it may take new conns (healthy, not
 	// passively ejected, not removed).
 	Up              bool    `json:"up"`

@@ -45,6 +45,9 @@ type options struct {
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "ctl" {
+		return runCtl(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -101,6 +104,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
   wslb -check -config FILE        validate FILE, print problems with line numbers
   wslb demo [-config config.yaml] start three local ws echo backends and the load balancer
   wslb version
+  wslb ctl [-admin ADDR|unix:PATH] [-token-file F] pools|drain|maint|ready POOL BACKEND|rebalance POOL
 
 flags:
 `)
@@ -123,7 +127,7 @@ flags:
 	switch o.command {
 	case "", "demo", "version":
 	default:
-		return o, fmt.Errorf("unknown command %q (want demo or version)", o.command)
+		return o, fmt.Errorf("unknown command %q (want demo, version or ctl)", o.command)
 	}
 	return o, nil
 }

@@ -181,14 +181,7 @@ func getBody(t *testing.T, url string) string {
 
 func fetch(t *testing.T, url string) (int, string) {
 	t.Helper()
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return apiDo(t, http.MethodGet, url, "")
 }
 
 // TestHealthWiring runs serve with active checks over one live and one dead

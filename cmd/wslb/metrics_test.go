@@ -57,6 +57,7 @@ var mDesignTable = map[string]mFamily{
 	"wslb_config_reloads_total":    {dto.MetricType_COUNTER, []string{"result"}},
 	"wslb_dns_lookups_total":       {dto.MetricType_COUNTER, []string{"pool", "result"}},
 	"wslb_backends":                {dto.MetricType_GAUGE, []string{"pool"}},
+	"wslb_backend_state":           {dto.MetricType_GAUGE, []string{"pool", "backend", "state"}},
 	"wslb_build_info":              {dto.MetricType_GAUGE, []string{"version", "goversion"}},
 	// DESIGN.md Part two, "Fleet operations": accept pacing.
 	"wslb_connections_accepted_total": {dto.MetricType_COUNTER, []string{"listener"}},
@@ -65,7 +66,7 @@ var mDesignTable = map[string]mFamily{
 // The fixed reason words of DESIGN.md's table; no other word may appear.
 var (
 	mErrorReasons  = []string{"no_backend", "dial", "timeout", "bad_request", "bad_handshake", "bad_upgrade_response", "tls", "limit", "proxy_protocol"}
-	mClosedReasons = []string{"client", "backend", "idle", "drain", "removed", "error", "max_age", "rebalance"}
+	mClosedReasons = []string{"client", "backend", "idle", "drain", "removed", "error", "max_age", "rebalance", "maint"}
 )
 
 // scrapeResult is one scrape of /metrics, parsed.

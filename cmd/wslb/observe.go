@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,13 +55,20 @@ func (in *instance) ready() (bool, string) {
 		return false, "draining"
 	}
 	for name, p := range in.gen.Load().pools {
-		up := false
+		up, out := false, 0
 		for _, b := range p.Backends() {
 			// Healthy, not Available: a pool whose backends are all busy
-			// (max_connections_per_backend) is still ready.
+			// (max_connections_per_backend) is still ready. A backend in
+			// drain or maint is not Healthy: it takes no new conns.
 			up = up || b.Healthy()
+			if b.Admin() != pool.AdminReady {
+				out++
+			}
 		}
 		if !up {
+			if out > 0 {
+				return false, fmt.Sprintf("pool %s has no backend up (%d in drain or maint)", name, out)
+			}
 			return false, "pool " + name + " has no backend up"
 		}
 	}
@@ -116,6 +124,10 @@ func (in *instance) refreshGauges() {
 		for _, b := range p.Backends() {
 			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
 			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
+			a := b.Admin()
+			for _, s := range pool.Admins {
+				in.metrics.BackendState.WithLabelValues(p.Name(), b.String(), s.String()).Set(boolFloat(s == a))
+			}
 		}
 	}
 }

@@ -176,6 +176,8 @@ func (in *instance) reconcilePools(old, next *generation) {
 		if op := old.pools[pc.Name]; op != nil {
 			next.pools[pc.Name] = pool.ReconcileRetiring(op, next.sets[pc.Name].Pool(), retire)
 		}
+		// A new pool's too: where a backend put in maint spreads its closes.
+		next.pools[pc.Name].SetCloseSpread(retire.Spread)
 		in.dnsSeries(pc)
 		in.newSeries(next.pools[pc.Name])
 	}
@@ -291,6 +293,9 @@ func (in *instance) forgetRemoved(old, next *generation) {
 			in.metrics.IdleConnections.DeleteLabelValues(name, b.String())
 			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "ok")
 			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "fail")
+			for _, s := range pool.Admins {
+				in.metrics.BackendState.DeleteLabelValues(name, b.String(), s.String())
+			}
 		}
 	}
 }

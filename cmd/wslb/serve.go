@@ -152,6 +152,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.firstLookups(ctx, g)
 	for _, pc := range cfg.Pools {
 		g.pools[pc.Name] = pool.NewCounted(g.sets[pc.Name].Pool(), in.fds)
+		g.pools[pc.Name].SetCloseSpread(cfg.Shutdown.CloseSpread)
 		in.newSeries(g.pools[pc.Name])
 	}
 	for _, lc := range cfg.Listeners {
@@ -177,7 +178,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.listenerSeries(g)
 	in.refreshGauges()
 	if cfg.Admin.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		ln, err := admin.Listen(cfg.Admin.Listen)
 		if err != nil {
 			in.close(g)
 			in.engine.Close()
@@ -186,6 +187,8 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 		in.adminLn = admin.NewListener(ln, in.fds, admin.MaxConns)
 		in.admin = admin.NewServer(admin.Handler(admin.Options{
 			Gatherer: in.gatherer(), Ready: in.ready, Status: in.status, Addr: ln.Addr(),
+			Pools: func() map[string]*pool.Pool { return in.gen.Load().pools }, Rebalance: in.rebalanceNow,
+			Token: func() string { return in.gen.Load().cfg.Admin.Token }, Log: in.log,
 		}))
 	}
 	return in, nil
