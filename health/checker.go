@@ -48,9 +48,7 @@ func (c *Checker) Run(ctx context.Context) {
 		c.Now = time.Now
 	}
 	if c.Rand == nil {
-		var seed [32]byte
-		crand.Read(seed[:]) // never fails: it crashes the program instead
-		c.Rand = rand.New(rand.NewChaCha8(seed))
+		c.Rand = newRand()
 	}
 	// A checker started after a reload carries on from the backend's state:
 	// an up backend needs fall failures to go down, not one.
@@ -74,13 +72,23 @@ func (c *Checker) Run(ctx context.Context) {
 }
 
 // interval is the configured interval with up to ±10% of jitter.
-func (c *Checker) interval() time.Duration {
-	iv := c.Config.Interval
+func (c *Checker) interval() time.Duration { return jitter(c.Config.Interval, c.Rand) }
+
+// jitter is iv with up to ±10% of jitter drawn from r.
+func jitter(iv time.Duration, r *rand.Rand) time.Duration {
 	j := int64(iv / 10)
 	if j <= 0 {
 		return iv
 	}
-	return iv + time.Duration(c.Rand.Int64N(2*j+1)-j)
+	return iv + time.Duration(r.Int64N(2*j+1)-j)
+}
+
+// newRand is a jitter source seeded from crypto/rand, so that the checkers
+// of many backends drift apart instead of firing in lockstep.
+func newRand() *rand.Rand {
+	var seed [32]byte
+	crand.Read(seed[:]) // never fails: it crashes the program instead
+	return rand.New(rand.NewChaCha8(seed))
 }
 
 // check runs one probe and reports it, unless the checker is stopping: a

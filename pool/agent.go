@@ -20,6 +20,9 @@ const (
 	// 100%, but, as HAProxy caps a relative weight at its largest (256), the
 	// effective weight never passes the largest a config could write.
 	maxWeight = 1000
+	// AgentMaxPercent is the largest percentage kept: any more would lift
+	// even a weight of 1 past maxWeight.
+	AgentMaxPercent = maxWeight * AgentFull
 )
 
 type agentReport struct {
@@ -34,9 +37,10 @@ type agentReport struct {
 func (b *Backend) AgentPercent() int { return int(b.agent.pct.Load()) }
 
 // SetAgentPercent records an agent's weight percentage (negative counts as
-// 0: no new conns) and reports whether it changed.
+// 0: no new conns; above AgentMaxPercent as AgentMaxPercent) and reports
+// whether it changed.
 func (b *Backend) SetAgentPercent(pct int) (changed bool) {
-	p := int64(max(pct, 0))
+	p := int64(min(max(pct, 0), AgentMaxPercent))
 	if b.agent.pct.Swap(p) == p {
 		return false
 	}
