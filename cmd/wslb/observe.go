@@ -22,6 +22,8 @@ func (in *instance) newSeries(p *pool.Pool) {
 	for _, b := range p.Backends() {
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
+		in.metrics.AgentChecks.WithLabelValues(p.Name(), b.String(), "ok")
+		in.metrics.AgentChecks.WithLabelValues(p.Name(), b.String(), "fail")
 	}
 }
 
@@ -90,12 +92,31 @@ func (in *instance) healthHooks() health.Hooks {
 		},
 		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, lastErr error) {
 			in.metrics.BackendUp.WithLabelValues(poolName, b.String()).Set(boolFloat(b.Healthy()))
-			if !up {
-				// A passive ejection's dial error, which no check reported.
+			if !up && lastErr != nil {
+				// A passive ejection's dial error, or the agent's down, which
+				// no active check reported.
 				in.board.Failed(poolName, b.String(), lastErr, time.Now())
 			}
 		},
+		OnAgent: func(poolName string, b *pool.Backend, err error) {
+			result := "ok"
+			if err != nil {
+				result = "fail"
+			}
+			in.metrics.AgentChecks.WithLabelValues(poolName, b.String(), result).Inc()
+		},
+		SetAdmin: in.agentAdmin,
 	}
+}
+
+// agentAdmin receives a backend agent's ready, drain or maint.
+//
+// PENDING MERGE: the backend admin state (package pool's Admin and
+// (*Backend).SetAdmin) is built on another branch; once both are merged this
+// becomes b.SetAdmin of the word's pool.Admin. Until then the word is only
+// logged, and drain and maint take no conns away.
+func (in *instance) agentAdmin(b *pool.Backend, state string) {
+	in.log.Info("agent reports an admin state; applied once the admin state is merged", "pool", b.PoolName(), "backend", b.String(), "state", state)
 }
 
 // gatherer refreshes the gauges that are derived from pool state before every
@@ -116,6 +137,7 @@ func (in *instance) refreshGauges() {
 		for _, b := range p.Backends() {
 			in.metrics.BackendUp.WithLabelValues(p.Name(), b.String()).Set(boolFloat(b.Healthy()))
 			in.metrics.IdleConnections.WithLabelValues(p.Name(), b.String()).Set(float64(b.Idle()))
+			in.metrics.BackendWeight.WithLabelValues(p.Name(), b.String()).Set(b.EffectiveWeight(p.Clock()()))
 		}
 	}
 }

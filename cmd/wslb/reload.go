@@ -290,6 +290,9 @@ func (in *instance) forgetRemoved(old, next *generation) {
 			in.metrics.IdleConnections.DeleteLabelValues(name, b.String())
 			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "ok")
 			in.metrics.HealthChecks.DeleteLabelValues(name, b.String(), "fail")
+			in.metrics.AgentChecks.DeleteLabelValues(name, b.String(), "ok")
+			in.metrics.AgentChecks.DeleteLabelValues(name, b.String(), "fail")
+			in.metrics.BackendWeight.DeleteLabelValues(name, b.String())
 		}
 	}
 }
