@@ -84,21 +84,7 @@ func (a *AgentChecker) Run(ctx context.Context) {
 	if a.Timeout <= 0 {
 		a.Timeout = AgentTimeout
 	}
-	removed := a.Backend.Context().Done()
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-removed:
-			return
-		case <-t.C:
-		}
-		start := time.Now()
-		a.check(ctx)
-		t.Reset(max(0, jitter(a.Config.Interval, a.Rand)-time.Since(start)))
-	}
+	every(ctx, a.Backend, func() time.Duration { return jitter(a.Config.Interval, a.Rand) }, a.check)
 }
 
 // Addr is where the agent listens: the backend's IP on the agent's port,

@@ -54,7 +54,13 @@ func (c *Checker) Run(ctx context.Context) {
 	// an up backend needs fall failures to go down, not one.
 	c.state = c.Backend.State()
 
-	removed := c.Backend.Context().Done()
+	every(ctx, c.Backend, c.interval, c.check)
+}
+
+// every runs check at once, then next() after the start of each run, until
+// ctx is done or b is removed by a reload.
+func every(ctx context.Context, b *pool.Backend, next func() time.Duration, check func(context.Context)) {
+	removed := b.Context().Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -66,8 +72,8 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		start := time.Now()
-		c.check(ctx)
-		t.Reset(max(0, c.interval()-time.Since(start)))
+		check(ctx)
+		t.Reset(max(0, next()-time.Since(start)))
 	}
 }
 
