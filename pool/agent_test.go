@@ -187,3 +187,24 @@ func TestAgentReload(t *testing.T) {
 		t.Errorf("agent turned off: percent %d, down %v; want the report forgotten", b.AgentPercent(), b.AgentDown())
 	}
 }
+
+// BenchmarkPickAgentWeights measures a held-and-released pick over 8
+// backends whose agents report different percentages, per policy: the cost
+// of the exact weights (and of round_robin's generation check).
+func BenchmarkPickAgentWeights(b *testing.B) {
+	for _, balance := range policies {
+		b.Run(balance, func(b *testing.B) {
+			p := New(testConfig(balance, 1, 1, 1, 1, 1, 1, 1, 1))
+			for i, be := range p.Backends() {
+				be.SetAgentPercent(30 + 10*i)
+			}
+			for b.Loop() {
+				be, err := p.Pick(clientIP(7), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				be.Release()
+			}
+		})
+	}
+}
