@@ -246,6 +246,18 @@ type Health struct {
 	Timeout      time.Duration `yaml:"timeout"`
 	Rise         int           `yaml:"rise"`
 	Fall         int           `yaml:"fall"`
+	Agent        Agent         `yaml:"agent"`
+}
+
+// Agent is pools[].health.agent: HAProxy's agent check, a line each backend
+// reports about itself on a port of its own (package health, agent.go).
+type Agent struct {
+	// Port on the backend's IP; 0 turns the agent check off.
+	Port     int           `yaml:"port"`
+	Interval time.Duration `yaml:"interval"`
+	// Send is a line sent to the agent before it answers; "" sends nothing.
+	// A newline is appended when it is sent.
+	Send string `yaml:"send"`
 }
 
 // Passive configures ejection after failed dials.

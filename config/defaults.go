@@ -93,6 +93,7 @@ func defaultPool() Pool {
 			Timeout:      time.Second,
 			Rise:         2,
 			Fall:         3,
+			Agent:        Agent{Port: 0, Interval: 5 * time.Second, Send: ""},
 		},
 		Passive: Passive{
 			MaxFails:    3,

@@ -206,6 +206,7 @@ func (v *checker) pool(pl *Pool, p string) {
 	}
 	v.atLeastOne(key(q, "rise"), h.Rise)
 	v.atLeastOne(key(q, "fall"), h.Fall)
+	v.agent(h.Agent, key(q, "agent"))
 	nonNegative(v, key(p, "passive.max_fails"), pl.Passive.MaxFails)
 	v.positive(key(p, "passive.fail_timeout"), pl.Passive.FailTimeout)
 }

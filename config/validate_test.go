@@ -428,6 +428,37 @@ pools:
       interval: 1s`,
 			// timeout is absent (default 1s), so the problem sits on the health line.
 			[]want{{9, "pools[0].health.timeout", "timeout 1s must be shorter than interval 1s"}}},
+		{"agent port, interval and send", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      agent:
+        port: 70000
+        interval: 0s
+        send: "a\nb"`,
+			[]want{
+				{11, "pools[0].health.agent.port", "must be from 1 to 65535, or 0 to turn the agent check off, got 70000"},
+				{12, "pools[0].health.agent.interval", "must be positive, got 0s"},
+				{13, "pools[0].health.agent.send", `must be one line without CR, LF or NUL (a newline is appended when sent), got "a\nb"`},
+			}},
+		{"agent negative port and CR", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      agent: {port: -1, interval: -5s, send: "x\r"}`,
+			[]want{
+				{10, "pools[0].health.agent.port", "must be from 1 to 65535, or 0 to turn the agent check off, got -1"},
+				{10, "pools[0].health.agent.interval", "must be positive, got -5s"},
+				{10, "pools[0].health.agent.send", `must be one line without CR, LF or NUL (a newline is appended when sent), got "x\r"`},
+			}},
+		{"agent valid", `
+pools:
+  - name: ws
+    backends: [{address: 127.0.0.1:9001}]
+    health:
+      agent: {port: 9777, interval: 1s, send: "hello wslb"}`, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { expect(t, oneListener+tc.src, tc.wants...) })

@@ -48,15 +48,19 @@ func (c *Checker) Run(ctx context.Context) {
 		c.Now = time.Now
 	}
 	if c.Rand == nil {
-		var seed [32]byte
-		crand.Read(seed[:]) // never fails: it crashes the program instead
-		c.Rand = rand.New(rand.NewChaCha8(seed))
+		c.Rand = newRand()
 	}
 	// A checker started after a reload carries on from the backend's state:
 	// an up backend needs fall failures to go down, not one.
 	c.state = c.Backend.State()
 
-	removed := c.Backend.Context().Done()
+	every(ctx, c.Backend, c.interval, c.check)
+}
+
+// every runs check at once, then next() after the start of each run, until
+// ctx is done or b is removed by a reload.
+func every(ctx context.Context, b *pool.Backend, next func() time.Duration, check func(context.Context)) {
+	removed := b.Context().Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -68,19 +72,29 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		start := time.Now()
-		c.check(ctx)
-		t.Reset(max(0, c.interval()-time.Since(start)))
+		check(ctx)
+		t.Reset(max(0, next()-time.Since(start)))
 	}
 }
 
 // interval is the configured interval with up to ±10% of jitter.
-func (c *Checker) interval() time.Duration {
-	iv := c.Config.Interval
+func (c *Checker) interval() time.Duration { return jitter(c.Config.Interval, c.Rand) }
+
+// jitter is iv with up to ±10% of jitter drawn from r.
+func jitter(iv time.Duration, r *rand.Rand) time.Duration {
 	j := int64(iv / 10)
 	if j <= 0 {
 		return iv
 	}
-	return iv + time.Duration(c.Rand.Int64N(2*j+1)-j)
+	return iv + time.Duration(r.Int64N(2*j+1)-j)
+}
+
+// newRand is a jitter source seeded from crypto/rand, so that the checkers
+// of many backends drift apart instead of firing in lockstep.
+func newRand() *rand.Rand {
+	var seed [32]byte
+	crand.Read(seed[:]) // never fails: it crashes the program instead
+	return rand.New(rand.NewChaCha8(seed))
 }
 
 // check runs one probe and reports it, unless the checker is stopping: a

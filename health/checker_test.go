@@ -115,6 +115,9 @@ func TestKilledBackend(t *testing.T) {
 				t.Fatal("up but not Available")
 			}
 
+			// The verdict is stored before OnChange is called, so Up can be
+			// seen before the event is recorded: wait for the event too.
+			wait.Within(t, "the up event", margin, func() bool { return len(rec.changes(victim.String())) >= before+3 })
 			ev := rec.changes(victim.String())[before:]
 			if len(ev) != 3 || !ev[0].up || ev[1].up || !ev[2].up {
 				t.Fatalf("OnChange events %+v; want up, down, up", ev)

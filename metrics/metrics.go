@@ -28,6 +28,8 @@ type Metrics struct {
 	TunnelsClosed       *prometheus.CounterVec   // listener, pool, reason
 	Errors              *prometheus.CounterVec   // listener, reason
 	HealthChecks        *prometheus.CounterVec   // pool, backend, result
+	AgentChecks         *prometheus.CounterVec   // pool, backend, result
+	BackendWeight       *prometheus.GaugeVec     // pool, backend
 	ConfigReloads       *prometheus.CounterVec   // result
 	DNSLookups          *prometheus.CounterVec   // pool, result
 	Backends            *prometheus.GaugeVec     // pool
@@ -108,6 +110,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_health_checks_total",
 			Help: "Active health checks run, by result.",
 		}, []string{"pool", "backend", "result"}),
+		AgentChecks: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "wslb_agent_checks_total",
+			Help: "Agent checks run, by result (ok: the agent answered a line; fail: no connection, no answer or a timeout).",
+		}, []string{"pool", "backend", "result"}),
+		BackendWeight: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wslb_backend_weight",
+			Help: "The backend's effective weight: its configured weight as its agent scales it and slow start ramps it.",
+		}, []string{"pool", "backend"}),
 		ConfigReloads: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wslb_config_reloads_total",
 			Help: "Configuration reloads, by result (ok, rejected).",

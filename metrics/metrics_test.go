@@ -28,6 +28,8 @@ func TestExpositionLints(t *testing.T) {
 	m.TunnelsClosed.WithLabelValues("l", "p", "client").Inc()
 	m.Errors.WithLabelValues("l", "limit").Inc()
 	m.HealthChecks.WithLabelValues("p", "127.0.0.1:1", "ok").Inc()
+	m.AgentChecks.WithLabelValues("p", "127.0.0.1:1", "ok").Inc()
+	m.BackendWeight.WithLabelValues("p", "127.0.0.1:1").Set(0.5)
 	m.ConfigReloads.WithLabelValues("ok").Inc()
 	m.DNSLookups.WithLabelValues("p", "ok").Inc()
 	m.Backends.WithLabelValues("p").Set(3)
@@ -42,8 +44,8 @@ func TestExpositionLints(t *testing.T) {
 			wslb++
 		}
 	}
-	if wslb != 16 {
-		t.Fatalf("%d wslb_ families, want the 16 of DESIGN.md", wslb)
+	if wslb != 18 {
+		t.Fatalf("%d wslb_ families, want the 16 of DESIGN.md and the agent check's 2", wslb)
 	}
 	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
 	if err != nil {

@@ -47,6 +47,7 @@ type Backend struct {
 	group  atomic.Pointer[group]
 	checks atomic.Bool   // the pool runs active checks (check is not none)
 	holds  atomic.Uint32 // Hold reasons (hold.go): no new conns while any is set
+	agent  agentReport   // the agent check's last report (agent.go)
 
 	// Passive failures (passive.go).
 	maxFails     atomic.Int64
@@ -82,6 +83,7 @@ func newBackend(c config.Backend, p config.Pool, now func() time.Time, fds *fdbu
 	ctx, cancel := context.WithCancelCause(context.Background())
 	b := &Backend{addr: c.Addr, name: c.Addr.String(), ctx: ctx, cancel: cancel, now: now, epoch: now(), fds: fds}
 	b.group.Store(&group{})
+	b.agent.pct.Store(AgentFull)
 	// With checks on, a backend is unknown until its first check; without,
 	// configure below makes it up.
 	b.state.Store(int32(StateUnknown))
@@ -107,6 +109,10 @@ func (b *Backend) configure(c config.Backend, p config.Pool) {
 	b.slowStart.Store(int64(max(p.SlowStart, 0)))
 	b.maxAge.Store(int64(max(p.MaxConnectionAge, 0)))
 	b.configureTLS(c, p.TLS)
+	if p.Health.Agent.Port == 0 {
+		// No agent will report again, so its last word must not stand forever.
+		b.resetAgent()
+	}
 
 	checks := p.Health.Check != "" && p.Health.Check != config.CheckNone
 	b.checks.Store(checks)
@@ -166,12 +172,12 @@ func (b *Backend) addIdle(n int64) {
 // so conns to it can be closed with context.AfterFunc.
 func (b *Backend) Context() context.Context { return b.ctx }
 
-// Available reports whether Pick may choose the backend now: Healthy and not
-// full. It is derived on every call, so there is no flag to keep in step.
+// Available reports whether Pick may choose the backend now: Healthy, not
+// full, and not at an agent's 0%. It is derived on every call, so there is no flag to keep in step.
 func (b *Backend) Available() bool { return b.availableAt(b.now()) }
 
 func (b *Backend) availableAt(now time.Time) bool {
-	if !b.healthy(b.stamp(now)) {
+	if !b.healthy(b.stamp(now)) || b.agentRefuses() {
 		return false
 	}
 	m := b.maxConns.Load()
@@ -193,7 +199,7 @@ func (b *Backend) Release() {
 // full. Checking "not full" and incrementing happen in one compare-and-swap,
 // so concurrent picks from every worker never push active past maxConns.
 func (b *Backend) reserve(now time.Time) bool {
-	if !b.healthy(b.stamp(now)) {
+	if !b.healthy(b.stamp(now)) || b.agentRefuses() {
 		return false
 	}
 	for {

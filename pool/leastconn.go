@@ -7,7 +7,8 @@ import (
 )
 
 // leastConn picks the available backend with the fewest reservations relative
-// to its effective weight (its weight as slow start ramps it). Ties are broken
+// to its effective weight (its weight as its agent scales it and slow start
+// ramps it). Ties are broken
 // by rotation, not randomness: each pick starts its scan one slot further on,
 // so equal backends fill evenly and short-lived picks that are released at
 // once still spread over all backends.
@@ -40,9 +41,11 @@ func (l *leastConn) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backend
 				continue
 			}
 			a, w := b.active.Load(), b.effWeight(now)
-			// a/w < bestActive/bestWeight without floats (w is in thousandths,
-			// at most 10^6, so the products stay far from overflow); strict, so
-			// the first of equals in rotation order wins.
+			// a/w < bestActive/bestWeight without floats, so an agent's 50%
+			// of weight 1 is exactly half of weight 1 (w is in weightUnits, at
+			// most 10^8: the products stay far from overflow for any count of
+			// conns a host can hold); strict, so the first of equals in
+			// rotation order wins.
 			if best < 0 || a*bestWeight < bestActive*w {
 				best, bestActive, bestWeight = i, a, w
 			}

@@ -13,26 +13,64 @@ const maxSchedule = 1 << 16
 
 // roundRobin is nginx's smooth weighted round robin (weights 5,1,1 give
 // a a b a c a a). The schedule depends only on the weights, so it is computed
-// once when the pool is built and each pick is one atomic increment that
-// indexes it: no mutex, unlike a per-pick "current weight" update. A backend
-// in slow start takes only its ramped share of the slots that land on it; the
-// rest go to the next backend in the schedule.
+// when the pool is built (and again after an agent changes a weight) and each
+// pick is one atomic increment that indexes it: no mutex, unlike a per-pick
+// "current weight" update. A backend in slow start takes only its ramped
+// share of the slots that land on it; the rest go to the next backend in the
+// schedule.
 type roundRobin struct {
 	backends []*Backend
-	schedule []int32 // indexes into backends, one full cycle
+	group    *group // the pool's, shared by its backends; nil with none
+	sched    atomic.Pointer[rrSchedule]
 	next     atomic.Uint64
 }
 
+// rrSchedule is one cycle of indexes into backends, built from the weights
+// as they were at agent weight generation gen.
+type rrSchedule struct {
+	gen   uint64
+	slots []int32
+}
+
 func newRoundRobin(backends []*Backend) *roundRobin {
-	weights := make([]int64, len(backends))
-	for i, b := range backends {
-		weights[i] = b.weight.Load()
+	r := &roundRobin{backends: backends}
+	if len(backends) > 0 {
+		r.group = backends[0].group.Load()
 	}
-	return &roundRobin{backends: backends, schedule: smoothSchedule(weights)}
+	r.sched.Store(r.build())
+	return r
+}
+
+// schedule is the current cycle, rebuilt when an agent changed a weight
+// since it was built. Two picks may rebuild at once; both build the same.
+func (r *roundRobin) schedule() []int32 {
+	s := r.sched.Load()
+	if r.group == nil || r.group.weights.Load() == s.gen {
+		return s.slots
+	}
+	s = r.build()
+	r.sched.Store(s)
+	return s.slots
+}
+
+// build reads the generation before the weights: a change landing in
+// between bumps it again, so the next pick rebuilds.
+func (r *roundRobin) build() *rrSchedule {
+	s := &rrSchedule{}
+	if r.group != nil {
+		s.gen = r.group.weights.Load()
+	}
+	weights := make([]int64, len(r.backends))
+	for i, b := range r.backends {
+		weights[i] = b.agentWeight()
+	}
+	s.slots = smoothSchedule(weights)
+	return s
 }
 
 func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backend {
-	n := uint64(len(r.schedule))
+	schedule := r.schedule()
+	n := uint64(len(schedule))
 	if n == 0 {
 		return nil
 	}
@@ -46,7 +84,7 @@ func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backen
 	// when no other backend can be.
 	deferred := -1
 	for k := range n {
-		i := r.schedule[(start+k)%n]
+		i := schedule[(start+k)%n]
 		if failed != nil && failed[i] {
 			continue
 		}
@@ -84,12 +122,16 @@ func (r *roundRobin) Pick(_ netip.Addr, exclude *Backend, now time.Time) *Backen
 }
 
 // smoothSchedule returns one cycle of smooth weighted round robin over weights
-// (all at least 1): each step adds every weight to its running total, picks the
-// largest total (the first on ties, as nginx does) and subtracts the sum from it.
+// (an agent's 0% gives a weight 0, which gets no slot): each step adds every
+// weight to its running total, picks the largest total (the first on ties, as
+// nginx does) and subtracts the sum from it. All zero gives no slots.
 func smoothSchedule(weights []int64) []int32 {
 	var g int64
 	for _, w := range weights {
 		g = gcd(g, w)
+	}
+	if g == 0 {
+		return nil
 	}
 	reduced := make([]int64, len(weights))
 	var total int64
@@ -100,7 +142,9 @@ func smoothSchedule(weights []int64) []int32 {
 	if total > maxSchedule {
 		scaled := int64(0)
 		for i, w := range reduced {
-			reduced[i] = max(1, int64(float64(w)*maxSchedule/float64(total)))
+			if w > 0 {
+				reduced[i] = max(1, int64(float64(w)*maxSchedule/float64(total)))
+			}
 			scaled += reduced[i]
 		}
 		total = scaled
@@ -108,10 +152,12 @@ func smoothSchedule(weights []int64) []int32 {
 	current := make([]int64, len(reduced))
 	schedule := make([]int32, 0, total)
 	for range total {
-		best := 0
+		best := -1
 		for i, w := range reduced {
 			current[i] += w
-			if current[i] > current[best] {
+			// The weights add up to total > 0, so some running total is
+			// positive and a weight 0, whose total stays 0, never wins.
+			if w > 0 && (best < 0 || current[i] > current[best]) {
 				best = i
 			}
 		}

@@ -34,15 +34,23 @@ func (b *Backend) rampPermille(now time.Time) int64 {
 	return rampFloor + int64(float64(permille-rampFloor)*float64(e)/float64(ss))
 }
 
-// effWeight is b's weight at now in thousandths, as least_conn compares it.
+// weightUnit is effWeight's unit, 1/100000 of a weight: the agent's
+// hundredths (agent.go) times slow start's thousandths.
+const weightUnit = AgentFull * permille
+
+// effWeight is b's weight at now in weightUnits, as least_conn compares it:
+// the configured weight scaled by the agent's percentage and the slow start
+// ramp. At most maxWeight*weightUnit (10^8); 0 only at an agent's 0%, which
+// is never picked.
 func (b *Backend) effWeight(now time.Time) int64 {
-	return max(1, b.weight.Load()*b.rampPermille(now))
+	return b.agentWeight() * b.rampPermille(now)
 }
 
-// EffectiveWeight is b's weight at now as slow start has ramped it: Weight
-// when b is not recovering, down to a tenth of it just after a recovery.
+// EffectiveWeight is b's weight at now as its agent scales it and slow start
+// ramps it: Weight when neither applies, down to a tenth of it just after a
+// recovery, 0.5 for 50% of weight 1.
 func (b *Backend) EffectiveWeight(now time.Time) float64 {
-	return float64(b.effWeight(now)) / permille
+	return float64(b.effWeight(now)) / weightUnit
 }
 
 // rampTurn reports whether round_robin may take b for a slot of its schedule

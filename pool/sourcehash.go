@@ -96,7 +96,9 @@ func score(ipHash uint64, b *Backend) float64 {
 	// 53 random bits, offset by half a step, give u strictly inside (0,1), so the
 	// logarithm is finite and negative.
 	u := (float64(h>>11) + 0.5) / (1 << 53)
-	return float64(b.weight.Load()) / -math.Log(u)
+	// The agent's percentage counts: a backend at 0% scores 0, which Pick
+	// treats as tried.
+	return float64(b.agentWeight()) / -math.Log(u)
 }
 
 // mix64 is the splitmix64 finaliser. FNV's high bits depend weakly on the last

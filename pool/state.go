@@ -39,6 +39,9 @@ type group struct {
 	// passed is set once any backend of the pool has been up; from then on an
 	// unknown backend waits for its own first pass.
 	passed atomic.Bool
+	// weights counts agent weight changes, so round_robin knows when to
+	// rebuild its schedule.
+	weights atomic.Uint64
 }
 
 // State is the backend's last health verdict.
@@ -75,8 +78,9 @@ func (b *Backend) SetUp(up bool) {
 }
 
 // Healthy reports whether the backend may take new conns apart from its
-// max_connections_per_backend: not removed, not held, not passively ejected, and up (or
-// unknown while no backend of its pool has passed a check). Derived when read,
+// max_connections_per_backend: not removed, not held, not passively ejected, not
+// reported down by its agent, and up (or unknown while no backend of its pool
+// has passed a check). Derived when read,
 // so it is the right value for wslb_backend_up at scrape time.
 func (b *Backend) Healthy() bool { return b.healthy(b.stamp(b.now())) }
 
@@ -90,7 +94,7 @@ func (b *Backend) healthy(t int64) bool {
 			return false
 		}
 	}
-	if t < b.ejectedUntil.Load() || b.Held() {
+	if t < b.ejectedUntil.Load() || b.Held() || b.AgentDown() {
 		return false
 	}
 	return !b.removed()

@@ -183,6 +183,7 @@ func (bd *Board) backend(poolName string, b *pool.Backend, sums map[metrics.Pool
 		Address: b.String(), Name: b.Source(), Held: b.Holds()&pool.HoldVanished != 0,
 		State: b.State().String(), AdminState: b.Admin().String(), Up: b.Healthy(), Ejected: b.Ejected(),
 		Weight: b.Weight(), EffectiveWeight: b.EffectiveWeight(now), MaxConnections: b.MaxConns(),
+		AgentPercent: b.AgentPercent(), AgentDown: b.AgentDown(),
 		Active: b.Active(), Idle: b.Idle(),
 		ConnectionsTotal: uint64(sum.Conns), RxBytes: uint64(sum.Rx), TxBytes: uint64(sum.Tx),
 		History: []int64{},

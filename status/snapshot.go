@@ -78,13 +78,20 @@ type Backend struct {
 	AdminState string `json:"admin_state"`
 	// Up is what wslb_backend_up says: it may take new conns (healthy, not
 	// passively ejected, not removed).
-	Up              bool    `json:"up"`
-	Ejected         bool    `json:"ejected"`
-	Weight          int     `json:"weight"`
-	EffectiveWeight float64 `json:"effective_weight"` // lower while slow start ramps
-	MaxConnections  int     `json:"max_connections"`  // 0: no limit
-	Active          int64   `json:"active"`
-	Idle            int64   `json:"idle"`
+	Up      bool `json:"up"`
+	Ejected bool `json:"ejected"`
+	Weight  int  `json:"weight"`
+	// EffectiveWeight is Weight as the agent's percentage scales it and slow
+	// start ramps it: 0.5 for 50% of weight 1.
+	EffectiveWeight float64 `json:"effective_weight"`
+	// AgentPercent is the percentage of Weight the backend's agent last
+	// reported (100 with no agent check, or before its first answer);
+	// AgentDown, that the agent said down (or stopped, fail).
+	AgentPercent   int   `json:"agent_percent"`
+	AgentDown      bool  `json:"agent_down"`
+	MaxConnections int   `json:"max_connections"` // 0: no limit
+	Active         int64 `json:"active"`
+	Idle           int64 `json:"idle"`
 	// ConnectionsTotal, RxBytes and TxBytes sum every listener's series.
 	ConnectionsTotal uint64 `json:"connections_total"`
 	RxBytes          uint64 `json:"rx_bytes"`

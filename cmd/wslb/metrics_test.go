@@ -61,6 +61,9 @@ var mDesignTable = map[string]mFamily{
 	"wslb_build_info":              {dto.MetricType_GAUGE, []string{"version", "goversion"}},
 	// DESIGN.md Part two, "Fleet operations": accept pacing.
 	"wslb_connections_accepted_total": {dto.MetricType_COUNTER, []string{"listener"}},
+	// The agent check's (README's table; DESIGN.md names no metric for it).
+	"wslb_agent_checks_total": {dto.MetricType_COUNTER, []string{"pool", "backend", "result"}},
+	"wslb_backend_weight":     {dto.MetricType_GAUGE, []string{"pool", "backend"}},
 }
 
 // The fixed reason words of DESIGN.md's table; no other word may appear.

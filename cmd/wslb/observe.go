@@ -23,6 +23,8 @@ func (in *instance) newSeries(p *pool.Pool) {
 	for _, b := range p.Backends() {
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "ok")
 		in.metrics.HealthChecks.WithLabelValues(p.Name(), b.String(), "fail")
+		in.metrics.AgentChecks.WithLabelValues(p.Name(), b.String(), "ok")
+		in.metrics.AgentChecks.WithLabelValues(p.Name(), b.String(), "fail")
 	}
 }
 
@@ -98,11 +100,36 @@ func (in *instance) healthHooks() health.Hooks {
 		},
 		OnChange: func(poolName string, b *pool.Backend, up bool, _ string, lastErr error) {
 			in.metrics.BackendUp.WithLabelValues(poolName, b.String()).Set(boolFloat(b.Healthy()))
-			if !up {
-				// A passive ejection's dial error, which no check reported.
+			if !up && lastErr != nil {
+				// A passive ejection's dial error, or the agent's down, which
+				// no active check reported.
 				in.board.Failed(poolName, b.String(), lastErr, time.Now())
 			}
 		},
+		OnAgent: func(poolName string, b *pool.Backend, err error) {
+			result := "ok"
+			if err != nil {
+				result = "fail"
+			}
+			in.metrics.AgentChecks.WithLabelValues(poolName, b.String(), result).Inc()
+		},
+		SetAdmin: in.agentAdmin,
+	}
+}
+
+// agentAdmin applies a backend agent's ready, drain or maint as the backend's
+// admin state, as the write API would: the agent's word and the operator's
+// are one state, the last one set wins (HAProxy's rule). The checker calls
+// it only when the agent's word changes, so an agent that keeps saying ready
+// does not undo an operator's drain at every check.
+func (in *instance) agentAdmin(b *pool.Backend, state string) {
+	a, err := pool.ParseAdmin(state)
+	if err != nil {
+		in.log.Warn("agent check: ignored an admin state", "pool", b.PoolName(), "backend", b.String(), "err", err)
+		return
+	}
+	if prev := b.SetAdmin(a); prev != a {
+		in.log.Info("backend admin state set by its agent", "pool", b.PoolName(), "backend", b.String(), "state", a.String(), "was", prev.String())
 	}
 }
 
@@ -128,6 +155,7 @@ func (in *instance) refreshGauges() {
 			for _, s := range pool.Admins {
 				in.metrics.BackendState.WithLabelValues(p.Name(), b.String(), s.String()).Set(boolFloat(s == a))
 			}
+			in.metrics.BackendWeight.WithLabelValues(p.Name(), b.String()).Set(b.EffectiveWeight(p.Clock()()))
 		}
 	}
 }

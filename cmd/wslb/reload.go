@@ -296,6 +296,9 @@ func (in *instance) forgetRemoved(old, next *generation) {
 			for _, s := range pool.Admins {
 				in.metrics.BackendState.DeleteLabelValues(name, b.String(), s.String())
 			}
+			in.metrics.AgentChecks.DeleteLabelValues(name, b.String(), "ok")
+			in.metrics.AgentChecks.DeleteLabelValues(name, b.String(), "fail")
+			in.metrics.BackendWeight.DeleteLabelValues(name, b.String())
 		}
 	}
 }

@@ -62,6 +62,18 @@ const readLimit = 64 << 20
 // up to 5 s for their handlers to return.
 func WS(t testing.TB, o WSOptions) string {
 	t.Helper()
+	return WSOn(t, "127.0.0.1:0", o)
+}
+
+// WSOn is WS on addr, a loopback address: another IP of 127.0.0.0/8
+// (127.0.0.2:0) for backends that must differ by IP, as those whose agents
+// share a port do.
+func WSOn(t testing.TB, addr string, o WSOptions) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A hijacked conn is not closed by the server's Close, but its
 	// request's context ends with the base context, and a WebSocket read
 	// whose context ends closes the conn.
@@ -73,6 +85,8 @@ func WS(t testing.TB, o WSOptions) string {
 		defer handlers.Done()
 		h.ServeHTTP(w, r)
 	}))
+	srv.Listener.Close()
+	srv.Listener = ln
 	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
 	if o.TLS != nil {
 		srv.TLS = o.TLS.Clone()

@@ -34,7 +34,15 @@ type Server struct {
 // serve must return once its conn is closed.
 func Serve(t testing.TB, serve func(c net.Conn)) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ServeOn(t, "127.0.0.1:0", serve)
+}
+
+// ServeOn is Serve on addr, a loopback address: another IP of 127.0.0.0/8
+// (127.0.0.2:0) when servers of a test must differ by IP, as a backend's
+// agent, which is found on the backend's IP, does.
+func ServeOn(t testing.TB, addr string, serve func(c net.Conn)) *Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +82,10 @@ func (s *Server) acceptLoop(serve func(net.Conn)) {
 		})
 	}
 }
+
+// Close stops accepting, so that new conns are refused; conns already open
+// run on until the test ends.
+func (s *Server) Close() { s.ln.Close() }
 
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
