@@ -150,7 +150,10 @@ func TestDrainDuringPacedStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startServeConfig(t, cfg, serveOptions{clock: clocktest.New(time.Unix(1_000_000, 0))})
+	// The served client holds its WebSocket and never answers the drain's
+	// Close 1001: a short closeWait keeps the graceful close from taking
+	// the default 5 s.
+	r := startServeConfig(t, cfg, serveOptions{clock: clocktest.New(time.Unix(1_000_000, 0)), closeWait: 100 * time.Millisecond})
 	accepted := r.in.metrics.ConnectionsAccepted.WithLabelValues("web")
 	served := storm(ctx, t, "ws://"+r.in.addr(0)+"/", 20)
 	if err := <-served; err != nil {
@@ -158,7 +161,8 @@ func TestDrainDuringPacedStorm(t *testing.T) {
 	}
 	wait.For(t, "the burst of one accepted", func() bool { return testutil.ToFloat64(accepted) == 1 })
 	r.cancel()
-	// drain_timeout 200ms + close_spread 100ms, and room for a loaded machine.
+	// drain_timeout 200ms + close_spread 100ms + closeWait 100ms, and room
+	// for a loaded machine.
 	if code := r.exitCode(t, 5*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
