@@ -182,27 +182,37 @@ func TestGracefulClose(t *testing.T) {
 }
 
 // TestGracefulCloseCutAfterWait: a peer that never answers the Close is cut
-// once CloseWait has passed; the end stays what began the close.
+// once CloseWait has passed, DefaultCloseWait (5 s, as DESIGN promises) when
+// the Relay sets none; the end stays what began the close.
 func TestGracefulCloseCutAfterWait(t *testing.T) {
-	const wait = 300 * time.Millisecond
-	for _, silent := range []string{"client", "backend", "both"} {
-		t.Run(silent+" silent", func(t *testing.T) {
+	for _, tc := range []struct {
+		silent string
+		wait   time.Duration
+	}{{"client", 300 * time.Millisecond}, {"backend", 300 * time.Millisecond}, {"both", 300 * time.Millisecond}, {"backend", 0}} {
+		want := tc.wait
+		if want == 0 {
+			if testing.Short() {
+				continue
+			}
+			want = DefaultCloseWait
+		}
+		t.Run(fmt.Sprintf("%s silent, wait %v", tc.silent, want), func(t *testing.T) {
 			engines(t, func(t *testing.T, e *Engine) {
-				w := openWS(t, e, Relay{CloseWait: wait})
+				w := openWS(t, e, Relay{CloseWait: tc.wait})
 				w.echo("hi")
 				begin := time.Now()
 				w.cancel(frontend.ErrDrain)
 				w.client.expectClose("drain")
 				w.backend.expectClose("drain")
-				if silent == "backend" {
+				if tc.silent == "backend" {
 					w.client.replyClose()
 				}
-				if silent == "client" {
+				if tc.silent == "client" {
 					w.backend.replyClose()
 				}
 				s := waitEnd(t, w.done)
-				if d := time.Since(begin); d < wait || d > wait+3*time.Second {
-					t.Errorf("the tunnel ended %v after the cancel, want after the %v wait", d, wait)
+				if d := time.Since(begin); d < want || d > want+3*time.Second {
+					t.Errorf("the tunnel ended %v after the cancel, want after the %v wait", d, want)
 				}
 				if s.Reason() != "drain" || s.Closed != GoingAway {
 					t.Errorf("stats %+v, want reason drain and Closed 1001", s)
@@ -212,30 +222,6 @@ func TestGracefulCloseCutAfterWait(t *testing.T) {
 			})
 		})
 	}
-}
-
-// TestGracefulCloseDefaultWait: with no CloseWait set, a backend that never
-// answers the Close is cut after DefaultCloseWait, 5 s, as DESIGN promises.
-func TestGracefulCloseDefaultWait(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits 5 s")
-	}
-	engines(t, func(t *testing.T, e *Engine) {
-		w := openWS(t, e, Relay{})
-		begin := time.Now()
-		w.cancel(frontend.ErrDrain)
-		w.client.expectClose("drain")
-		w.backend.expectClose("drain")
-		w.client.replyClose()
-		s := waitEnd(t, w.done)
-		if d := time.Since(begin); d < DefaultCloseWait || d > DefaultCloseWait+3*time.Second {
-			t.Errorf("the tunnel ended %v after the cancel, want after %v", d, DefaultCloseWait)
-		}
-		if s.Reason() != "drain" || s.Closed != GoingAway {
-			t.Errorf("stats %+v, want reason drain and Closed 1001", s)
-		}
-		w.backend.expectEOF()
-	})
 }
 
 // TestFramesPassUntouched: permessage-deflate frames (RSV1), and frames
