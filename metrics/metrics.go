@@ -75,24 +75,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_bytes_total",
 			Help: "Bytes relayed; direction rx is from the client, tx is to the client.",
 		}, []string{"listener", "pool", "backend", "direction"}),
-		BackendUp: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wslb_backend_up",
-			Help: "1 when the backend may take new connections, else 0.",
-		}, []string{"pool", "backend"}),
-		BackendConnect: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "wslb_backend_connect_seconds",
-			Help:    "Time to dial a backend, successful or not.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"pool", "backend"}),
 		Handshake: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wslb_handshake_seconds",
 			Help:    "Time from accept to the first response byte relayed.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"listener"}),
-		IdleConnections: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wslb_idle_connections",
-			Help: "Idle keep-alive connections cached per backend, all workers together.",
-		}, []string{"pool", "backend"}),
 		TunnelDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "wslb_tunnel_duration_seconds",
 			Help:    "Lifetime of tunnels and l4 conns, from the 101 or the l4 connect to the close.",
@@ -106,38 +93,57 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "wslb_errors_total",
 			Help: "Failures seen by a listener, by reason.",
 		}, []string{"listener", "reason"}),
-		HealthChecks: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "wslb_health_checks_total",
-			Help: "Active health checks run, by result.",
-		}, []string{"pool", "backend", "result"}),
-		AgentChecks: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "wslb_agent_checks_total",
-			Help: "Agent checks run, by result (ok: the agent answered a line; fail: no connection, no answer or a timeout).",
-		}, []string{"pool", "backend", "result"}),
-		BackendWeight: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wslb_backend_weight",
-			Help: "The backend's effective weight: its configured weight as its agent scales it and slow start ramps it.",
-		}, []string{"pool", "backend"}),
 		ConfigReloads: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "wslb_config_reloads_total",
 			Help: "Configuration reloads, by result (ok, rejected).",
 		}, []string{"result"}),
-		DNSLookups: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "wslb_dns_lookups_total",
-			Help: "DNS lookups of a pool's backend names, by result (ok: an answer, NXDOMAIN and empty ones included; error: failed).",
-		}, []string{"pool", "result"}),
-		Backends: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wslb_backends",
-			Help: "Backends a pool has now, in any state (held ones included).",
-		}, []string{"pool"}),
-		BackendState: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wslb_backend_state",
-			Help: "A backend's operator state: 1 for the current one of ready, drain and maint, 0 for the others.",
-		}, []string{"pool", "backend", "state"}),
 	}
+	backendMetrics(f, m)
 	// A vec with no series is missing from the exposition; alerts on
 	// rejected reloads need the series at 0 from the start.
 	m.ConfigReloads.WithLabelValues("ok")
 	m.ConfigReloads.WithLabelValues("rejected")
 	return m
+}
+
+// backendMetrics makes the series about backends and their checks: New's
+// other half.
+func backendMetrics(f promauto.Factory, m *Metrics) {
+	m.BackendUp = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wslb_backend_up",
+		Help: "1 when the backend may take new connections, else 0.",
+	}, []string{"pool", "backend"})
+	m.BackendConnect = f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wslb_backend_connect_seconds",
+		Help:    "Time to dial a backend, successful or not.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"pool", "backend"})
+	m.IdleConnections = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wslb_idle_connections",
+		Help: "Idle keep-alive connections cached per backend, all workers together.",
+	}, []string{"pool", "backend"})
+	m.HealthChecks = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wslb_health_checks_total",
+		Help: "Active health checks run, by result.",
+	}, []string{"pool", "backend", "result"})
+	m.AgentChecks = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wslb_agent_checks_total",
+		Help: "Agent checks run, by result (ok: the agent answered a line; fail: no connection, no answer or a timeout).",
+	}, []string{"pool", "backend", "result"})
+	m.BackendWeight = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wslb_backend_weight",
+		Help: "The backend's effective weight: its configured weight as its agent scales it and slow start ramps it.",
+	}, []string{"pool", "backend"})
+	m.DNSLookups = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wslb_dns_lookups_total",
+		Help: "DNS lookups of a pool's backend names, by result (ok: an answer, NXDOMAIN and empty ones included; error: failed).",
+	}, []string{"pool", "result"})
+	m.Backends = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wslb_backends",
+		Help: "Backends a pool has now, in any state (held ones included).",
+	}, []string{"pool"})
+	m.BackendState = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wslb_backend_state",
+		Help: "A backend's operator state: 1 for the current one of ready, drain and maint, 0 for the others.",
+	}, []string{"pool", "backend", "state"})
 }
