@@ -4,4 +4,4 @@ package l7
 
 import "time"
 
-func processCPU() (time.Duration, bool) { return 0, false }
+func processCPU() (time.Duration, int64, bool) { return 0, 0, false }

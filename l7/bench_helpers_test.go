@@ -24,11 +24,50 @@ func asSide(name string, start func()) {
 // backend together. Start it just before the benchmark loop, stop it just
 // after.
 func meterCPU(b *testing.B) (stop func()) {
-	start, ok := processCPU()
+	start, _, ok := processCPU()
 	return func() {
-		end, _ := processCPU()
+		end, _, _ := processCPU()
 		if ok && b.N > 0 {
 			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
+// meterProxy is meterCPU for a benchmark whose process holds wslb alone
+// (the client and the backend run in a peer process, startPeer): it also
+// reports the process's context switches (ctxsw/op) and system calls
+// (syscalls/op) per op, the counts that the side-by-side table
+// compares and that, unlike times, hardly drift on a shared machine. The
+// system calls need perf (see openSyscallCounter); without it the
+// benchmark says why and reports the rest. Start it after the peer, since a
+// process started later would be counted too.
+func meterProxy(b *testing.B) (stop func()) {
+	sc, err := openSyscallCounter()
+	if err != nil {
+		b.Logf("no syscalls/op: %v", err)
+	}
+	var sys0 uint64
+	if sc != nil {
+		sys0 = sc.count()
+	}
+	cpu0, csw0, ok := processCPU()
+	return func() {
+		cpu1, csw1, _ := processCPU()
+		var sys1 uint64
+		if sc != nil {
+			sys1 = sc.count()
+			sc.close()
+		}
+		if b.N == 0 {
+			return
+		}
+		n := float64(b.N)
+		if ok {
+			b.ReportMetric(float64(cpu1-cpu0)/n, "cpu-ns/op")
+			b.ReportMetric(float64(csw1-csw0)/n, "ctxsw/op")
+		}
+		if sc != nil {
+			b.ReportMetric(float64(sys1-sys0)/n, "syscalls/op")
 		}
 	}
 }

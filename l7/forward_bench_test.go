@@ -15,7 +15,10 @@ import (
 // backend and back, with the access log off and writing to a file: what the
 // log costs a request, write(2) included; and with four request_headers
 // (nginx's usual proxy_set_header lines) and the log off: what they cost.
+// In these the process holds the client and the backend too; proxy-only
+// (benchProxyGETs) counts wslb's costs alone, system calls included.
 func BenchmarkPlainRequest(b *testing.B) {
+	b.Run("proxy-only", benchProxyGETs)
 	var be *countingServer
 	asSide("backend", func() {
 		be = newBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -45,4 +48,21 @@ func BenchmarkPlainRequest(b *testing.B) {
 			benchGETs(b, l.addr)
 		})
 	}
+}
+
+// benchProxyGETs is one keep-alive GET through an l7 listener (access log
+// off) with the client and the backend in a peer process: its cpu-ns,
+// ctxsw, syscalls and allocs per op are wslb's alone.
+func benchProxyGETs(b *testing.B) {
+	p := startPeer(b)
+	l := startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\n"+
+		"pools:\n  - {name: p, backends: [{address: "+p.backend+"}]}\n")
+	// The client's conn, and the backend conn in the idle cache, are
+	// opened before the count starts: a steady keep-alive request.
+	p.run(b, "get", l.addr, 2)
+	b.ReportAllocs()
+	b.ResetTimer()
+	stop := meterProxy(b)
+	p.run(b, "get", l.addr, b.N)
+	stop()
 }
