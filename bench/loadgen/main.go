@@ -9,16 +9,19 @@
 //	loadgen bulk      raw TCP bulk MiB/s over -streams streams into a sink
 //	loadgen idle      open N WebSockets (-mode ws) or raw TCP conns (-mode tcp),
 //	                  measure the proxy's RSS and fds per conn, check a sample
-//	loadgen storm     N WebSocket clients at once (a reconnect storm): time
-//	                  until all are connected, handshake p50/p99, failures,
-//	                  the backends' peak accept rate (bench/storm.sh)
+//	loadgen storm     N WebSocket clients at once (a reconnect storm), each
+//	                  doing its handshake and one echo: time until all have,
+//	                  handshake p50/p99, failures, the backends' peak accept
+//	                  rate, the proxy's peak RSS (run.sh's storm phase,
+//	                  bench/storm.sh)
 //	loadgen stormtable  storm results as a markdown table
 //	loadgen probe     wait until a proxy (or the backends) answers
 //	loadgen procstat  print a proxy process tree's CPU, RSS and fds
 //	loadgen report    turn the JSON lines into the markdown table
 //
 // With -proxy-pid, CPU (utime+stime) of that process and all its descendants
-// is read from /proc before and after the measured window. Every loop is
+// is read from /proc before and after the measured window, and perf stat
+// (-perf) counts their syscalls and context switches in between. Every loop is
 // bounded by a duration and every conn by deadlines, so nothing runs forever.
 package main
 

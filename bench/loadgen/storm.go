@@ -270,17 +270,12 @@ func runStormTable(args []string) error {
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var r struct {
-			Result
-			Storm
-		}
-		// Storm's fields are inlined in the line: decode them into the
-		// outer Storm, not the nil *Storm inside Result.
-		if err := json.Unmarshal(sc.Bytes(), &r.Result); err != nil {
+		var r Result // Storm's fields are inlined in the line
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
 		}
-		if err := json.Unmarshal(sc.Bytes(), &r.Storm); err != nil {
-			return fmt.Errorf("%s: %w", *in, err)
+		if r.Storm == nil {
+			return fmt.Errorf("%s: not a storm result: %s", *in, sc.Bytes())
 		}
 		limit, all := "0 (unlimited)", "not all"
 		if r.RateLimit > 0 {
