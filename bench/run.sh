@@ -99,7 +99,7 @@ targets=("${runnable[@]}")
 # when it still cannot count, the table says why in those rows.
 PERF_FLAGS=(-perf perf)
 PARANOID_WAS=""
-perf_try() { perf stat -e raw_syscalls:sys_enter,context-switches true 2>&1; }
+perf_try() { perf stat -e raw_syscalls:sys_enter,context-switches true 2>&1 || true; } # output only
 perf_counts() { grep -Eq '^ *[0-9,]+ +raw_syscalls:sys_enter' <<<"$(perf_try)"; }
 if ! command -v perf >/dev/null; then
   PERF_FLAGS=(-perf "" -perf-na "perf is not installed and apt-get install linux-perf failed")
@@ -109,7 +109,10 @@ elif ! perf_counts; then
     echo -1 >/proc/sys/kernel/perf_event_paranoid # put back on exit
   fi
   if ! perf_counts; then
-    why=$(perf_try | grep -iE 'error|not supported|permission|denied|no such|invalid' | head -1 | tr -d '|' | sed 's/^ *//')
+    # perf's "Error: ..." line says why best; else the first complaint.
+    why=$(perf_try | grep -iE '^ *error' | head -1)
+    [[ -n $why ]] || why=$(perf_try | grep -iE 'not supported|permission|denied|no such|invalid|syntax' | head -1)
+    why=$(tr -d '|' <<<"$why" | sed 's/^ *//')
     PERF_FLAGS=(-perf "" -perf-na "${why:-perf stat -e raw_syscalls:sys_enter counted nothing}")
     echo "perf cannot count here: ${PERF_FLAGS[3]}; the syscall rows will say n/a" >&2
   fi
