@@ -113,19 +113,7 @@ func runStorm(args []string) error {
 			last = max(last, done[i])
 			continue
 		}
-		switch kind := failure(err); kind {
-		case "refused":
-			s.Refused++
-		case "reset":
-			s.Reset++
-		case "timeout":
-			s.Timeouts++
-		default:
-			if s.Other < 5 {
-				log.Printf("storm: client %d: %v", i, err)
-			}
-			s.Other++
-		}
+		s.tally(i, err)
 	}
 	r.Opened, r.Failed = len(ok), *n-len(ok)
 	if r.Failed == 0 {
@@ -194,6 +182,23 @@ func sampleRSS(pid int) *rssSampler {
 func (s *rssSampler) stop() int64 {
 	close(s.stopc)
 	return <-s.peak
+}
+
+// tally counts client i's failure by kind, logging the first few odd ones.
+func (s *Storm) tally(i int, err error) {
+	switch failure(err) {
+	case "refused":
+		s.Refused++
+	case "reset":
+		s.Reset++
+	case "timeout":
+		s.Timeouts++
+	default:
+		if s.Other < 5 {
+			log.Printf("storm: client %d: %v", i, err)
+		}
+		s.Other++
+	}
 }
 
 // acceptWindow is the width of bench/backend's accept windows.
