@@ -6,6 +6,7 @@
 #   bench/run.sh                    all four targets
 #   bench/run.sh wslb haproxy       a subset (or TARGETS="wslb haproxy")
 #   DURATION=10s IDLE_CONNS=9500 ROUNDS=1 bench/run.sh
+#   PHASES=storm bench/run.sh       only some phases (throughput idle-l7 idle-l4 storm)
 #
 # Results: bench/results/<UTC timestamp>/ (table.md, results.jsonl, configs,
 # logs); bench/results/latest points at the newest.
@@ -24,8 +25,10 @@ HS_WORKERS=${HS_WORKERS:-50}          # concurrent handshake workers
 PACED_RATE=${PACED_RATE:-20000}       # msgs/s in total for the paced echo
 SETTLE=${SETTLE:-3s}                  # wait after the idle conns are open, before measuring
 HTTP_ENGINE=${HTTP_ENGINE:-auto}      # wrk when installed, else the Go client (or: go, wrk)
-PHASES=${PHASES:-throughput idle-l7 idle-l4}   # a subset for quick iteration
+PHASES=${PHASES:-throughput idle-l7 idle-l4 storm}   # a subset for quick iteration
 ROUNDS=${ROUNDS:-3}                   # throughput rounds, targets in turn; the table shows medians
+STORM_CLIENTS=${STORM_CLIENTS:-9000}  # reconnect storm: clients at once (a proxy needs 2 fds each)
+STORM_TIMEOUT=${STORM_TIMEOUT:-60s}   # a storm client's dial, handshake and echo, SYN retries included
 
 # ---- every address, in one place ----------------------------------------
 HOST=127.0.0.1
@@ -69,6 +72,7 @@ if wants nginx; then
 fi
 if wants haproxy; then command -v haproxy >/dev/null || need+=(haproxy); fi
 if [[ $HTTP_ENGINE != go ]]; then command -v wrk >/dev/null || need+=(wrk); fi
+command -v perf >/dev/null || need+=(linux-perf)
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; }; then
@@ -89,6 +93,32 @@ for t in "${targets[@]}"; do
   runnable+=("$t")
 done
 targets=("${runnable[@]}")
+
+# perf counts the proxy's syscalls and context switches (loadgen -perf). The
+# syscall tracepoint needs tracefs and root or a low perf_event_paranoid;
+# when it still cannot count, the table says why in those rows.
+PERF_FLAGS=(-perf perf)
+PARANOID_WAS=""
+perf_try() { perf stat -e raw_syscalls:sys_enter,context-switches true 2>&1 || true; } # output only
+perf_counts() { grep -Eq '^ *[0-9,]+ +raw_syscalls:sys_enter' <<<"$(perf_try)"; }
+if ! command -v perf >/dev/null; then
+  PERF_FLAGS=(-perf "" -perf-na "perf is not installed and apt-get install linux-perf failed")
+elif ! perf_counts; then
+  if [[ -w /proc/sys/kernel/perf_event_paranoid ]]; then
+    PARANOID_WAS=$(cat /proc/sys/kernel/perf_event_paranoid)
+    echo -1 >/proc/sys/kernel/perf_event_paranoid # put back on exit
+  fi
+  if ! perf_counts; then
+    # perf's "Error: ..." line says why best; else the first complaint.
+    why=$(perf_try | grep -iE '^ *error' | head -1)
+    [[ -n $why ]] || why=$(perf_try | grep -iE 'not supported|permission|denied|no such|invalid|syntax' | head -1)
+    why=$(tr -d '|' <<<"$why" | sed 's/^ *//')
+    PERF_FLAGS=(-perf "" -perf-na "${why:-perf stat -e raw_syscalls:sys_enter counted nothing}")
+    echo "perf cannot count here: ${PERF_FLAGS[3]}; the syscall rows will say n/a" >&2
+  fi
+fi
+restore_paranoid() { [[ -z $PARANOID_WAS ]] || echo "$PARANOID_WAS" >/proc/sys/kernel/perf_event_paranoid; }
+trap 'cleanup; restore_paranoid' EXIT
 
 # Every process started from here on inherits the hard fd limit.
 ulimit -n "$(ulimit -Hn)"
@@ -130,7 +160,7 @@ mkdir -p "$NGINX_PREFIX/tmp"
 
 # ---- run info --------------------------------------------------------------
 {
-  echo "run: \`bench/run.sh ${targets[*]}\` at $STAMP (UTC); ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS HTTP_CONNS=$HTTP_CONNS WS_CONNS=$WS_CONNS HS_WORKERS=$HS_WORKERS PACED_RATE=$PACED_RATE"
+  echo "run: \`bench/run.sh ${targets[*]}\` at $STAMP (UTC); ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS HTTP_CONNS=$HTTP_CONNS WS_CONNS=$WS_CONNS HS_WORKERS=$HS_WORKERS PACED_RATE=$PACED_RATE STORM_CLIENTS=$STORM_CLIENTS PHASES=\"$PHASES\""
   echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r), fd hard limit $(ulimit -Hn)"
   echo "versions: $(go version | cut -d' ' -f3)$(wants wslb && echo ", $("$TMP/wslb" version 2>&1 | head -1) at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo '+uncommitted changes')")$(command -v nginx >/dev/null && wants nginx && echo ", $(nginx -v 2>&1 | sed 's/.*: //')")$(command -v haproxy >/dev/null && wants haproxy && echo ", HAProxy $(haproxy -v | head -1 | awk '{print $3}')")$(command -v wrk >/dev/null && echo ", $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')")"
 } >"$OUT/meta.txt"
@@ -191,7 +221,7 @@ load() {
   local t=$1 sub=$2
   shift 2
   printf '  %-10s %-9s %s\n' "$t" "$sub" "$*"
-  if ! timeout -k 5 900 "$LG" "$sub" -target "$t" -round "$ROUND" -proxy-pid "$PROXY_PID" "$@" \
+  if ! timeout -k 5 900 "$LG" "$sub" -target "$t" -round "$ROUND" -proxy-pid "$PROXY_PID" "${PERF_FLAGS[@]}" "$@" \
        2>>"$OUT/logs/loadgen-$t.log" | tee -a "$RESULTS" | sed 's/^/    /'; then
     echo "    FAILED: $t $sub (see logs/loadgen-$t.log)"
   fi
@@ -242,6 +272,20 @@ idle() {
   fi
 }
 
+# The reconnect storm: STORM_CLIENTS WebSockets dial at once through a fresh
+# proxy (direct: straight to the backends), each does its handshake and one
+# echo and stays open until all have. Same backends, same l7 config as the
+# handshake workload; wslb without max_accept_rate (bench/storm.sh paces).
+storm() {
+  local t=$1
+  addrs "$t"
+  say "$t: reconnect storm of $STORM_CLIENTS WebSocket clients (fresh proxy)"
+  start_proxy "$t" || return 0
+  sleep 2 # the probe's conns and the first health checks out of the backends' accept windows
+  load "$t" storm -addr "$L7" -n "$STORM_CLIENTS" -timeout "$STORM_TIMEOUT" -backends "$DIRECT_L7"
+  stop_proxy
+}
+
 # Rounds take the targets in turn, so a slow spell of a shared machine
 # lands on every target's figures instead of one target's.
 if [[ " $PHASES " == *" throughput "* ]]; then
@@ -251,6 +295,9 @@ if [[ " $PHASES " == *" throughput "* ]]; then
 fi
 ROUND=0
 for t in "${targets[@]}"; do idle "$t"; done
+if [[ " $PHASES " == *" storm "* ]]; then
+  for t in "${targets[@]}"; do storm "$t"; done
+fi
 
 # ---- report ------------------------------------------------------------------
 T_END=$(date +%s)

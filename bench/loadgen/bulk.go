@@ -44,7 +44,7 @@ func runBulk(args []string) error {
 		err          error
 	}
 	out := make([]res, len(conns))
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	start := time.Now()
 	end := start.Add(c.dur)
 	var wg sync.WaitGroup

@@ -77,7 +77,7 @@ func httpWrk(c *common, r *Result, conns, threads int, path string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", secs), "--timeout", "5s", "--latency", url)
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("wrk: %v: %s", err, out)
@@ -149,7 +149,7 @@ func httpGo(c *common, r *Result, conns int, path string) error {
 		cl = append(cl, x)
 	}
 	var ok, bad atomic.Int64
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	start := time.Now()
 	end := start.Add(c.dur)
 	var wg sync.WaitGroup

@@ -9,16 +9,19 @@
 //	loadgen bulk      raw TCP bulk MiB/s over -streams streams into a sink
 //	loadgen idle      open N WebSockets (-mode ws) or raw TCP conns (-mode tcp),
 //	                  measure the proxy's RSS and fds per conn, check a sample
-//	loadgen storm     N WebSocket clients at once (a reconnect storm): time
-//	                  until all are connected, handshake p50/p99, failures,
-//	                  the backends' peak accept rate (bench/storm.sh)
+//	loadgen storm     N WebSocket clients at once (a reconnect storm), each
+//	                  doing its handshake and one echo: time until all have,
+//	                  handshake p50/p99, failures, the backends' peak accept
+//	                  rate, the proxy's peak RSS (run.sh's storm phase,
+//	                  bench/storm.sh)
 //	loadgen stormtable  storm results as a markdown table
 //	loadgen probe     wait until a proxy (or the backends) answers
 //	loadgen procstat  print a proxy process tree's CPU, RSS and fds
 //	loadgen report    turn the JSON lines into the markdown table
 //
 // With -proxy-pid, CPU (utime+stime) of that process and all its descendants
-// is read from /proc before and after the measured window. Every loop is
+// is read from /proc before and after the measured window, and perf stat
+// (-perf) counts their syscalls and context switches in between. Every loop is
 // bounded by a duration and every conn by deadlines, so nothing runs forever.
 package main
 
@@ -100,6 +103,16 @@ type Result struct {
 	CPUPerUnit string   `json:"cpu_per_unit,omitempty"`
 	ProxyProcs int      `json:"proxy_procs,omitempty"`
 
+	// Syscalls and context switches of the proxy's processes over the
+	// window (perf stat), per PerfUnit (request, handshake, msg, MiB,
+	// client); PerfNA says why they are missing when perf cannot count.
+	Syscalls      *int64   `json:"syscalls,omitempty"`
+	CtxSwitches   *int64   `json:"ctx_switches,omitempty"`
+	SyscallsPerOp *float64 `json:"syscalls_per_op,omitempty"`
+	CtxSwPerOp    *float64 `json:"ctx_switches_per_op,omitempty"`
+	PerfUnit      string   `json:"perf_unit,omitempty"`
+	PerfNA        string   `json:"perf_na,omitempty"`
+
 	// Paced echo.
 	TargetRate float64 `json:"target_rate,omitempty"`
 	Sent       int64   `json:"sent,omitempty"`
@@ -124,6 +137,9 @@ type Result struct {
 	After      *Snap    `json:"after,omitempty"`
 	RSSPerConn *float64 `json:"rss_kb_per_conn,omitempty"`
 	FDsPerConn *float64 `json:"fds_per_conn,omitempty"`
+
+	// Reconnect storm (loadgen storm), its fields inlined.
+	*Storm
 }
 
 func emit(r *Result) error {
@@ -144,6 +160,8 @@ type common struct {
 	pid      int
 	deadline time.Duration
 	round    int
+	perf     string // perf binary; "" counts no syscalls
+	perfNA   string // why not, when perf is ""
 }
 
 func (c *common) register(fs *flag.FlagSet, defAddr string) {
@@ -153,6 +171,8 @@ func (c *common) register(fs *flag.FlagSet, defAddr string) {
 	fs.IntVar(&c.pid, "proxy-pid", 0, "pid of the proxy (its descendants are included); 0: no proxy CPU")
 	fs.DurationVar(&c.deadline, "deadline", 0, "give up entirely after this long (default: duration + 60s)")
 	fs.IntVar(&c.round, "round", 0, "round number written into the result")
+	fs.StringVar(&c.perf, "perf", "perf", "perf binary that counts the proxy's syscalls and context switches; empty: none")
+	fs.StringVar(&c.perfNA, "perf-na", "", "with -perf \"\": why perf cannot count, written into the result")
 }
 
 func (c *common) parse(fs *flag.FlagSet, args []string) error {
@@ -183,33 +203,54 @@ func (c *common) parse(fs *flag.FlagSet, args []string) error {
 
 func (c *common) addr(i int) string { return c.addrs[i%len(c.addrs)] }
 
-// cpuMeter reads the proxy tree's CPU at the start and end of a window.
+// cpuMeter reads the proxy tree's CPU at the start and end of a window, and
+// counts its syscalls and context switches in between with perf.
 type cpuMeter struct {
-	pid   int
-	start Snap
-	ok    bool
+	pid    int
+	start  Snap
+	ok     bool
+	perf   *perfCounter
+	perfNA string // why there is no perf count
 }
 
-func startCPU(pid int) *cpuMeter {
-	m := &cpuMeter{pid: pid}
-	if pid <= 0 {
+func (c *common) startCPU() *cpuMeter {
+	m := &cpuMeter{pid: c.pid}
+	if c.pid <= 0 {
 		return m
 	}
-	s, err := snapshot(pid)
+	s, err := snapshot(c.pid)
 	if err != nil {
-		log.Printf("proxy pid %d: %v (no CPU figure)", pid, err)
+		log.Printf("proxy pid %d: %v (no CPU figure)", c.pid, err)
 		return m
 	}
 	m.start, m.ok = s, true
+	m.perfNA = c.perfNA
+	if c.perf == "" {
+		if m.perfNA == "" {
+			m.perfNA = "not asked for (-perf \"\")"
+		}
+		return m
+	}
+	pids, err := treePIDs(c.pid)
+	if err == nil {
+		m.perf, err = startPerf(c.perf, pids)
+	}
+	if err != nil {
+		m.perfNA = err.Error()
+		log.Printf("proxy pid %d: perf: %v (no syscall counts)", c.pid, err)
+	}
 	return m
 }
 
 // finish fills r's CPU fields; per is the number of ops (or GiB for bulk)
-// that the CPU is divided by, scale converts seconds into the unit.
+// that the CPU is divided by, scale converts seconds into the unit (µs/req,
+// ms/GiB, ...). The perf counts are per op, or per MiB where CPU is per GiB
+// (a GiB is hundreds of thousands of syscalls).
 func (m *cpuMeter) finish(r *Result, per float64, scale float64, unit string) {
 	if !m.ok {
 		return
 	}
+	m.finishPerf(r, per, unit)
 	end, err := snapshot(m.pid)
 	if err != nil {
 		log.Printf("proxy pid %d: %v (no CPU figure)", m.pid, err)
@@ -223,4 +264,26 @@ func (m *cpuMeter) finish(r *Result, per float64, scale float64, unit string) {
 		r.CPUPerOp = &v
 		r.CPUPerUnit = unit
 	}
+}
+
+func (m *cpuMeter) finishPerf(r *Result, per float64, unit string) {
+	_, op, _ := strings.Cut(unit, "/")
+	if op == "GiB" {
+		per, op = per*1024, "MiB"
+	}
+	r.PerfUnit = op
+	if m.perf != nil {
+		if err := m.perf.stop(); err != nil {
+			m.perfNA = err.Error()
+			log.Printf("perf: %v (no syscall counts)", err)
+		} else {
+			r.Syscalls, r.CtxSwitches = &m.perf.syscalls, &m.perf.switches
+			if per > 0 {
+				sc, cs := float64(m.perf.syscalls)/per, float64(m.perf.switches)/per
+				r.SyscallsPerOp, r.CtxSwPerOp = &sc, &cs
+			}
+			return
+		}
+	}
+	r.PerfNA = m.perfNA
 }

@@ -80,6 +80,7 @@ type figure struct {
 	value  func(*Result) (float64, bool)
 	text   func(*Result) string // instead of value: a text cell
 	format func(float64) string // instead of num
+	na     func(*Result) string // the cell when there is no value (default "n/a")
 }
 
 func fv(p *float64) (float64, bool) {
@@ -87,63 +88,6 @@ func fv(p *float64) (float64, bool) {
 		return 0, false
 	}
 	return *p, true
-}
-
-func rate(r *Result) (float64, bool) { return r.Rate, r.Ops > 0 }
-func cpu(r *Result) (float64, bool)  { return fv(r.CPUPerOp) }
-
-func fixed(s string) func(*Result) string { return func(*Result) string { return s } }
-
-var figures = []figure{
-	{name: "http", better: "↑", value: rate, label: func(r *Result) string {
-		return fmt.Sprintf("HTTP keep-alive GET /, req/s (%d conns, %s)", r.Conns, r.Engine)
-	}},
-	{name: "http", better: "↓", proxy: true, value: cpu, label: fixed("HTTP: proxy CPU µs/request")},
-	{name: "handshake", better: "↑", value: rate, label: func(r *Result) string {
-		return fmt.Sprintf("WebSocket handshakes/s (%d workers: connect, upgrade, 1 echo, close)", r.Conns)
-	}},
-	{name: "handshake", better: "↓", proxy: true, value: cpu, label: fixed("handshake: proxy CPU µs/handshake")},
-	{name: "wsecho", better: "↑", value: rate, label: func(r *Result) string {
-		return fmt.Sprintf("WebSocket echo msgs/s (%d conns, 128 B, unpaced)", r.Conns)
-	}},
-	{name: "wsecho", better: "↓", proxy: true, value: cpu, label: fixed("echo: proxy CPU µs/msg")},
-	{name: "wsecho-paced", better: "↓", value: func(r *Result) (float64, bool) { return r.P50us, r.Ops > 0 }, label: func(r *Result) string {
-		return fmt.Sprintf("paced echo %s msgs/s (%d conns): round trip p50 µs", thousands(r.TargetRate), r.Conns)
-	}},
-	{name: "wsecho-paced", better: "↓", value: func(r *Result) (float64, bool) { return r.P99us, r.Ops > 0 }, label: fixed("paced echo: p99 µs")},
-	{name: "wsecho-paced", better: "↓", value: func(r *Result) (float64, bool) { return r.MaxUs, r.Ops > 0 }, label: fixed("paced echo: max µs")},
-	{name: "wsecho-paced", better: "↓", proxy: true, value: cpu, label: fixed("paced echo: proxy CPU µs/msg")},
-	{name: "wsecho-paced", value: func(r *Result) (float64, bool) { return r.SendLagP99us, r.Ops > 0 }, label: fixed("paced echo: loadgen's own send lag p99 µs (in the round trips)")},
-	{name: "wsecho-paced", format: plain, value: func(r *Result) (float64, bool) { return float64(r.SlowConns), r.Ops > 0 }, label: func(r *Result) string {
-		return fmt.Sprintf("paced echo: conns (of %d) with a round trip over 10 ms", r.Conns)
-	}},
-	{name: "bulk-1", better: "↑", value: rate, label: fixed("l4 bulk, 1 stream: MiB/s")},
-	{name: "bulk-1", better: "↓", proxy: true, value: cpu, label: fixed("l4 bulk, 1 stream: proxy CPU ms/GiB")},
-	{name: "bulk-8", better: "↑", value: rate, label: fixed("l4 bulk, 8 streams: MiB/s")},
-	{name: "bulk-8", better: "↓", proxy: true, value: cpu, label: fixed("l4 bulk, 8 streams: proxy CPU ms/GiB")},
-	{name: "idle-l7", text: idleText, label: func(r *Result) string {
-		return fmt.Sprintf("idle WebSockets via l7: open of %d, sample echoed", r.Requested)
-	}},
-	{name: "idle-l7", better: "↓", proxy: true, value: func(r *Result) (float64, bool) { return fv(r.RSSPerConn) }, label: fixed("idle l7: proxy RSS KB/conn")},
-	{name: "idle-l7", better: "↓", proxy: true, value: func(r *Result) (float64, bool) { return fv(r.FDsPerConn) }, label: fixed("idle l7: proxy fds/conn")},
-	{name: "idle-l7", proxy: true, text: rssText, label: fixed("idle l7: proxy RSS MiB, fresh → all open")},
-	{name: "idle-l4", text: idleText, label: func(r *Result) string {
-		return fmt.Sprintf("idle raw TCP via l4: open of %d, sample echoed", r.Requested)
-	}},
-	{name: "idle-l4", better: "↓", proxy: true, value: func(r *Result) (float64, bool) { return fv(r.RSSPerConn) }, label: fixed("idle l4: proxy RSS KB/conn")},
-	{name: "idle-l4", better: "↓", proxy: true, value: func(r *Result) (float64, bool) { return fv(r.FDsPerConn) }, label: fixed("idle l4: proxy fds/conn")},
-	{name: "idle-l4", proxy: true, text: rssText, label: fixed("idle l4: proxy RSS MiB, fresh → all open")},
-}
-
-func idleText(r *Result) string {
-	return fmt.Sprintf("%d, %d/%d", r.Opened, r.SampleOK, r.SampleTry)
-}
-
-func rssText(r *Result) string {
-	if r.Before == nil || r.After == nil {
-		return ""
-	}
-	return fmt.Sprintf("%.1f → %.1f", float64(r.Before.RSSKB)/1024, float64(r.After.RSSKB)/1024)
 }
 
 // report renders the table. A workload run in several rounds gives each
@@ -206,6 +150,9 @@ func report(rs []*Result, order []string, meta []string) string {
 			case f.text != nil:
 				cell = f.text(g[len(g)-1])
 			default:
+				if f.na != nil {
+					cell = f.na(g[len(g)-1])
+				}
 				if v, ok := median(f, g); ok {
 					if f.format != nil {
 						cell = f.format(v)

@@ -38,12 +38,18 @@ type Storm struct {
 	Reset         int `json:"reset"`
 	Timeouts      int `json:"timeouts"`
 	Other         int `json:"other"`
+	// PeakRSSKB is the most VmRSS the proxy's processes held together,
+	// sampled every 50 ms from the start until every client had echoed.
+	PeakRSSKB int64 `json:"peak_rss_kb,omitempty"`
 }
 
 // runStorm connects -n WebSocket clients at once (a reconnect storm after a
-// backend restart), each waiting up to -timeout for its handshake, and
-// reports the time until all were connected, the handshake latencies, the
-// failures by kind and the backends' peak accept rate (their GET /accepts).
+// backend restart), each waiting up to -timeout for its handshake and then
+// echoing one message, and reports the time until all were connected and had
+// echoed, the handshake latencies, the failures by kind and the backends'
+// peak accept rate (their GET /accepts). Every conn stays open until all
+// are done. With -proxy-pid it adds the proxy's peak RSS, and its CPU,
+// syscalls and context switches per client.
 func runStorm(args []string) error {
 	fs := flag.NewFlagSet("storm", flag.ExitOnError)
 	var c common
@@ -64,7 +70,8 @@ func runStorm(args []string) error {
 		DialContext:       (&net.Dialer{Timeout: *timeout}).DialContext,
 		DisableKeepAlives: true,
 	}}
-	lat := make([]time.Duration, *n)
+	lat := make([]time.Duration, *n)  // dial to 101
+	done := make([]time.Duration, *n) // dial to the echo back
 	errs := make([]error, *n)
 	conns := make([]*websocket.Conn, *n)
 	gate := make(chan struct{})
@@ -75,39 +82,38 @@ func runStorm(args []string) error {
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 			defer cancel()
-			conns[i], errs[i] = wsDial(ctx, hc, c.addr(i), *path)
+			if conns[i], errs[i] = wsDial(ctx, hc, c.addr(i), *path); errs[i] != nil {
+				return
+			}
 			lat[i] = time.Since(start)
+			errs[i] = echoOnce(ctx, conns[i])
+			done[i] = time.Since(start)
 		})
 	}
+	cpu := c.startCPU()
+	rss := sampleRSS(c.pid)
 	t0 := time.Now()
 	close(gate)
 	wg.Wait()
 	end := time.Now()
+	peak := rss.stop()
 
 	r := &Result{Target: c.target, Name: "storm", Addr: c.addrFlag, Requested: *n, RateUnit: "conns", Seconds: end.Sub(t0).Seconds()}
-	s := &Storm{RateLimit: *rate}
+	s := &Storm{RateLimit: *rate, PeakRSSKB: peak}
+	r.Storm = s
+	cpu.finish(r, float64(*n), 1e6, "µs/client")
 	var ok []time.Duration
 	var last time.Duration
 	for i, err := range errs {
+		if conns[i] != nil {
+			conns[i].CloseNow()
+		}
 		if err == nil {
 			ok = append(ok, lat[i])
-			last = max(last, lat[i])
-			conns[i].CloseNow()
+			last = max(last, done[i])
 			continue
 		}
-		switch kind := failure(err); kind {
-		case "refused":
-			s.Refused++
-		case "reset":
-			s.Reset++
-		case "timeout":
-			s.Timeouts++
-		default:
-			if s.Other < 5 {
-				log.Printf("storm: client %d: %v", i, err)
-			}
-			s.Other++
-		}
+		s.tally(i, err)
 	}
 	r.Opened, r.Failed = len(ok), *n-len(ok)
 	if r.Failed == 0 {
@@ -118,15 +124,81 @@ func runStorm(args []string) error {
 	s.BackendPeakRate = float64(s.BackendPeak) * float64(time.Second/acceptWindow)
 	log.Printf("storm: %d/%d connected, all in %.2fs, p50 %.0fms p99 %.0fms, backend peak %d per 100ms, %d per 1s, failed %d (refused %d, reset %d, timeout %d, other %d)",
 		r.Opened, *n, s.AllConnectedS, r.P50us/1000, r.P99us/1000, s.BackendPeak, s.BackendPeak1s, r.Failed, s.Refused, s.Reset, s.Timeouts, s.Other)
-	b, err := json.Marshal(struct {
-		*Result
-		*Storm
-	}{r, s})
-	if err != nil {
-		return err
+	return emit(r)
+}
+
+// echoOnce sends one 16-byte message and waits for it to come back.
+func echoOnce(ctx context.Context, x *websocket.Conn) error {
+	msg := []byte("storm-echo-16-b!")
+	if err := x.Write(ctx, websocket.MessageBinary, msg); err != nil {
+		return fmt.Errorf("echo: %w", err)
 	}
-	_, err = fmt.Printf("%s\n", b)
-	return err
+	b, err := readMsg(ctx, x, make([]byte, 0, 32))
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	if string(b) != string(msg) {
+		return fmt.Errorf("echo mismatch")
+	}
+	return nil
+}
+
+// rssSampler sums VmRSS over the proxy's processes every 50 ms and keeps
+// the largest sum: VmHWM is per process, and nginx's workers peak apart.
+type rssSampler struct {
+	stopc chan struct{}
+	peak  chan int64
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{stopc: make(chan struct{}), peak: make(chan int64, 1)}
+	pids, err := treePIDs(pid)
+	if pid <= 0 || err != nil {
+		s.peak <- 0
+		return s
+	}
+	go func() {
+		var peak int64
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var sum int64
+			for _, p := range pids {
+				sum += vmRSS(p)
+			}
+			peak = max(peak, sum)
+			select {
+			case <-s.stopc:
+				s.peak <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling (after one last sample) and returns the peak in KB.
+func (s *rssSampler) stop() int64 {
+	close(s.stopc)
+	return <-s.peak
+}
+
+// tally counts client i's failure by kind, logging the first few odd ones.
+func (s *Storm) tally(i int, err error) {
+	switch failure(err) {
+	case "refused":
+		s.Refused++
+	case "reset":
+		s.Reset++
+	case "timeout":
+		s.Timeouts++
+	default:
+		if s.Other < 5 {
+			log.Printf("storm: client %d: %v", i, err)
+		}
+		s.Other++
+	}
 }
 
 // acceptWindow is the width of bench/backend's accept windows.
@@ -203,12 +275,12 @@ func runStormTable(args []string) error {
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var r struct {
-			Result
-			Storm
-		}
+		var r Result // Storm's fields are inlined in the line
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return fmt.Errorf("%s: %w", *in, err)
+		}
+		if r.Storm == nil {
+			return fmt.Errorf("%s: not a storm result: %s", *in, sc.Bytes())
 		}
 		limit, all := "0 (unlimited)", "not all"
 		if r.RateLimit > 0 {

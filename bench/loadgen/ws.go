@@ -141,7 +141,7 @@ func watchdog(conns []*websocket.Conn, at time.Time) *time.Timer {
 
 func wsUnpaced(c *common, r *Result, conns []*websocket.Conn, size int) error {
 	var ok, bad atomic.Int64
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	start := time.Now()
 	end := start.Add(c.dur)
 	wd := watchdog(conns, end.Add(10*time.Second))
@@ -187,7 +187,7 @@ func wsPaced(c *common, r *Result, conns []*websocket.Conn, size int, rate float
 	sent := make([]int64, n)
 	var lags []time.Duration // how late the writers sent, every 16th message of each conn
 	var bad atomic.Int64
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	// Start a little ahead so every reader is waiting when the schedule begins.
 	t0 := time.Now().Add(20 * time.Millisecond)
 	end := t0.Add(c.dur)
@@ -355,7 +355,7 @@ func runHandshake(args []string) error {
 	hc := wsClient()
 	var ok, bad atomic.Int64
 	var firstErr atomic.Value
-	cpu := startCPU(c.pid)
+	cpu := c.startCPU()
 	start := time.Now()
 	end := start.Add(c.dur)
 	var wg sync.WaitGroup
