@@ -126,14 +126,12 @@ type Hold struct {
 
 // Detach hands the hold to the conn's next owner (a tunnel) so that the
 // handler can return while the conn lives on. It returns the conn's context
-// (the one ServeConn got, still cancelled by Drain with ErrDrain); cancel,
-// which ends that context with a cause of the new owner's (pool.ErrRemoved
-// when a reload removes the backend), so the owner watches one context, not
-// one per reason; and release, which the new owner calls once, after the conn
-// has ended and been closed. Call Detach at most once, from ServeConn.
-func (h *Hold) Detach() (ctx context.Context, cancel context.CancelCauseFunc, release func()) {
+// (the one ServeConn got, still cancelled by Drain with ErrDrain) and release,
+// which the new owner calls once, after the conn has ended and been closed.
+// Call Detach at most once, from ServeConn.
+func (h *Hold) Detach() (ctx context.Context, release func()) {
 	h.detached = true
-	return h.ctx, h.cancel, h.release
+	return h.ctx, h.release
 }
 
 // release forgets the conn, once.

@@ -261,7 +261,7 @@ func TestDetach(t *testing.T) {
 	causes := make(chan error, 1)
 	l := &Listener{Name: "t", Workers: 1, NewHandler: func() Handler {
 		return HandlerFunc(func(_ context.Context, c net.Conn, hold *Hold) {
-			ctx, _, release := hold.Detach()
+			ctx, release := hold.Detach()
 			c.Write([]byte("hi"))
 			go func() {
 				// The conn's new owner: ends it when ctx is cancelled.

@@ -95,11 +95,11 @@ type Pair struct {
 // Ownership: from the call on, the tunnel owns both conns and closes them;
 // the caller must not touch them again. It detaches p.Hold, so the
 // handler may return while the listener still counts the conn and a drain
-// still ends it (its context's cause, frontend.ErrDrain, names the reason);
-// a reload that removes p.B ends the tunnel in its turn of the retirement
-// spread (pool.ErrRemoved); nothing else a reload does may cut it. The
-// tunnel is in p.B's registry while it runs, through which its
-// max_connection_age (pool.ErrMaxAge), rebalancing and maint end it. When the
+// still ends it (its context's cause, frontend.ErrDrain, names the reason).
+// The tunnel is in p.B's registry while it runs, through which a reload that
+// removes p.B ends it in its turn of the retirement spread (pool.ErrRemoved),
+// and its max_connection_age (pool.ErrMaxAge), rebalancing and maint end it;
+// nothing else a reload does may cut it. When the
 // tunnel has ended, its end releases p.B's reservation (the one place this
 // path releases it), closes the active gauge, records the tunnel metrics,
 // calls p.Ended, then releases the hold.
@@ -112,14 +112,12 @@ func (d *Deps) StartTunnel(p Pair) {
 		p.Relay.CloseWait = d.CloseWait
 	}
 	p.Relay.Cut = d.Cut
-	ctx, cancel, release := p.Hold.Detach()
-	stopRemoved := p.B.OnRemoved(func() { cancel(pool.ErrRemoved) })
+	ctx, release := p.Hold.Detach()
 	start := time.Now()
 	b, listener, poolName, ended := p.B, p.Listener, p.Pool, p.Ended
 	tracked := b.Track()
 	stop := d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, func(s tunnel.Stats) {
 		tracked.Ended()
-		stopRemoved()
 		lived := time.Since(start)
 		m.TunnelEnded(listener, poolName, s.Reason(), lived)
 		closed()

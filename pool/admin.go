@@ -112,14 +112,7 @@ func (b *Backend) startMaint(spread time.Duration) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.CloseAll(ctx, spread, ErrMaint)
-		// A conn picked just before the hold went on may have become a
-		// tunnel after CloseAll counted: it belongs to maint as well.
-		for range b.Tunnels() {
-			if ctx.Err() != nil || !b.closeOldest(ErrMaint) {
-				break
-			}
-		}
+		b.closeSpread(ctx, spread, ErrMaint, false)
 	}()
 	return func() {
 		cancel()

@@ -72,9 +72,9 @@ type Backend struct {
 	now   func() time.Time // the pool's clock; read-only after construction
 	epoch time.Time        // stamps count from here (monotonic, see stamp)
 
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	retired atomic.Pointer[retirement] // set when a reload removes it (retire.go)
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	retiring atomic.Bool // set when a reload removes it (retire.go)
 }
 
 func newBackend(c config.Backend, p config.Pool, now func() time.Time, fds *fdbudget.Budget) *Backend {

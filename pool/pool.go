@@ -83,7 +83,7 @@ func Reconcile(old *Pool, c config.Pool) *Pool {
 }
 
 // ReconcileRetiring is Reconcile with the conns of removed backends ended as r
-// says (see Backend.OnRemoved), and added backends ramped up by slow start:
+// says (see Backend.remove), and added backends ramped up by slow start:
 // joining a loaded pool at full weight would send one backend every new conn.
 func ReconcileRetiring(old *Pool, c config.Pool, r Retire) *Pool {
 	now := time.Now

@@ -2,8 +2,6 @@ package pool
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -15,52 +13,25 @@ type Retire struct {
 	Grace, Spread time.Duration
 }
 
-// retirement is a removed backend's Retire and what it had when removed.
-type retirement struct {
-	Retire
-	at   time.Time
-	n    int64        // conns it served when removed: the spread's slots
-	next atomic.Int64 // the next conn's slot
-}
-
-// remove records how b's conns end, then cancels b's Context with
-// ErrRemoved: b takes no new conns from now on.
+// remove cancels b's Context with ErrRemoved, so that b takes no new conns
+// from now on, and retires its tunnels and l4 conns as r says, once: in a
+// goroutine of its own that ends when the last of them has been told to
+// close. It goes through b's tunnel registry, as maint does.
 func (b *Backend) remove(r Retire) {
-	b.retired.CompareAndSwap(nil, &retirement{Retire: r, at: time.Now(), n: b.active.Load()})
+	if !b.retiring.CompareAndSwap(false, true) {
+		return
+	}
 	b.cancel(ErrRemoved)
+	go b.retire(r)
 }
 
-// OnRemoved arranges for end to be called once a reload has removed b and
-// the conn's turn in the retirement spread has come: the i-th conn of n at
-// Grace + i·Spread/n after the removal. A conn to b calls it when it starts
-// to live on its own (a tunnel, an l4 conn), and calls stop when it ends;
-// stop makes sure end is not called after it returns, unless it already was.
-func (b *Backend) OnRemoved(end func()) (stop func()) {
-	var mu sync.Mutex
-	var timer *time.Timer
-	stopped := false
-	stopAfter := context.AfterFunc(b.ctx, func() {
-		var d time.Duration
-		if r := b.retired.Load(); r != nil {
-			n := max(r.n, 1)
-			i := min(r.next.Add(1)-1, n-1)
-			d = r.Grace + r.Spread*time.Duration(i)/time.Duration(n) - time.Since(r.at)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			timer = time.AfterFunc(max(d, 0), end)
-		}
-	})
-	return func() {
-		stopAfter()
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		if timer != nil {
-			timer.Stop()
-		}
-	}
+// retire waits r.Grace, then closes b's tunnels with ErrRemoved, the i-th of
+// n at i·Spread/n; a tunnel that opens afterwards (its conn was picked before
+// the removal) is closed as soon as it opens.
+func (b *Backend) retire(r Retire) {
+	grace := time.NewTimer(r.Grace)
+	<-grace.C
+	b.closeSpread(context.Background(), r.Spread, ErrRemoved, true)
 }
 
 // Remove retires every backend of p, for a pool a reload deleted.

@@ -22,18 +22,19 @@ func TestRemovedBackendConnsSpread(t *testing.T) {
 		var mu sync.Mutex
 		var ends []time.Duration
 		var start time.Time
-		stops := make([]func(), n+1)
+		tunnels := make([]*Tunnel, n+1)
 		for i := range n + 1 {
 			if _, err := old.Pick(clientIP(i), nil); err != nil {
 				t.Fatal(err)
 			}
-			stops[i] = b.OnRemoved(func() {
+			tunnels[i] = b.Track()
+			tunnels[i].Started(func(error) {
 				mu.Lock()
 				defer mu.Unlock()
 				ends = append(ends, time.Since(start))
 			})
 		}
-		stops[n]() // this conn ended before the reload
+		tunnels[n].Ended() // this conn ended before the reload
 		b.Release()
 
 		grace, spread := 100*time.Millisecond, 400*time.Millisecond
@@ -63,8 +64,8 @@ func TestRemovedBackendConnsSpread(t *testing.T) {
 				t.Errorf("conn %d ended at %v, want about %v (all: %v)", i, d, want, ends)
 			}
 		}
-		for _, stop := range stops {
-			stop()
+		for _, tn := range tunnels {
+			tn.Ended()
 		}
 	})
 }
@@ -88,4 +89,28 @@ func TestReloadAddedBackendRamps(t *testing.T) {
 	if w := p.Backends()[1].EffectiveWeight(time.Now()); w >= 2 {
 		t.Errorf("added backend weight %v, want about 1 (10%% of 10) at its start", w)
 	}
+}
+
+// TestRetiredBackendClosesLateTunnels: a conn picked before the removal that
+// becomes a tunnel after the retirement closed the others is stopped as it
+// opens, with ErrRemoved.
+func TestRetiredBackendClosesLateTunnels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		old := New(testConfig(config.BalanceLeastConn, 1))
+		b := old.Backends()[0]
+		if _, err := old.Pick(clientIP(1), nil); err != nil {
+			t.Fatal(err)
+		}
+		ReconcileRetiring(old, testConfig(config.BalanceLeastConn), Retire{Grace: 10 * time.Millisecond})
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		var got error
+		late := b.Track()
+		late.Started(func(cause error) { got = cause })
+		if got != ErrRemoved || b.Tunnels() != 0 {
+			t.Fatalf("a tunnel opened after the retirement: stopped with %v, %d listed; want ErrRemoved, 0", got, b.Tunnels())
+		}
+		late.Ended()
+		b.Release()
+	})
 }

@@ -52,6 +52,9 @@ type tunnels struct {
 	mu         sync.Mutex
 	head, tail *Tunnel
 	n          int
+	// retired: the backend's removal has closed every tunnel it had, and
+	// closes any that opens from now on at once.
+	retired bool
 }
 
 // Track returns the handle of a tunnel to b that is about to start; call
@@ -61,15 +64,23 @@ func (b *Backend) Track() *Tunnel { return &Tunnel{b: b} }
 // Started lists t in its backend's registry, opened now, with stop, the
 // func that ends the tunnel with a cause, and arms its max_connection_age
 // (the pool's setting when the tunnel opens, ±10% so that tunnels opened
-// together do not all close together). After Ended it does nothing.
+// together do not all close together). After Ended it does nothing; on a
+// backend whose retirement is over it stops the tunnel at once.
 func (t *Tunnel) Started(stop func(cause error)) {
 	b := t.b
 	r := &b.tunnels
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if t.state != tunnelNew {
+		r.mu.Unlock()
 		return
 	}
+	if r.retired {
+		t.state = tunnelClosing
+		r.mu.Unlock()
+		stop(ErrRemoved)
+		return
+	}
+	defer r.mu.Unlock()
 	t.state, t.stop, t.opened = tunnelListed, stop, b.stamp(b.now())
 	t.prev, r.tail = r.tail, t
 	if t.prev != nil {
@@ -202,6 +213,27 @@ func (b *Backend) CloseAll(ctx context.Context, spread time.Duration, cause erro
 		closed++
 	}
 	return closed
+}
+
+// closeSpread is CloseAll, then the tunnels that opened meanwhile: their
+// conns were picked before b was held or removed, so they belong to the same
+// close. With final (a removal), every tunnel that opens from then on is
+// stopped as it opens.
+func (b *Backend) closeSpread(ctx context.Context, spread time.Duration, cause error, final bool) {
+	b.CloseAll(ctx, spread, cause)
+	r := &b.tunnels
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		t := r.head
+		if t == nil {
+			r.retired = final
+			r.mu.Unlock()
+			return
+		}
+		stop := r.take(t)
+		r.mu.Unlock()
+		stop(cause)
+	}
 }
 
 // closeOldest stops b's oldest tunnel with cause, if it has one.
