@@ -16,9 +16,10 @@ import (
 // log costs a request, write(2) included; and with four request_headers
 // (nginx's usual proxy_set_header lines) and the log off: what they cost.
 // In these the process holds the client and the backend too; proxy-only
-// (benchProxyGETs) counts wslb's costs alone, system calls included.
+// (benchProxy, the peer's get job) counts wslb's costs alone, system calls
+// included.
 func BenchmarkPlainRequest(b *testing.B) {
-	b.Run("proxy-only", benchProxyGETs)
+	b.Run("proxy-only", func(b *testing.B) { benchProxy(b, "get") })
 	var be *countingServer
 	asSide("backend", func() {
 		be = newBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,19 +51,20 @@ func BenchmarkPlainRequest(b *testing.B) {
 	}
 }
 
-// benchProxyGETs is one keep-alive GET through an l7 listener (access log
-// off) with the client and the backend in a peer process: its cpu-ns,
-// ctxsw, syscalls and allocs per op are wslb's alone.
-func benchProxyGETs(b *testing.B) {
+// benchProxy runs b.N of the peer process's job (get: one keep-alive GET;
+// ws: one WebSocket client, see BenchmarkHandshake) through an l7 listener
+// (access log off) with the client and the backend in the peer: its cpu-ns,
+// ctxsw, syscalls and allocs per op are wslb's alone. Two ops run before the
+// count starts, so that the conns a steady state keeps open (the client's,
+// the backend conn in the idle cache) are already there.
+func benchProxy(b *testing.B, job string) {
 	p := startPeer(b)
 	l := startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\n"+
 		"pools:\n  - {name: p, backends: [{address: "+p.backend+"}]}\n")
-	// The client's conn, and the backend conn in the idle cache, are
-	// opened before the count starts: a steady keep-alive request.
-	p.run(b, "get", l.addr, 2)
+	p.run(b, job, l.addr, 2)
 	b.ReportAllocs()
 	b.ResetTimer()
 	stop := meterProxy(b)
-	p.run(b, "get", l.addr, b.N)
+	p.run(b, job, l.addr, b.N)
 	stop()
 }

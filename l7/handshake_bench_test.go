@@ -16,11 +16,12 @@ import (
 // conn, the upgrade, the backend's 101 relayed, the tunnel opened, then
 // closed by the client. The backend is a bare TCP server that answers the
 // handshake and waits for the close, so that most of the CPU left is the
-// client's and wslb's. proxy-only (benchProxyHandshakes) counts wslb's costs
-// alone, system calls included, for a handshake, one echo and the close.
+// client's and wslb's. proxy-only (benchProxy, the peer's ws job) counts
+// wslb's costs alone, system calls included, for a new conn, the upgrade,
+// one message echoed, the close handshake and the conn closed by the backend.
 func BenchmarkHandshake(b *testing.B) {
 	b.Run("together", benchHandshakes)
-	b.Run("proxy-only", benchProxyHandshakes)
+	b.Run("proxy-only", func(b *testing.B) { benchProxy(b, "ws") })
 }
 
 func benchHandshakes(b *testing.B) {
@@ -51,23 +52,6 @@ func benchHandshakes(b *testing.B) {
 		}
 		c.Close()
 	}
-	stop()
-}
-
-// benchProxyHandshakes is one WebSocket client through an l7 listener with
-// the client and the backend (a WebSocket echo) in a peer process: a new
-// conn, the upgrade, one message echoed, the close handshake, and the conn
-// closed by the backend. Its cpu-ns, ctxsw, syscalls and allocs per op are
-// wslb's alone.
-func benchProxyHandshakes(b *testing.B) {
-	p := startPeer(b)
-	l := startLB(b, "listeners:\n  - {name: web, listen: 127.0.0.1:0, mode: l7, pool: p}\n"+
-		"pools:\n  - {name: p, backends: [{address: "+p.backend+"}]}\n")
-	p.run(b, "ws", l.addr, 2)
-	b.ReportAllocs()
-	b.ResetTimer()
-	stop := meterProxy(b)
-	p.run(b, "ws", l.addr, b.N)
 	stop()
 }
 
