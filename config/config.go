@@ -193,6 +193,9 @@ type Pool struct {
 	TLS *BackendTLS `yaml:"tls"`
 }
 
+// MaxWeight is the largest weight a backend may have.
+const MaxWeight = 1000
+
 // Backend is one server of a pool.
 type Backend struct {
 	// Address is the address as written (possibly a template or a hostname).

@@ -17,7 +17,7 @@ func (v *checker) backends(pl *Pool, p string) {
 	addrs := v.unique("backend")
 	for i := range pl.Backends {
 		b, q := &pl.Backends[i], item(key(p, "backends"), i)
-		v.between(key(q, "weight"), b.Weight, 1, 1000)
+		v.between(key(q, "weight"), b.Weight, 1, MaxWeight)
 		if b.Address == "" {
 			v.add(key(q, "address"), "address is required: use ip:port, host:port or a go-sockaddr template")
 			continue

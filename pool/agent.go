@@ -1,6 +1,10 @@
 package pool
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/wslb/wslb/config"
+)
 
 // What a backend's agent (HAProxy's agent check, run by package health)
 // last reported about it. The report lives on the Backend, not in the
@@ -19,7 +23,7 @@ const (
 	// maxWeight is config's largest weight. An agent may ask for more than
 	// 100%, but, as HAProxy caps a relative weight at its largest (256), the
 	// effective weight never passes the largest a config could write.
-	maxWeight = 1000
+	maxWeight = config.MaxWeight
 	// AgentMaxPercent is the largest percentage kept: any more would lift
 	// even a weight of 1 past maxWeight.
 	AgentMaxPercent = maxWeight * AgentFull
