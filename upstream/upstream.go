@@ -119,44 +119,76 @@ type Conn struct {
 func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
 	var tried *pool.Backend
 	for range 2 {
-		b, err := r.Pool.Pick(r.ClientIP, tried)
+		b, err := d.Reserve(r, tried)
 		if err != nil {
-			if tried == nil {
-				d.Errs.NoBackend.Inc()
-				return Conn{}, &Error{Reason: ReasonNoBackend, Err: err}
-			}
-			// Only the backend that just failed was eligible.
-			return Conn{}, &Error{Reason: ReasonDial, Err: fmt.Errorf("no other backend after a failed dial: %w", err)}
+			return Conn{}, err
 		}
 		if r.Idle != nil && d.ProxyProtocol == "" {
 			if c, br, ok := r.Idle(b); ok {
 				return Conn{Backend: b, Net: c, Reader: br, Reused: true}, nil
 			}
 		}
-		if !b.FDs().Spare() {
-			b.Release()
-			d.Errs.Limit.Inc()
-			return Conn{}, &Error{Reason: ReasonLimit, Err: ErrNoDescriptors}
+		if err := d.Spare(b); err != nil {
+			return Conn{}, err
 		}
 		c, err := d.Dial(ctx, r, b)
 		if err == nil {
 			return c, nil
 		}
-		b.Release()
-		if fdbudget.Exhausted(err) {
-			d.Errs.Limit.Inc()
-			d.Log.Warn("backend dial failed for lack of local resources (descriptors, buffers or memory); the backend is not blamed",
-				"listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
-			return Conn{}, &Error{Reason: ReasonLimit, Err: err}
+		if err := d.Failed(r, b, err); err != nil {
+			return Conn{}, err
 		}
-		d.Errs.Dial.Inc()
-		if d.OnDialError != nil {
-			d.OnDialError(b, err)
-		}
-		d.Log.Warn("backend dial failed", "listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
 		tried = b
 	}
 	return Conn{}, &Error{Reason: ReasonDial, Err: errors.New("dial failed twice")}
+}
+
+// Reserve picks a backend of r.Pool other than tried (the one whose dial just
+// failed, or nil) and reserves it: Connect's first step, for a caller that
+// opens the conn itself (an event loop's non-blocking connect). The error is
+// an *Error, counted as Connect counts it.
+func (d *Dialer) Reserve(r Request, tried *pool.Backend) (*pool.Backend, error) {
+	b, err := r.Pool.Pick(r.ClientIP, tried)
+	if err == nil {
+		return b, nil
+	}
+	if tried == nil {
+		d.Errs.NoBackend.Inc()
+		return nil, &Error{Reason: ReasonNoBackend, Err: err}
+	}
+	// Only the backend that just failed was eligible.
+	return nil, &Error{Reason: ReasonDial, Err: fmt.Errorf("no other backend after a failed dial: %w", err)}
+}
+
+// Spare checks, before a new dial to b, that more than the descriptor
+// reserve is left. If not it releases b, counts a limit error and returns it.
+func (d *Dialer) Spare(b *pool.Backend) error {
+	if b.FDs().Spare() {
+		return nil
+	}
+	b.Release()
+	d.Errs.Limit.Inc()
+	return &Error{Reason: ReasonLimit, Err: ErrNoDescriptors}
+}
+
+// Failed takes a failed dial to b, reserved by Reserve: it releases b,
+// counts and logs the failure and tells the passive checks. It returns nil
+// when another backend may be tried, else the *Error to give up with (out of
+// local resources: nobody's failure, and no other backend would fare better).
+func (d *Dialer) Failed(r Request, b *pool.Backend, err error) error {
+	b.Release()
+	if fdbudget.Exhausted(err) {
+		d.Errs.Limit.Inc()
+		d.Log.Warn("backend dial failed for lack of local resources (descriptors, buffers or memory); the backend is not blamed",
+			"listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
+		return &Error{Reason: ReasonLimit, Err: err}
+	}
+	d.Errs.Dial.Inc()
+	if d.OnDialError != nil {
+		d.OnDialError(b, err)
+	}
+	d.Log.Warn("backend dial failed", "listener", d.Listener, "pool", r.Pool.Name(), "backend", b.String(), "err", err)
+	return nil
 }
 
 // Dial opens a new conn to b, which the caller has reserved and keeps

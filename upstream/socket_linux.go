@@ -1,0 +1,91 @@
+//go:build linux
+
+package upstream
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wslb/wslb/pool"
+)
+
+// StartDial begins a non-blocking TCP connect to b for an event loop that
+// waits for it itself (EPOLLOUT, then SO_ERROR; see DialDone): a socket set
+// up as Dial's net.Dialer sets up its own (close-on-exec, TCP_NODELAY,
+// SO_KEEPALIVE with the system's timers), without the netpoller's
+// registration or the address lookups after the connect. The caller owns
+// the descriptor. It reports ok false, having done nothing, when b's
+// address is not a literal IP, or when b speaks TLS or a PROXY header is
+// due: those dial through Dial.
+func (d *Dialer) StartDial(b *pool.Backend) (fd int, ok bool, err error) {
+	ap := b.Addr()
+	if !ap.IsValid() || b.TLS() != nil || d.ProxyProtocol != "" {
+		return -1, false, nil
+	}
+	fd, err = connectNonblock(ap)
+	if err != nil {
+		return -1, true, fmt.Errorf("dial %s: %w", b, err)
+	}
+	return fd, true, nil
+}
+
+func connectNonblock(ap netip.AddrPort) (int, error) {
+	family := unix.AF_INET
+	var sa unix.Sockaddr
+	if a := ap.Addr().Unmap(); a.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16(), ZoneId: zoneID(a.Zone())}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	// What net.Dialer sets on every TCP conn, with frontend.KeepAlive's
+	// system timers.
+	if err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err == nil {
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("setsockopt: %w", err)
+	}
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+	return fd, nil
+}
+
+func zoneID(zone string) uint32 {
+	if zone == "" {
+		return 0
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	return 0
+}
+
+// DialDone reads the outcome of a non-blocking connect on fd once the loop
+// saw it writable (or in error): nil when it connected.
+func DialDone(b *pool.Backend, fd int) error {
+	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && n != 0 {
+		err = unix.Errno(n)
+	}
+	if err != nil {
+		return fmt.Errorf("dial %s: connect: %w", b, err)
+	}
+	return nil
+}
