@@ -89,6 +89,15 @@ type clientConn struct {
 	// conn through, by one goroutine at a time: here rather than in each
 	// backendConn, which is made per request.
 	bsw deadlineWriter
+	// linger, when set, replaces lingerClose after an answer that closes
+	// the conn: the event loop's, which must not block (loopconn_linux.go).
+	linger func()
+	// handOff, set by toLoop, gives the conn to the event loop once its
+	// goroutine has let go of it.
+	handOff func()
+	// looped: the conn has been on the event loop once; it is not moved
+	// there again after the loop handed it back.
+	looped bool
 	// rateGrace is how long a request body is waited for before
 	// http.min_body_rate applies (defaultRateGrace; shorter in tests).
 	rateGrace time.Duration
@@ -112,7 +121,16 @@ type requestSeries struct {
 // becomes a tunnel. It owns c until then; a tunnel (upgrade.go) takes c and
 // hold over and ServeConn returns at once.
 func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold) {
+	if handOff := w.serveConn(ctx, c, hold); handOff != nil {
+		handOff()
+	}
+}
+
+// serveConn is ServeConn up to the conn's move to the event loop: it returns
+// what moves it (cc.handOff), to be called once it has let go of cc.
+func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold) (handOff func()) {
 	var cc *clientConn
+	defer func() { handOff = cc.handOff }()
 	defer func() {
 		if !cc.detached {
 			c.Close()
@@ -146,17 +164,18 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 			} else {
 				st.errs.ProxyProtocol.Inc()
 			}
-			return
+			return nil
 		}
 		cc.peer, cc.dest = front.Source, front.Dest
 		_ = c.SetDeadline(deadline)
 	}
 	cc.bw = getWriter(&cc.sw)
 	if st.tls != nil && !w.startTLS(ctx, cc) {
-		return
+		return nil
 	}
 	_ = cc.conn.SetWriteDeadline(time.Time{})
-	w.serveRequests(ctx, cc)
+	w.serveRequests(ctx, cc, false)
+	return nil
 }
 
 // readerSize is the client reader's buffer: a whole head must fit, since
@@ -170,13 +189,20 @@ func readerSize(st *state) int {
 
 // serveRequests answers requests in order (pipelined ones included: they
 // wait in cc.br) until the client or a response ends the conn.
-func (w *worker) serveRequests(ctx context.Context, cc *clientConn) {
+func (w *worker) serveRequests(ctx context.Context, cc *clientConn, resumed bool) {
 	defer cc.unwatchBackends()
 	st := cc.st
 	cc.readDeadline = true // ServeConn's handshake deadline
-	for n := 0; ; n++ {
+	n := 0
+	if resumed {
+		n = 1 // the loop served the conn's first requests
+	}
+	for ; ; n++ {
 		begin := cc.accepted
 		if n > 0 {
+			if w.toLoop(ctx, cc) {
+				return
+			}
 			// Between requests the client may idle for timeouts.keepalive;
 			// once its next request starts, timeouts.handshake bounds the head.
 			if err := cc.awaitRequest(st.l.Timeouts.Keepalive); err != nil {

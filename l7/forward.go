@@ -41,6 +41,16 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	mc.Total.Inc()
 	mc.Active.Inc()
 	defer mc.Active.Dec()
+	return w.exchange(ctx, cc, req, out, res, bc, false)
+}
+
+// exchange sends out, the request req became, on bc and relays the answer,
+// then offers bc to the idle cache. headSent: the event loop already wrote
+// out, which has no body, and handed the answer over (resumeResponse). It
+// reports whether the client conn may carry another request.
+func (w *worker) exchange(ctx context.Context, cc *clientConn, req, out *http.Request, res route.Result, bc *backendConn, headSent bool) bool {
+	st := cc.st
+	mc := cc.series.conn
 	// Body bytes count as they stream, as a tunnel's bytes do.
 	body, _ := out.Body.(*clientBody)
 	if body != nil {
@@ -50,11 +60,11 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 	cc.txBytes = mc.Tx
 
 	cc.watchBackend(ctx, bc)
-	resp, sent, err := w.roundTrip(cc, req, out, bc)
+	resp, sent, err := w.roundTrip(cc, req, out, bc, headSent)
 	if err != nil && bc.reused && replayable(out) && nothingReceived(err) {
 		// The idle conn died between the liveness probe and the write; the
 		// request never reached a backend, so it is safe to send again.
-		if bc, err = w.replay(ctx, cc, p, bc, sent); err != nil {
+		if bc, err = w.replay(ctx, cc, st.pools[res.Pool], bc, sent); err != nil {
 			if fdbudget.Exhausted(err) {
 				// wslb's own shortage, not the backend's failure.
 				st.errs.Limit.Inc()
@@ -64,7 +74,7 @@ func (w *worker) forward(ctx context.Context, cc *clientConn, req *http.Request,
 			st.errs.Dial.Inc()
 			return cc.respondPool(req, res.Pool, http.StatusBadGateway, "backend unreachable")
 		}
-		resp, sent, err = w.roundTrip(cc, req, out, bc)
+		resp, sent, err = w.roundTrip(cc, req, out, bc, false)
 	}
 	if err != nil {
 		cc.unwatchBackend(bc)
@@ -174,7 +184,7 @@ func (s sending) wait() error {
 // socket's buffer, so the write does not wait on the backend, and a
 // goroutine and a channel per request are saved. 1xx answers are relayed to
 // the client as they come, as many as relayInterim allows.
-func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn) (*http.Response, sending, error) {
+func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendConn, headSent bool) (*http.Response, sending, error) {
 	t := cc.st.l.Timeouts
 	idle := t.Idle
 	var s sending
@@ -184,11 +194,13 @@ func (w *worker) roundTrip(cc *clientConn, req, out *http.Request, bc *backendCo
 	// timeouts.send per write.
 	_ = bc.conn.SetDeadline(time.Now().Add(idle))
 	cc.bsw = deadlineWriter{conn: bc.conn, timeout: t.Send, idle: true}
-	if out.Body == nil {
+	switch {
+	case headSent:
+	case out.Body == nil:
 		if s.err = sendHead(&cc.bsw, out); s.err != nil {
 			return nil, s, s.err
 		}
-	} else {
+	default:
 		s.written = make(chan error, 1)
 		s.body, _ = out.Body.(*clientBody)
 		go writeRequest(&cc.bsw, out, s.written)

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,9 @@ type Proxy struct {
 	handoff.Deps
 
 	cur atomic.Pointer[state]
+
+	// loopConns counts the client conns the workers' event loops hold.
+	loopConns atomic.Int64
 
 	// rateGrace, when set, replaces defaultRateGrace: tests shorten it
 	// rather than wait 5 s for http.min_body_rate to apply.
@@ -142,6 +146,11 @@ func (px *Proxy) OnLimit() { px.cur.Load().errs.Limit.Inc() }
 func (px *Proxy) NewWorker() frontend.Handler {
 	w := &worker{px: px, cache: pool.NewIdleCache()}
 	w.idle = w.cache.Get
+	if px.cur.Load().tls == nil {
+		// Started now rather than at the first kept-alive conn, so that its
+		// two descriptors count from the start, as the tunnel engine's do.
+		w.evLoop()
+	}
 	return w
 }
 
@@ -152,11 +161,18 @@ type worker struct {
 	// idle is cache.Get, for upstream.Request.Idle: a method value made
 	// once, not per request.
 	idle func(b *pool.Backend) (net.Conn, *bufio.Reader, bool)
+
+	// loop serves the worker's kept-alive conns once they have had a
+	// request (loop_linux.go); started on first use.
+	loopMu     sync.Mutex
+	loop       *evLoop
+	loopFailed bool
 }
 
 // Close closes the worker's idle backend conns; the listener calls it once
 // every conn of the worker has ended.
 func (w *worker) Close() error {
+	w.closeLoop()
 	w.cache.Close()
 	return nil
 }

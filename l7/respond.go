@@ -58,7 +58,11 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 		return false // nothing to linger for: the answer did not go out
 	}
 	if closeConn {
-		lingerClose(cc.conn)
+		if cc.linger != nil {
+			cc.linger() // the event loop lingers without blocking
+		} else {
+			lingerClose(cc.conn)
+		}
 		return false
 	}
 	return true

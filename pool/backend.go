@@ -168,6 +168,10 @@ func (b *Backend) addIdle(n int64) {
 	b.fds.Add(int(n))
 }
 
+// AddIdle counts n idle conns more (or fewer), descriptors included, for an
+// idle cache outside this package (l7's event loops keep their own).
+func (b *Backend) AddIdle(n int64) { b.addIdle(n) }
+
 // Context is cancelled, with cause ErrRemoved, when Reconcile drops the backend,
 // so conns to it can be closed with context.AfterFunc.
 func (b *Backend) Context() context.Context { return b.ctx }

@@ -1,0 +1,46 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+)
+
+// resume serves cc on a goroutine again, over c, after the event loop handed
+// it back (loophand_linux.go): pending is what was read of the next request,
+// and then, when set, finishes the request in flight first and reports
+// whether the conn goes on. The conn's hold was detached when it moved to
+// the loop, so release lets go of it here, once the conn is closed, unless
+// a tunnel took it over.
+func (w *worker) resume(ctx context.Context, cc *clientConn, c net.Conn, pending []byte, release func(), then func(context.Context) bool) {
+	cc.conn = c
+	cc.linger, cc.raw, cc.probe, cc.probeErr = nil, nil, nil, nil
+	cc.src = socketReader{conn: c, fd: -1}
+	cc.sw = deadlineWriter{conn: c, timeout: cc.st.l.Timeouts.Send}
+	cc.detached, cc.stopWatch = false, nil
+	cc.watched.Store(nil)
+	cc.drained.Store(false)
+	defer func() {
+		if !cc.detached {
+			c.Close()
+			release()
+		}
+	}()
+	cc.unwatch = context.AfterFunc(ctx, func() { c.Close() })
+	defer cc.unwatch()
+	var src io.Reader = &cc.src
+	if len(pending) > 0 {
+		src = io.MultiReader(bytes.NewReader(pending), &cc.src)
+	}
+	cc.br = getReader(src, max(cc.rsize, len(pending)))
+	// The first fill takes all of pending (the buffer holds it), so that
+	// awaitRequest sees it buffered.
+	_, _ = cc.br.Peek(len(pending))
+	cc.bw = getWriter(&cc.sw)
+	defer cc.releaseBuffers(nil)
+	if then != nil && !then(ctx) {
+		return
+	}
+	w.serveRequests(ctx, cc, true)
+}
