@@ -48,6 +48,16 @@ func wsAnswer() string {
 		"Sec-WebSocket-Accept: " + header.AcceptKey(wsKey) + "\r\n\r\n"
 }
 
+// closedWithin fails the test, saying what, unless ch is closed within 5 s.
+func closedWithin(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal(what)
+	}
+}
+
 func noReservations(t *testing.T, l *lb) {
 	t.Helper()
 	for _, b := range l.pools["p"].Backends() {
@@ -72,11 +82,7 @@ func TestLoopHandshakeTimeout(t *testing.T) {
 	if got := l.errs("timeout"); got != 1 {
 		t.Errorf("errors_total{timeout} = %v, want 1", got)
 	}
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the backend conn is still open")
-	}
+	closedWithin(t, closed, "the backend conn is still open")
 	noReservations(t, l)
 }
 
@@ -147,19 +153,11 @@ func TestLoopDrainWhilePending(t *testing.T) {
 		fl.Drain(dctx, 0, 0)
 		close(drained)
 	}()
-	select {
-	case <-drained:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the drain still waits for the pending handshake")
-	}
+	closedWithin(t, drained, "the drain still waits for the pending handshake")
 	if n, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("the client read %d bytes, want its conn closed", n)
 	}
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the backend conn is still open")
-	}
+	closedWithin(t, closed, "the backend conn is still open")
 	noReservations(t, l)
 }
 
