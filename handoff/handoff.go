@@ -73,9 +73,12 @@ func (d *Deps) dialFailed(b *pool.Backend, err error) {
 // Pair is an established client conn and backend conn, and what their
 // tunnel needs.
 type Pair struct {
-	// Client is the accepted conn and Hold the listener's hold on it.
+	// Client is the accepted conn and Hold the listener's hold on it; or
+	// Lease, when the hold was detached already (a handshake the engine
+	// gave back), and Hold is then unused.
 	Client net.Conn
 	Hold   *frontend.Hold
+	Lease  Lease
 	// Backend is a conn to B, on which the pair holds one reservation.
 	Backend net.Conn
 	B       *pool.Backend
@@ -104,28 +107,86 @@ type Pair struct {
 // path releases it), closes the active gauge, records the tunnel metrics,
 // calls p.Ended, then releases the hold.
 func (d *Deps) StartTunnel(p Pair) {
-	m := d.Metrics
-	mc := m.Conn(p.Listener, p.Pool, p.B.String())
-	closed := mc.Open()
-	p.Relay.Rx, p.Relay.Tx = mc.Rx, mc.Tx
+	lf, ctx := d.life(&p)
+	lf.open()
+	stop := d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, lf.end)
+	lf.tracked.Started(stop)
+}
+
+// StartHandshake runs h, an upgrade whose backend socket (h.Backend) is
+// connecting, on d.Engine's loop, which must be set, for p's client conn
+// (plain TCP; p.Backend is unused), and returns at once. It detaches p.Hold
+// (or takes p.Lease) as StartTunnel does. When the backend switches, the
+// tunnel opens in place and lives as StartTunnel's does (p.Relay is its);
+// when the handshake goes back, back gets it on a goroutine of its own,
+// with the lease on the conn: it owns the sockets, p.B's reservation and
+// the lease from then on.
+func (d *Deps) StartHandshake(p Pair, h tunnel.Handshake, back func(tunnel.HandBack, Lease)) {
+	lf, ctx := d.life(&p)
+	h.Relay = p.Relay
+	h.Opened = func(stop func(error)) {
+		lf.open()
+		lf.tracked.Started(stop)
+	}
+	h.Done = lf.end
+	h.Back = func(hb tunnel.HandBack) { back(hb, Lease{Ctx: ctx, Release: lf.release}) }
+	d.Engine.Handshake(ctx, p.Client.(*net.TCPConn), &h)
+}
+
+// Lease is a conn whose listener's hold was detached: its context, which a
+// drain cancels, and the release its owner calls once, after closing it.
+type Lease struct {
+	Ctx     context.Context
+	Release func()
+}
+
+// life is what a tunnel settles when it ends.
+type life struct {
+	m              *metrics.Metrics
+	mc             metrics.Conn
+	b              *pool.Backend
+	listener, pool string
+	ended          func(tunnel.Stats, time.Duration)
+	release        func()
+	// Set when the tunnel opens.
+	start   time.Time
+	closed  func()
+	tracked *pool.Tunnel
+}
+
+// life detaches p's hold (or takes its lease) and completes p.Relay.
+func (d *Deps) life(p *Pair) (*life, context.Context) {
+	lf := &life{m: d.Metrics, b: p.B, listener: p.Listener, pool: p.Pool, ended: p.Ended}
+	lf.mc = d.Metrics.Conn(p.Listener, p.Pool, p.B.String())
+	p.Relay.Rx, p.Relay.Tx = lf.mc.Rx, lf.mc.Tx
 	if p.Relay.CloseWait == 0 {
 		p.Relay.CloseWait = d.CloseWait
 	}
 	p.Relay.Cut = d.Cut
-	ctx, release := p.Hold.Detach()
-	start := time.Now()
-	b, listener, poolName, ended := p.B, p.Listener, p.Pool, p.Ended
-	tracked := b.Track()
-	stop := d.Engine.Start(ctx, p.Relay, p.Client, p.Backend, func(s tunnel.Stats) {
-		tracked.Ended()
-		lived := time.Since(start)
-		m.TunnelEnded(listener, poolName, s.Reason(), lived)
-		closed()
-		b.Release()
-		if ended != nil {
-			ended(s, lived)
-		}
-		release()
-	})
-	tracked.Started(stop)
+	ctx := p.Lease.Ctx
+	if lf.release = p.Lease.Release; lf.release == nil {
+		ctx, lf.release = p.Hold.Detach()
+	}
+	return lf, ctx
+}
+
+// open counts the tunnel open and puts it in its backend's registry.
+func (lf *life) open() {
+	lf.closed = lf.mc.Open()
+	lf.start = time.Now()
+	lf.tracked = lf.b.Track()
+}
+
+// end settles the ended tunnel: the registry, its metrics, the backend's
+// reservation, the access line, then the hold.
+func (lf *life) end(s tunnel.Stats) {
+	lf.tracked.Ended()
+	lived := time.Since(lf.start)
+	lf.m.TunnelEnded(lf.listener, lf.pool, s.Reason(), lived)
+	lf.closed()
+	lf.b.Release()
+	if lf.ended != nil {
+		lf.ended(s, lived)
+	}
+	lf.release()
 }

@@ -66,6 +66,7 @@ type clientConn struct {
 	// the access line when it ends.
 	hold     *frontend.Hold
 	detached bool
+	handover handover // a handshake on the engine's loop (upgrade_linux.go)
 
 	// watched is the backend conn of the request being forwarded, closed by
 	// the drain watch (watchBackend) when ctx ends; drained records that it
@@ -135,6 +136,7 @@ func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 		if !cc.detached {
 			c.Close()
 		}
+		cc.toEngine()
 	}()
 	st := w.px.cur.Load()
 	ends := proxyheader.ConnAddrs(c)

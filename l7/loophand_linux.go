@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/tunnel"
@@ -29,7 +28,7 @@ import (
 func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
 	st := cc.st
 	tc, ok := cc.conn.(*net.TCPConn)
-	if !ok || cc.looped || cc.tls || cc.br.Buffered() > 0 || st.dial.ProxyProtocol != "" || !plainPools(st) {
+	if !ok || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 || st.dial.ProxyProtocol != "" || !plainPools(st) {
 		return false
 	}
 	l := w.evLoop()
@@ -123,10 +122,10 @@ func (lc *loopConn) handBack() {
 func (lc *loopConn) handBackAnswer(be *loopBackend, data []byte) {
 	l := lc.l
 	l.unwatch(be.slot, be.fd, true)
-	bconn := fileConn(be.fd)
+	bconn, err := fileConn(be.fd)
 	be.fd = -1
 	lc.be = nil
-	if bconn == nil {
+	if err != nil {
 		lc.backendFailed(be, io.ErrUnexpectedEOF)
 		return
 	}
@@ -154,23 +153,12 @@ func (lc *loopConn) detach() net.Conn {
 	l := lc.l
 	l.stopTimer(lc)
 	l.unwatch(lc.slot, lc.fd, true)
-	c := fileConn(lc.fd)
+	c, err := fileConn(lc.fd)
 	lc.fd = -1
 	lc.leave()
-	if c == nil {
+	if err != nil {
 		lc.finishBackend()
 		lc.release()
-		return nil
-	}
-	return c
-}
-
-// fileConn wraps fd, which it closes, in a net.Conn.
-func fileConn(fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socket")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
 		return nil
 	}
 	return c

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net"
+
+	"github.com/wslb/wslb/handoff"
 )
 
 // resume serves cc on a goroutine again, over c, after the event loop handed
@@ -14,6 +16,15 @@ import (
 // the loop, so release lets go of it here, once the conn is closed, unless
 // a tunnel took it over.
 func (w *worker) resume(ctx context.Context, cc *clientConn, c net.Conn, pending []byte, release func(), then func(context.Context) bool) {
+	w.serveResumed(ctx, cc, c, pending, release, then)
+	cc.toEngine() // a handshake readied for the engine's loop, last
+}
+
+// serveResumed is resume up to a handshake's move to the engine.
+func (w *worker) serveResumed(ctx context.Context, cc *clientConn, c net.Conn, pending []byte, release func(), then func(context.Context) bool) {
+	// The hold was detached when the conn moved to the loop: a tunnel or
+	// handshake takes this lease of it.
+	cc.handover.lease = handoff.Lease{Ctx: ctx, Release: release}
 	cc.conn = c
 	cc.linger, cc.raw, cc.probe, cc.probeErr = nil, nil, nil, nil
 	cc.src = socketReader{conn: c, fd: -1}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/wslb/wslb/access"
@@ -28,18 +29,47 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		st.errs.BadHandshake.Inc()
 		return cc.respond(req, "", bad.status, bad.hdr, errorBody(bad.status, bad.reason), true)
 	}
-	p := st.pools[res.Pool]
-	out, client := outgoing(cc, req, res)
+	u := &upgradeReq{req: req, res: res, p: st.pools[res.Pool], token: token, key: key}
+	u.out, u.client = outgoing(cc, req, res)
 	// Upgrade and Connection are hop-by-hop and were removed with the rest;
 	// adding them back is the whole point of nginx's `map $http_upgrade`.
-	out.Header.Set("Upgrade", token) // only the protocol that may be tunnelled
-	out.Header.Set("Connection", "Upgrade")
+	u.out.Header.Set("Upgrade", token) // only the protocol that may be tunnelled
+	u.out.Header.Set("Connection", "Upgrade")
+	if served, more := w.upgradeOnLoop(ctx, cc, u); served {
+		return more
+	}
 	// A fresh conn: a cached one that died unnoticed would cost this
 	// handshake a 502, and unlike a plain GET it is not replayed.
-	bc, err := w.connect(ctx, cc, p, client, false)
+	bc, err := w.connect(ctx, cc, u.p, u.client, false)
 	if err != nil {
 		return cc.respondConnectError(req, res.Pool, err)
 	}
+	return w.switchOn(ctx, cc, u, bc)
+}
+
+// upgradeReq is an upgrade request on its way to a backend.
+type upgradeReq struct {
+	req    *http.Request
+	res    route.Result
+	p      *pool.Pool
+	out    *http.Request // what the backend is sent
+	client netip.Addr    // the address to hash
+	token  string
+	key    string // Sec-WebSocket-Key
+	// sent: out went to the backend already, on the engine's loop, which
+	// gave the handshake back (upgrade_linux.go): answerBy is then the
+	// answer's deadline, and failed why the loop gave up, if it did.
+	sent     bool
+	answerBy time.Time
+	failed   error
+}
+
+// switchOn sends u's head on bc and serves the backend's answer: a valid
+// switch becomes a tunnel, anything else is relayed or answered. It
+// reports whether the conn may go on.
+func (w *worker) switchOn(ctx context.Context, cc *clientConn, u *upgradeReq, bc *backendConn) bool {
+	st := cc.st
+	req, res, p := u.req, u.res, u.p
 	// Released here on every path that opens no tunnel; a tunnel's end
 	// releases it otherwise (handoff).
 	tunneled := false
@@ -49,9 +79,9 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		}
 	}()
 	if !st.l.HTTP.PreserveHost {
-		out.Host = bc.b.String()
+		u.out.Host = bc.b.String()
 	}
-	resp, err := cc.handshake(req, bc, out, st.l.Timeouts.Handshake)
+	resp, err := cc.handshake(req, bc, u, st.l.Timeouts.Handshake)
 	if err != nil {
 		bc.conn.Close()
 		return cc.respondBackendError(ctx, req, res.Pool, err, nil)
@@ -62,7 +92,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 		w.putBack(cc, bc, err == nil && reusable)
 		return keep && err == nil
 	}
-	if err := header.CheckSwitch(resp.Header, token, key); err != nil {
+	if err := header.CheckSwitch(resp.Header, u.token, u.key); err != nil {
 		bc.conn.Close()
 		st.errs.BadUpgradeResponse.Inc()
 		cc.e.Reason = "bad_upgrade_response"
@@ -70,7 +100,7 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 			"pool", p.Name(), "backend", bc.b.String(), "err", err)
 		return cc.respondPool(req, res.Pool, http.StatusBadGateway, "invalid upgrade response from backend")
 	}
-	tunneled = w.tunnel(ctx, cc, req, resp, res.Pool, p, bc, token)
+	tunneled = w.tunnel(ctx, cc, req, resp, res.Pool, p, bc, u.token)
 	return false
 }
 
@@ -107,19 +137,26 @@ func checkUpgrade(req *http.Request, token string) (key string, bad *badUpgrade)
 	return key, nil
 }
 
-// handshake sends out, the upgrade request req became, on bc and reads the
-// backend's final answer, relaying the interim ones (103 Early Hints, 100
-// Continue) to the client as they come, as many as relayInterim allows. A
-// handshake must be quick: the backend gets timeouts.handshake for all of
+// handshake sends u.out, the upgrade request req became, on bc and reads
+// the backend's final answer, relaying the interim ones (103 Early Hints,
+// 100 Continue) to the client as they come, as many as relayInterim allows.
+// A handshake must be quick: the backend gets timeouts.handshake for all of
 // it, not the idle timeout plain requests get, and 1xx answers do not renew
-// it.
-func (cc *clientConn) handshake(req *http.Request, bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
-	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
-	if err := sendHead(bc.conn, out); err != nil { // timeout covers the write
-		return nil, err
+// it. A head the engine's loop sent already (u.sent) is not sent again.
+func (cc *clientConn) handshake(req *http.Request, bc *backendConn, u *upgradeReq, timeout time.Duration) (*http.Response, error) {
+	if u.sent {
+		if u.failed != nil {
+			return nil, u.failed
+		}
+		_ = bc.conn.SetDeadline(u.answerBy)
+	} else {
+		_ = bc.conn.SetDeadline(time.Now().Add(timeout))
+		if err := sendHead(bc.conn, u.out); err != nil { // timeout covers the write
+			return nil, err
+		}
 	}
 	for n := 1; ; n++ {
-		resp, err := http.ReadResponse(bc.br, out)
+		resp, err := http.ReadResponse(bc.br, u.out)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +217,7 @@ func (w *worker) tunnel(ctx context.Context, cc *clientConn, req *http.Request, 
 	cc.unwatch() // if it already fired, ctx is done and the tunnel ends at once
 	cc.detached = true
 	w.px.StartTunnel(handoff.Pair{
-		Client: conn, Hold: cc.hold, Backend: bc.conn, B: bc.b, Listener: ln, Pool: pn,
+		Client: conn, Hold: cc.hold, Lease: cc.handover.lease, Backend: bc.conn, B: bc.b, Listener: ln, Pool: pn,
 		Relay: r, Ended: w.tunnelEnded(cc),
 	})
 	return true

@@ -22,6 +22,9 @@ func NewCountedEngine(n int, fds *fdbudget.Budget) (*Engine, error) {
 	return nil, errors.New("tunnel engine: needs linux (epoll, splice)")
 }
 
+// errHandshakeEngine is a Handshake given to an Engine that cannot run it.
+var errHandshakeEngine = errors.New("tunnel engine: handshake needs the linux event loop")
+
 // Close does nothing.
 func (e *Engine) Close() {}
 
@@ -30,4 +33,11 @@ func (e *Engine) Tunnels() int { return 0 }
 
 func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(Stats)) (func(error), bool) {
 	return nil, false
+}
+
+// Handshake cannot run without the event loop: it closes both conns and
+// gives the handshake back with an error.
+func (e *Engine) Handshake(ctx context.Context, client *net.TCPConn, h *Handshake) {
+	client.Close()
+	go h.Back(HandBack{Client: -1, Backend: h.Backend, Err: errHandshakeEngine})
 }

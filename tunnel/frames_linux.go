@@ -283,6 +283,9 @@ func (t *loopTunnel) settle() {
 // due is when t's entry in the idle heap falls due: the end of its idle
 // timeout, or of its graceful close's wait.
 func (t *loopTunnel) due() time.Duration {
+	if t.pending != nil {
+		return t.pending.deadline
+	}
 	if cl := t.closingNow(); cl != nil {
 		return cl.deadline
 	}
@@ -292,6 +295,10 @@ func (t *loopTunnel) due() time.Duration {
 // timeout handles t's due time: an idle tunnel is shut, a graceful close
 // that waited long enough closes both conns.
 func (t *loopTunnel) timeout() {
+	if t.pending != nil {
+		t.pendingTimeout()
+		return
+	}
 	if cl := t.closingNow(); cl != nil {
 		t.end(cl.end, nil)
 		return

@@ -207,8 +207,8 @@ func (l *loop) register(t *loopTunnel) {
 			return
 		}
 	}
-	if t.idle > 0 {
-		t.deadline = t.last + t.idle
+	if d := t.due(); d > 0 && (t.idle > 0 || t.pending != nil) {
+		t.deadline = d
 		l.heap.push(t)
 	}
 	l.mu.Lock()

@@ -54,7 +54,8 @@ type loopTunnel struct {
 	// An idle tunnel costs this struct and little else, so it is packed.
 	l        *loop
 	done     func(Stats)
-	ws       *frames // a WebSocket tunnel's frame trackers (frames_linux.go), else nil
+	ws       *frames  // a WebSocket tunnel's frame trackers (frames_linux.go), else nil
+	pending  *pending // its handshake, until the tunnel opens (pending_linux.go), else nil
 	live     [2]Adder
 	count    [2]int64 // bytes written to the other side, by the reading side
 	dirs     [2]direction
@@ -103,6 +104,10 @@ func (t *loopTunnel) cancel(cause error) {
 // event records what epoll reported for one socket and moves what can move.
 func (t *loopTunnel) event(s side, ev uint32) {
 	if t.ended {
+		return
+	}
+	if t.pending != nil {
+		t.pendingEvent(s, ev)
 		return
 	}
 	if ev&unix.EPOLLERR != 0 {
@@ -240,34 +245,52 @@ func (t *loopTunnel) readDone(src side, n int, err error) bool {
 // send writes p, read from src, to the other socket. What the peer cannot
 // take now waits in a pipe of the direction's, as spliced bytes do; it
 // reports whether all of p went.
-func (t *loopTunnel) send(src side, p []byte) bool {
-	dst := src.peer()
-	n, err := unix.Write(int(t.fd[dst]), p)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		n = 0
-	case err != nil:
-		t.end(classify(err, dst.end(), dst.end()), err)
-		return false
-	}
-	t.sent(src, n)
-	if n == len(p) {
+func (t *loopTunnel) send(src side, p []byte) bool { return t.push(src, p, true) }
+
+// push is send, for bytes that are the tunnel's (counted) or not (an
+// upgrade's answer, which precedes them). Behind bytes the direction already
+// holds, p joins them in its pipe.
+func (t *loopTunnel) push(src side, p []byte, counted bool) bool {
+	dst, d := src.peer(), &t.dirs[src]
+	if len(p) == 0 {
 		return true
 	}
-	t.writable[dst] = false
-	pp, err := t.l.getPipe()
+	n := 0
+	if d.n == 0 {
+		var err error
+		n, err = unix.Write(int(t.fd[dst]), p)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			n = 0
+		case err != nil:
+			t.end(classify(err, dst.end(), dst.end()), err)
+			return false
+		}
+		if counted {
+			t.sent(src, n)
+		}
+		if n == len(p) {
+			return true
+		}
+		t.writable[dst] = false
+	}
+	pp, err := d.p, error(nil)
+	if pp == nil {
+		pp, err = t.l.getPipe()
+	}
 	if err == nil {
-		// At most copySize bytes into an empty pipe: it takes them all.
+		// At most copySize bytes (an upgrade's answer: MaxAnswer) into a
+		// pipe of pipeSize: it takes them all.
 		_, err = unix.Write(pp.w, p[n:])
 	}
 	if err != nil {
-		if pp != nil {
+		if pp != nil && d.p == nil {
 			pp.close()
 		}
 		t.end(EndError, err)
 		return false
 	}
-	t.dirs[src].p, t.dirs[src].n = pp, int32(len(p)-n)
+	d.p, d.n = pp, d.n+int32(len(p)-n)
 	return false
 }
 
@@ -356,14 +379,7 @@ func (t *loopTunnel) end(e End, err error) {
 			t.dirs[i].p = nil
 		}
 	}
-	if t.hidx >= 0 {
-		l.heap.remove(int(t.hidx))
-	}
-	if t.slot >= 0 && int(t.slot) < len(l.slots) && l.slots[t.slot] == t {
-		l.slots[t.slot] = nil
-		l.free = append(l.free, t.slot)
-	}
-	l.live.Add(-1)
+	t.forget()
 	l.mu.Lock()
 	canceled := t.cause != nil
 	l.mu.Unlock()
@@ -380,9 +396,26 @@ func (t *loopTunnel) end(e End, err error) {
 	t.finish(e, err)
 }
 
+// forget takes the ended t out of its loop's heap, slots and count.
+func (t *loopTunnel) forget() {
+	l := t.l
+	if t.hidx >= 0 {
+		l.heap.remove(int(t.hidx))
+	}
+	if t.slot >= 0 && int(t.slot) < len(l.slots) && l.slots[t.slot] == t {
+		l.slots[t.slot] = nil
+		l.free = append(l.free, t.slot)
+	}
+	l.live.Add(-1)
+}
+
 // finish reports the ended tunnel on a goroutine of its own: done may log
 // or take locks, and the loop must not wait for it.
 func (t *loopTunnel) finish(e End, err error) {
+	if t.pending != nil {
+		t.pendingEnded(e, err)
+		return
+	}
 	s := Stats{Rx: t.count[clientSide], Tx: t.count[backendSide], End: e, Err: err}
 	if e == EndCanceled {
 		s.Cause = t.cause

@@ -89,6 +89,10 @@ type Request struct {
 	// Idle, when set, is asked first for a kept-alive conn to the picked
 	// backend (l7's per-worker cache: pool.IdleCache.Get).
 	Idle func(b *pool.Backend) (net.Conn, *bufio.Reader, bool)
+	// Tried, when set, is a backend whose dial failed already (an event
+	// loop's non-blocking connect, given up through Failed): Connect tries
+	// one other, as it would have after its own failed dial.
+	Tried *pool.Backend
 }
 
 // Conn is a conn to Backend, on which it holds one reservation: whoever
@@ -117,8 +121,11 @@ type Conn struct {
 // backend tried, and the error's reason is limit (l7 answers 503). An idle
 // conn needs no new descriptor and is still used.
 func (d *Dialer) Connect(ctx context.Context, r Request) (Conn, error) {
-	var tried *pool.Backend
-	for range 2 {
+	tried, tries := r.Tried, 2
+	if tried != nil {
+		tries = 1
+	}
+	for range tries {
 		b, err := d.Reserve(r, tried)
 		if err != nil {
 			return Conn{}, err
