@@ -23,7 +23,10 @@ func (l *Listener) Listen(ctx context.Context) error {
 	if l.workers <= 0 {
 		l.workers = runtime.GOMAXPROCS(0)
 	}
-	lc := net.ListenConfig{Control: reusePort, KeepAliveConfig: KeepAlive()}
+	// SO_KEEPALIVE is set on the listening socket, which every accepted
+	// socket inherits on Linux: Go would set it on each conn, a system
+	// call per accept. KeepAlive -1 tells Go not to.
+	lc := net.ListenConfig{Control: listenControl, KeepAlive: -1}
 	for _, addr := range l.Addrs {
 		network := family(addr)
 		for i := range l.workers {
@@ -124,6 +127,23 @@ func (l *Listener) BoundAddrs() []net.Addr {
 // conn, and steady probe traffic across tens of thousands of idle tunnels.
 func KeepAlive() net.KeepAliveConfig {
 	return net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
+}
+
+// listenControl sets a listening socket's options: SO_REUSEPORT
+// (reusePort) and SO_KEEPALIVE, with the kernel's timings (KeepAlive), for
+// the conns it accepts.
+func listenControl(network, address string, c syscall.RawConn) error {
+	if err := reusePort(network, address, c); err != nil {
+		return err
+	}
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // reusePort sets SO_REUSEPORT so each worker can have its own socket on the

@@ -6,15 +6,12 @@ import (
 	"bytes"
 	"container/heap"
 	"fmt"
-	"os"
-	"runtime"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -39,8 +36,9 @@ import (
 
 // evLoop is one worker's event loop: one goroutine, one epoll set.
 type evLoop struct {
-	w          *worker
-	epfd, evfd int
+	w    *worker
+	set  *poller.Set
+	evfd int
 
 	mu      sync.Mutex
 	adds    []*loopConn
@@ -63,8 +61,6 @@ type evLoop struct {
 	// idleStop ends the watch that purges a backend's idle conns when it
 	// is removed.
 	idleStop map[*pool.Backend]func() bool
-	pf       *os.File
-	prc      syscall.RawConn
 	// src is what the head being parsed is read from.
 	src bytes.Reader
 }
@@ -80,67 +76,38 @@ const wakeSlot = -1
 const loopReadSize = 64 << 10
 
 func newEvLoop(w *worker) (*evLoop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := poller.New()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
 	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		set.Close()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+	if err := set.AddLevel(evfd, wakeSlot); err != nil {
 		unix.Close(evfd)
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+		set.Close()
+		return nil, err
 	}
 	w.px.FDs.Add(2)
 	return &evLoop{
-		w: w, epfd: epfd, evfd: evfd, done: make(chan struct{}), start: time.Now(),
+		w: w, set: set, evfd: evfd, done: make(chan struct{}), start: time.Now(),
 		events: make([]unix.EpollEvent, 256), rbuf: make([]byte, loopReadSize),
 		idle: map[*pool.Backend][]*loopBackend{}, idleStop: map[*pool.Backend]func() bool{},
 	}, nil
 }
 
-// run serves events until close. It blocks its thread in epoll_wait, as the
-// tunnel engine's loops do (tunnel/loop_linux.go says why), but only when
-// there is nothing to do: while busy it polls without blocking and without
-// telling the scheduler (pollNow), so that its P is never seen in a long
-// system call. sysmon hands such a P to another thread, which the loop must
-// then win back (a futex wake, a context switch), and every such retake
-// keeps sysmon waking every 20 µs (a nanosleep each: half the context
-// switches of a busy proxy, measured). For the same reason it yields now
-// and then while busy: a goroutine that runs 10 ms without a scheduling
-// point is preempted with a signal.
+// run serves events until close, waiting on its poller.Set, which says how
+// a loop waits without fighting Go's scheduler.
 func (l *evLoop) run() {
 	defer close(l.done)
 	defer l.release()
-	busy := false
-	var load int32 // events per batch, ×16, averaged over about 8 batches
-	var yielded time.Duration
 	for {
-		var n int
-		if busy {
-			n = l.park(l.timeout())
-		} else {
-			var err error
-			n, err = unix.EpollWait(l.epfd, l.events, l.timeout())
-			if err != nil && err != unix.EINTR {
-				// Only a bug (EBADF, EFAULT) gets here; spinning would hide it.
-				panic(fmt.Sprintf("epoll_wait: %v", err))
-			}
-		}
-		// A batch of one event is a request at a time: then the next wait
-		// most likely blocks, and parking would cost two calls more (the
-		// poll that finds nothing, and the one after the wake-up). The
-		// average over recent batches decides, so that a single small batch
-		// under load does not switch to the blocking wait.
-		load = load - load/8 + int32(max(n, 0))*2
-		busy = load > 24
+		n := l.set.Wait(l.events, l.timeout())
 		l.now = l.clock()
 		woken := false
-		for _, ev := range l.events[:max(n, 0)] {
+		for _, ev := range l.events[:n] {
 			if ev.Fd == wakeSlot {
 				woken = true
 				continue
@@ -157,21 +124,7 @@ func (l *evLoop) run() {
 		if woken && l.inbox() {
 			return
 		}
-		if busy && l.now-yielded > time.Millisecond {
-			yielded = l.now
-			runtime.Gosched()
-		}
 	}
-}
-
-// pollNow is epoll_wait with a timeout of 0 as a raw system call: it cannot
-// block, so the scheduler need not know of it.
-func pollNow(epfd int, events []unix.EpollEvent) int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0 // EINTR: the blocking wait follows
-	}
-	return int(n)
 }
 
 // timeout is how long a wait may last: until the first deadline, or -1.
@@ -261,11 +214,7 @@ func (l *evLoop) release() {
 	l.stopped = true
 	unix.Close(l.evfd)
 	l.mu.Unlock()
-	if l.pf != nil {
-		l.pf.Close() // the epoll set, through the os.File that parks on it
-	} else {
-		unix.Close(l.epfd)
-	}
+	l.set.Close()
 	l.w.px.FDs.Add(-2)
 }
 
@@ -281,11 +230,10 @@ func (l *evLoop) watch(fd int, h loopFD) (int32, error) {
 		slot = int32(len(l.slots))
 		l.slots = append(l.slots, h)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := l.set.Add(fd, slot, 0); err != nil {
 		l.slots[slot] = nil
 		l.freed = append(l.freed, slot)
-		return -1, fmt.Errorf("epoll_ctl: %w", err)
+		return -1, err
 	}
 	return slot, nil
 }
@@ -295,7 +243,7 @@ func (l *evLoop) watch(fd int, h loopFD) (int32, error) {
 // removes it by itself.
 func (l *evLoop) unwatch(slot int32, fd int, del bool) {
 	if del {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		l.set.Del(fd)
 	}
 	l.slots[slot] = nil
 	l.freed = append(l.freed, slot)
@@ -354,66 +302,4 @@ func (h *timerHeap) Pop() any {
 	lc.hidx = -1
 	*h = old[:n]
 	return lc
-}
-
-// sysRead and sysWrite read and write a non-blocking socket without telling
-// the scheduler (RawSyscall): they never block, and a goroutine the runtime
-// sees in a system call may have its P handed to another thread by sysmon,
-// which the loop then has to win back (a futex wake and a context switch)
-// when the call returns. Only epoll_wait, which blocks, goes through
-// syscall.Syscall.
-func sysRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func sysWrite(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// parkable puts the epoll set on Go's netpoller, the first time the loop is
-// busy: from then on Go's netpoller also wakes at every first event after
-// the set was drained, which costs a loop that serves one request at a time
-// about two system calls per request, so a loop that never gets busy never
-// pays it.
-func (l *evLoop) parkable() bool {
-	// Non-blocking before os.NewFile looks, so that the file goes on the
-	// netpoller; epoll_wait itself does not look at the flag.
-	if err := unix.SetNonblock(l.epfd, true); err != nil {
-		return false
-	}
-	l.pf = os.NewFile(uintptr(l.epfd), "epoll") // release closes it
-	l.prc, _ = l.pf.SyscallConn()               // fails only once closed
-	return true
-}
-
-// park waits for events as a goroutine parked in Go's netpoller on the
-// epoll set: the loop's thread and P go back to the scheduler meanwhile,
-// rather than sit in a system call that sysmon would retake.
-func (l *evLoop) park(timeout int) int {
-	if l.pf == nil && !l.parkable() {
-		n, _ := unix.EpollWait(l.epfd, l.events, timeout)
-		return n
-	}
-	if timeout >= 0 {
-		_ = l.pf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
-	} else {
-		_ = l.pf.SetReadDeadline(time.Time{})
-	}
-	n := 0
-	_ = l.prc.Read(func(fd uintptr) bool { n = pollNow(int(fd), l.events); return n > 0 })
-	return n
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/tunnel"
 	"github.com/wslb/wslb/upstream"
@@ -242,7 +243,7 @@ func (lc *loopConn) use(be *loopBackend) {
 // send writes p, the request or what is left of it, to be.
 func (lc *loopConn) send(be *loopBackend, p []byte) {
 	for len(p) > 0 {
-		n, err := sysWrite(be.fd, p)
+		n, err := poller.Write(be.fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -267,7 +268,7 @@ func (lc *loopConn) send(be *loopBackend, p []byte) {
 func (lc *loopConn) readAnswer(be *loopBackend) {
 	buf := lc.l.rbuf
 	for lc.be == be && be.readable {
-		n, err := sysRead(be.fd, buf)
+		n, err := poller.Read(be.fd, buf)
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/pool"
 	"github.com/wslb/wslb/route"
 	"github.com/wslb/wslb/upstream"
@@ -148,7 +149,7 @@ func (lc *loopConn) event(ev uint32) {
 func (lc *loopConn) read() (p []byte, err error) {
 	buf := lc.l.rbuf
 	for {
-		n, err := sysRead(lc.fd, buf)
+		n, err := poller.Read(lc.fd, buf)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -459,7 +460,7 @@ func (w *loopWriter) Write(p []byte) (int, error) {
 func (w *loopWriter) write(p []byte) (int, error) {
 	lc := w.lc
 	for {
-		n, err := sysWrite(lc.fd, p)
+		n, err := poller.Write(lc.fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue

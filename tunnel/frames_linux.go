@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/wsframe"
 )
 
@@ -222,7 +223,7 @@ func (t *loopTunnel) drop(src side) bool {
 		if t.ended || w.cl.replied[src] || d.eof || !t.readable[src] {
 			return false
 		}
-		n, err := unix.Read(int(t.fd[src]), l.buf)
+		n, err := poller.Read(int(t.fd[src]), l.buf)
 		if !t.readDone(src, n, err) {
 			return false
 		}
@@ -245,7 +246,7 @@ func (t *loopTunnel) sendClose(src side) {
 		if !t.writable[dst] {
 			return
 		}
-		n, err := unix.Write(int(t.fd[dst]), cl.out[src])
+		n, err := poller.Write(int(t.fd[dst]), cl.out[src])
 		switch {
 		case err == unix.EAGAIN:
 			t.writable[dst] = false

@@ -12,13 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/poller"
 )
 
 // loop is one event loop: one goroutine, one epoll set.
 type loop struct {
-	epfd, evfd int
-	live       atomic.Int64     // tunnels added and not yet ended
-	fds        *fdbudget.Budget // counts epfd, evfd and every pipe
+	set  *poller.Set
+	evfd int
+	live atomic.Int64     // tunnels added and not yet ended
+	fds  *fdbudget.Budget // counts epfd, evfd and every pipe
 
 	mu      sync.Mutex
 	adds    []*loopTunnel
@@ -43,21 +45,20 @@ type loop struct {
 const wakeSlot = -1
 
 func newLoop(fds *fdbudget.Budget) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := poller.New()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
 	fds.Add(1)
-	l := &loop{epfd: epfd, evfd: -1, fds: fds, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
+	l := &loop{set: set, evfd: -1, fds: fds, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
 	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.release()
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	fds.Add(1)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, l.evfd, &ev); err != nil {
+	if err := set.AddLevel(l.evfd, wakeSlot); err != nil {
 		l.release()
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	if l.pipe, err = newPipe(fds); err != nil {
 		l.release()
@@ -67,7 +68,7 @@ func newLoop(fds *fdbudget.Budget) (*loop, error) {
 }
 
 func (l *loop) release() {
-	unix.Close(l.epfd)
+	l.set.Close()
 	l.fds.Add(-1)
 	l.mu.Lock()
 	l.stopped = true
@@ -94,10 +95,10 @@ func (l *loop) wakeLocked() {
 	}
 }
 
-// run blocks its thread in epoll_wait. Parking the goroutine in Go's
-// netpoller on the epoll fd instead (a thread-free wait) was measured: it
-// costs a second epoll_wait per wake-up, about a quarter more CPU per GiB in
-// bulk, and gained nothing per message.
+// run waits on its poller.Set: blocking its thread in epoll_wait while it
+// serves an event at a time, parked in Go's netpoller while busy (the
+// package says why). Parking always was measured when the loops came in: a
+// second epoll_wait per wake-up, about a quarter more CPU per GiB in bulk.
 func (l *loop) run() {
 	defer l.release()
 	for {
@@ -107,14 +108,10 @@ func (l *loop) run() {
 		} else if len(l.heap) > 0 {
 			timeout = max(int((l.heap[0].deadline-l.clock()+time.Millisecond-1)/time.Millisecond), 0)
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
-		if err != nil && err != unix.EINTR {
-			// Only a bug (EBADF, EFAULT) gets here; spinning would hide it.
-			panic(fmt.Sprintf("epoll_wait: %v", err))
-		}
+		n := l.set.Wait(l.events, timeout)
 		l.now = l.clock()
 		woken := false
-		for _, ev := range l.events[:max(n, 0)] {
+		for _, ev := range l.events[:n] {
 			if ev.Fd == wakeSlot {
 				woken = true
 				continue
@@ -201,9 +198,8 @@ func (l *loop) register(t *loopTunnel) {
 		// Edge-triggered: no epoll_ctl is needed as a tunnel pauses and
 		// resumes, and a socket that stays readable while its peer is full
 		// wakes nobody. Adding reports the current state at once.
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: t.slot, Pad: int32(s)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
-			t.end(EndError, fmt.Errorf("epoll_ctl: %w", err))
+		if err := l.set.Add(int(fd), t.slot, int32(s)); err != nil {
+			t.end(EndError, err)
 			return
 		}
 	}

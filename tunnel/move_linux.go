@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/wslb/wslb/poller"
 	"golang.org/x/sys/unix"
 )
 
@@ -169,7 +170,7 @@ func (t *loopTunnel) move(src side) bool {
 		// A WebSocket frame's header is read through the buffer, which
 		// feeds the tracker; only payload is spliced.
 		if !d.bulk || t.ws != nil && !t.ws.spliceable(src) {
-			n, err := unix.Read(int(t.fd[src]), l.buf)
+			n, err := poller.Read(int(t.fd[src]), l.buf)
 			if !t.readDone(src, n, err) {
 				return false
 			}
@@ -198,7 +199,7 @@ func (t *loopTunnel) move(src side) bool {
 		if t.ws != nil {
 			limit = t.ws.spliceMax(src)
 		}
-		n, err := unix.Splice(int(t.fd[src]), nil, l.pipe.w, nil, limit, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := poller.Splice(int(t.fd[src]), l.pipe.w, limit)
 		if !t.readDone(src, int(n), err) {
 			return false
 		}
@@ -258,7 +259,7 @@ func (t *loopTunnel) push(src side, p []byte, counted bool) bool {
 	n := 0
 	if d.n == 0 {
 		var err error
-		n, err = unix.Write(int(t.fd[dst]), p)
+		n, err = poller.Write(int(t.fd[dst]), p)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			n = 0
@@ -281,7 +282,7 @@ func (t *loopTunnel) push(src side, p []byte, counted bool) bool {
 	if err == nil {
 		// At most copySize bytes (an upgrade's answer: MaxAnswer) into a
 		// pipe of pipeSize: it takes them all.
-		_, err = unix.Write(pp.w, p[n:])
+		_, err = poller.Write(pp.w, p[n:])
 	}
 	if err != nil {
 		if pp != nil && d.p == nil {
@@ -315,7 +316,7 @@ func (t *loopTunnel) flush(src side) bool {
 		if !t.writable[dst] {
 			return false
 		}
-		n, err := unix.Splice(d.p.r, nil, int(t.fd[dst]), nil, int(d.n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := poller.Splice(d.p.r, int(t.fd[dst]), int(d.n))
 		switch {
 		case err == unix.EAGAIN:
 			t.writable[dst] = false

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/wslb/wslb/poller"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,7 +117,7 @@ func (t *loopTunnel) handshake() {
 		if !t.writable[backendSide] {
 			return
 		}
-		n, err := unix.Write(fd, hs.head)
+		n, err := poller.Write(fd, hs.head)
 		switch {
 		case err == unix.EAGAIN:
 			t.writable[backendSide] = false
@@ -139,7 +140,7 @@ func (t *loopTunnel) handshake() {
 func (t *loopTunnel) answer() {
 	hs, l, fd := t.pending, t.l, int(t.fd[backendSide])
 	for t.readable[backendSide] {
-		n, err := unix.Read(fd, l.buf)
+		n, err := poller.Read(fd, l.buf)
 		switch {
 		case err == unix.EAGAIN:
 			t.readable[backendSide] = false
@@ -248,9 +249,9 @@ func (t *loopTunnel) giveBack(read []byte, err error) {
 		Read: bytes.Clone(read), Deadline: hs.answerBy, Err: err}
 	// Back wraps them again (net.FileConn), which dups them: a registration
 	// lives as long as any descriptor of the open file does.
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, hb.Client, nil)
+	l.set.Del(hb.Client)
 	if hb.Connected {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, hb.Backend, nil)
+		l.set.Del(hb.Backend)
 	} else {
 		unix.Close(hb.Backend)
 		hb.Backend = -1
