@@ -275,10 +275,10 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 			be.readable = false
 			return
 		case err != nil:
-			lc.backendFailed(be, os.NewSyscallError("read", err))
+			lc.answerCut(be, os.NewSyscallError("read", err))
 			return
 		case n == 0:
-			lc.backendFailed(be, io.EOF)
+			lc.answerCut(be, io.EOF)
 			return
 		}
 		if n < len(buf) && !be.rdhup {
@@ -294,6 +294,18 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 			be.resp = append(be.resp, data...) // it was the loop's buffer
 		}
 	}
+}
+
+// answerCut handles a backend conn that ended before its answer was whole:
+// once a head has come, the goroutine path has relayed it and streams the
+// body until the cut, so the answer goes there with what came of it; before
+// that, it is a backend that failed.
+func (lc *loopConn) answerCut(be *loopBackend, err error) {
+	if headEnd(be.resp, 0) >= 0 {
+		lc.handBackAnswer(be, be.resp)
+		return
+	}
+	lc.backendFailed(be, err)
 }
 
 // backendFailed handles a backend conn that failed before its answer was
