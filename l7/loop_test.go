@@ -1,0 +1,601 @@
+//go:build linux
+
+package l7
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/internal/tcptest"
+	"github.com/wslb/wslb/internal/wait"
+)
+
+// The event loop (loop_linux.go) serves a kept-alive conn's requests after
+// its first. Each test here runs its scenario as a later request on a conn
+// that is seen to have moved there, holds the answer, access line and
+// metrics to what the goroutine path gives for the same request (the first
+// on a fresh conn), and checks that every count is back where it was once
+// the clients are gone.
+
+// loopLB is a listener whose conns and loops count their descriptors, and
+// whose access lines are kept.
+type loopLB struct {
+	*lb
+	lines accessLines
+	fds   *fdbudget.Budget
+	base  int64 // fds.Used() with no client conn: the sockets and the loops
+}
+
+// loopWorkers is startLBConfig's worker count: as many listening sockets
+// and event loops (an epoll set and an eventfd each).
+const loopWorkers = 2
+
+func startLoopLB(t *testing.T, yaml string) *loopLB {
+	t.Helper()
+	f := &loopLB{fds: fdbudget.WithLimit(1<<20, 0, nil)}
+	f.lb = startLB(t, yaml, f.lines.setup, func(px *Proxy) { px.FDs = f.fds })
+	f.base = loopWorkers + 2*loopWorkers
+	wait.For(t, "the workers and their loops", func() bool { return f.fds.Used() == f.base })
+	return f
+}
+
+// loopYAML is simpleYAML with the listener counting descriptors.
+func simpleLoopLB(t *testing.T, extra string, backends ...string) *loopLB {
+	t.Helper()
+	return startLoopLB(t, simpleYAML(extra, backends...))
+}
+
+// loopClient is a client conn with its reader.
+type loopClient struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// onLoop dials f, has first answered on the conn's goroutine and waits until
+// the conn has moved to its worker's event loop.
+func (f *loopLB) onLoop(t *testing.T, first string) *loopClient {
+	t.Helper()
+	before := f.proxy.loopConns.Load()
+	lc := &loopClient{c: tcptest.Dial(t, f.addr)}
+	lc.br = bufio.NewReader(lc.c)
+	if resp, body := lc.do(t, first, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	wait.For(t, "the conn on the event loop", func() bool { return f.proxy.loopConns.Load() == before+1 })
+	return lc
+}
+
+func (lc *loopClient) send(t *testing.T, raw string) {
+	t.Helper()
+	if _, err := io.WriteString(lc.c, raw); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// do sends raw and reads one answer to method.
+func (lc *loopClient) do(t *testing.T, raw, method string) (*http.Response, string) {
+	t.Helper()
+	lc.send(t, raw)
+	return readResp(t, lc.br, method)
+}
+
+// closed checks that wslb closed the conn, with nothing more sent.
+func (lc *loopClient) closed(t *testing.T) {
+	t.Helper()
+	rest, err := io.ReadAll(lc.br)
+	if err != nil && !isReset(err) {
+		t.Fatalf("conn not closed: %v", err)
+	}
+	if len(rest) > 0 {
+		t.Errorf("%q after the last answer", rest)
+	}
+}
+
+// settle closes the clients and waits until nothing is left of them: no
+// conn on a loop or live in the listener, no reservation, no active gauge,
+// no descriptor but the listener's and the loops'.
+func (f *loopLB) settle(t *testing.T, clients ...*loopClient) {
+	t.Helper()
+	for _, c := range clients {
+		c.c.Close()
+	}
+	wait.For(t, "every conn gone and every count back", func() bool {
+		if f.proxy.loopConns.Load() != 0 || f.fl.Active() != 0 || f.fds.Used() != f.base {
+			return false
+		}
+		for _, p := range f.pools {
+			for _, b := range p.Backends() {
+				active := f.metrics.ConnectionsActive.WithLabelValues("web", p.Name(), b.String())
+				if b.Active() != 0 || testutil.ToFloat64(active) != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// requests reads wslb_http_requests_total{pool, code}.
+func (f *loopLB) requests(pool string, code int) float64 {
+	return testutil.ToFloat64(f.metrics.HTTPRequests.WithLabelValues("web", pool, fmt.Sprint(code)))
+}
+
+// sameAnswer checks that two answers to one request match, but for Date.
+func sameAnswer(t *testing.T, what string, got, want *http.Response, gotBody, wantBody string) {
+	t.Helper()
+	if got.StatusCode != want.StatusCode || got.Proto != want.Proto || gotBody != wantBody {
+		t.Errorf("%s: on the loop %d %s %q, on a goroutine %d %s %q", what,
+			got.StatusCode, got.Proto, gotBody, want.StatusCode, want.Proto, wantBody)
+	}
+	if got.ContentLength != want.ContentLength || !slices.Equal(got.TransferEncoding, want.TransferEncoding) || got.Close != want.Close {
+		t.Errorf("%s: framing on the loop %d %v close=%v, on a goroutine %d %v close=%v", what,
+			got.ContentLength, got.TransferEncoding, got.Close, want.ContentLength, want.TransferEncoding, want.Close)
+	}
+	g, w := got.Header.Clone(), want.Header.Clone()
+	g.Del("Date")
+	w.Del("Date")
+	if fmt.Sprint(g) != fmt.Sprint(w) {
+		t.Errorf("%s: headers on the loop %v, on a goroutine %v", what, g, w)
+	}
+}
+
+// viaBoth sends raw as the first request of a fresh conn (its goroutine)
+// and on lc, on the loop, and checks that both get the same answer; it
+// returns the loop's.
+func (f *loopLB) viaBoth(t *testing.T, lc *loopClient, raw, method string) (*http.Response, string) {
+	t.Helper()
+	want, wantBody := exchangeMethod(t, f.addr, raw, method)
+	got, gotBody := lc.do(t, raw, method)
+	sameAnswer(t, strings.SplitN(raw, "\r\n", 2)[0], got, want, gotBody, wantBody)
+	return got, gotBody
+}
+
+// exchangeMethod is exchange for an answer to method (HEAD has no body).
+func exchangeMethod(t *testing.T, addr, raw, method string) (*http.Response, string) {
+	t.Helper()
+	c := tcptest.Dial(t, addr)
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return readResp(t, bufio.NewReader(c), method)
+}
+
+// get is a GET of path with Host x.
+func get(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+
+// rawBackend answers each request by its path with the raw bytes of
+// answers[path], on kept-alive conns; an answer that ends in "\x00close" is
+// sent without that marker and the conn closed. It counts conns in conns.
+func rawBackend(t *testing.T, answers map[string]string, conns chan<- struct{}) string {
+	t.Helper()
+	return tcptest.Serve(t, func(c net.Conn) {
+		if conns != nil {
+			conns <- struct{}{}
+		}
+		br := bufio.NewReader(c)
+		for range 100 {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			a, ok := answers[req.URL.Path]
+			if !ok {
+				a = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+			}
+			a, closing := strings.CutSuffix(a, "\x00close")
+			if _, err := io.WriteString(c, a); err != nil || closing {
+				return
+			}
+		}
+	}).Addr()
+}
+
+const okHello = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+// helloBackend answers /hello with "hello" and echoes what a request's
+// forwarding headers said at /headers.
+func helloBackend(t *testing.T) *countingServer {
+	return newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/headers":
+			w.Header().Set("X-From", "backend")
+			fmt.Fprintf(w, "host=%s xff=%s xrip=%s proto=%s conn=%q", r.Host,
+				r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Real-IP"),
+				r.Header.Get("X-Forwarded-Proto"), r.Header.Values("Connection"))
+		case "/chunked":
+			for i := range 3 {
+				fmt.Fprintf(w, "part %d;", i)
+				w.(http.Flusher).Flush()
+			}
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(bigAnswer))
+			w.Write([]byte(strings.Repeat("b", bigAnswer)))
+		case "/103":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			io.WriteString(w, "after hints")
+		default:
+			io.WriteString(w, "hello")
+		}
+	}))
+}
+
+// bigAnswer is larger than the loop relays itself (maxLoopResponse).
+const bigAnswer = 200 << 10
+
+// TestLoopPlainRequests: GETs and HEADs on the loop get the goroutine path's
+// answers, headers included, over one backend conn, with an access line and
+// wslb_http_requests_total each.
+func TestLoopPlainRequests(t *testing.T) {
+	be := helloBackend(t)
+	f := simpleLoopLB(t, "    http:\n      response_headers: {X-Frame-Options: DENY}\n", be.addr())
+	b := f.pools["p"].Backends()[0]
+	lc := f.onLoop(t, get("/hello"))
+	f.lines.waitLines(t, 1)
+	conns := be.conns.Load()
+
+	const n = 10
+	for i := range n {
+		resp, body := lc.do(t, get(fmt.Sprintf("/hello?i=%d", i)), "GET")
+		if resp.StatusCode != 200 || body != "hello" || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Fatalf("GET %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+		resp, body = lc.do(t, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD")
+		if resp.StatusCode != 200 || body != "" || resp.ContentLength != 5 {
+			t.Fatalf("HEAD %d: %d %q length %d", i, resp.StatusCode, body, resp.ContentLength)
+		}
+	}
+	if got := be.conns.Load(); got != conns {
+		t.Errorf("%d backend conns for %d requests on the loop, want the first request's", got-conns, 2*n)
+	}
+	if f.proxy.loopConns.Load() != 1 {
+		t.Errorf("the conn left the loop: loopConns %d", f.proxy.loopConns.Load())
+	}
+	lines := f.lines.waitLines(t, 1+2*n)
+	checkFields(t, lines[1], map[string]any{"msg": "request", "pool": "p", "backend": be.addr(),
+		"method": "GET", "path": "/hello", "status": 200.0, "tx": 5.0, "reason": "done"})
+	checkFields(t, lines[2], map[string]any{"method": "HEAD", "status": 200.0, "tx": 0.0, "backend": be.addr()})
+	if got := f.requests("p", 200); got != 1+2*n {
+		t.Errorf("wslb_http_requests_total{p,200} = %v, want %d", got, 1+2*n)
+	}
+	if got := testutil.ToFloat64(f.metrics.ConnectionsTotal.WithLabelValues("web", "p", be.addr())); got != 1+2*n {
+		t.Errorf("wslb_connections_total = %v, want %d", got, 1+2*n)
+	}
+	wait.For(t, "the backend conn idle", func() bool { return b.Idle() == 1 })
+
+	// The same answers as a goroutine gives, headers and framing included.
+	for _, raw := range []string{
+		get("/headers"),
+		"GET /headers HTTP/1.1\r\nHost: y.test\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\r\n",
+		get("/chunked"), get("/204"), get("/304"),
+		"HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		method := strings.Fields(raw)[0]
+		f.viaBoth(t, lc, raw, method)
+	}
+	if f.proxy.loopConns.Load() != 1 {
+		t.Errorf("the conn left the loop: loopConns %d", f.proxy.loopConns.Load())
+	}
+	f.settle(t, lc)
+}
+
+// TestLoopHTTP10KeepAlive: an HTTP/1.0 client that asks for keep-alive
+// keeps its conn on the loop, and gets Connection: keep-alive each time;
+// one that does not ask is answered and closed.
+func TestLoopHTTP10KeepAlive(t *testing.T) {
+	be := helloBackend(t)
+	f := simpleLoopLB(t, "", be.addr())
+	const ka = "GET /hello HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+	lc := f.onLoop(t, ka)
+	for range 3 {
+		resp, body := f.viaBoth(t, lc, ka, "GET")
+		if body != "hello" || !strings.EqualFold(resp.Header.Get("Connection"), "keep-alive") {
+			t.Fatalf("HTTP/1.0 keep-alive: %q %v", body, resp.Header)
+		}
+	}
+	resp, body := lc.do(t, "GET /hello HTTP/1.0\r\nHost: x\r\n\r\n", "GET")
+	if resp.StatusCode != 200 || body != "hello" {
+		t.Fatalf("HTTP/1.0: %d %q", resp.StatusCode, body)
+	}
+	lc.closed(t)
+	f.lines.waitLines(t, 1+3*2+1)
+	f.settle(t, lc)
+}
+
+// TestLoopPipelined: heads sent in one write are answered in order, those
+// the loop serves and one it hands back alike.
+func TestLoopPipelined(t *testing.T) {
+	be := helloBackend(t)
+	f := simpleLoopLB(t, "", be.addr())
+	lc := f.onLoop(t, get("/hello"))
+	lc.send(t, get("/a")+"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"+get("/chunked")+get("/b"))
+	for i, want := range []string{"hello", "", "part 0;part 1;part 2;", "hello"} {
+		method := "GET"
+		if i == 1 {
+			method = "HEAD"
+		}
+		if resp, body := readResp(t, lc.br, method); resp.StatusCode != 200 || body != want {
+			t.Fatalf("answer %d: %d %q, want %q", i, resp.StatusCode, body, want)
+		}
+	}
+	// Then a POST with a GET behind it: the loop hands both back.
+	lc.send(t, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"+get("/c"))
+	for i := range 2 {
+		if resp, body := readResp(t, lc.br, "GET"); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("answer %d after the POST: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	lines := f.lines.waitLines(t, 7)
+	for i, p := range []string{"/hello", "/a", "/hello", "/chunked", "/b", "/p", "/c"} {
+		checkFields(t, lines[i], map[string]any{"path": p, "status": 200.0})
+	}
+	f.settle(t, lc)
+}
+
+// TestLoopHandsBack: requests the loop does not serve go back to a
+// goroutine, which answers them as it answers a fresh conn's, and the conn
+// goes on where it did there.
+func TestLoopHandsBack(t *testing.T) {
+	be := helloBackend(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(dir+"/files", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/files/page.txt", []byte("static page"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := startLoopLB(t, fmt.Sprintf(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    http: {max_header_bytes: 1024}
+    routes:
+      - {path: /files/, static: %s, fallback: ""}
+      - {path: /app/, pool: p}
+      - {path: /hello, pool: p}
+pools:
+  - name: p
+    backends: [{address: %s}]
+`, dir, be.addr()))
+	for _, tc := range []struct {
+		name   string
+		raw    string
+		status int
+		closes bool // the goroutine path closes the conn after its answer
+	}{
+		{"static", get("/files/page.txt"), 200, false},
+		{"static 404", get("/files/nowhere"), 404, false},
+		{"no route", get("/nowhere"), 404, false},
+		{"redirect route", get("/app"), 308, false},
+		{"pool route", get("/app/x"), 200, false},
+		{"head over max_header_bytes", "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 1100) + "\r\n\r\n", 431, true},
+		{"malformed head", "GET /hello HTTP/1.1\r\nHost x\r\n\r\n", 400, true},
+		{"bad path", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400, true},
+		{"post", "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", 200, false},
+		{"chunked post", "POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n", 200, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lines := len(f.lines.all(t))
+			lc := f.onLoop(t, get("/hello"))
+			resp, body := f.viaBoth(t, lc, tc.raw, "GET")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.closes {
+				lc.closed(t)
+			} else if resp, body := lc.do(t, get("/hello"), "GET"); resp.StatusCode != 200 || body != "hello" {
+				t.Fatalf("the next request: %d %q", resp.StatusCode, body)
+			}
+			got := f.lines.waitLines(t, lines+4-boolInt(tc.closes))[lines+2]
+			checkFields(t, got, map[string]any{"status": float64(tc.status)})
+			f.settle(t, lc)
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestLoopHeadInPieces: a head that arrives in several writes is served
+// once whole, however it was cut.
+func TestLoopHeadInPieces(t *testing.T) {
+	be := helloBackend(t)
+	f := simpleLoopLB(t, "", be.addr())
+	head := []byte("GET /headers HTTP/1.1\r\nHost: pieces.test\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n")
+	for _, cut := range tcptest.Cuts(len(head)) {
+		t.Run(cut.Name, func(t *testing.T) {
+			lc := f.onLoop(t, get("/hello"))
+			tcptest.Trickle(t, lc.c, head, cut)
+			resp, body := readResp(t, lc.br, "GET")
+			if resp.StatusCode != 200 || !strings.Contains(body, "host=pieces.test") {
+				t.Fatalf("%d %q", resp.StatusCode, body)
+			}
+			if f.proxy.loopConns.Load() != 1 {
+				t.Errorf("the conn left the loop")
+			}
+			f.settle(t, lc)
+		})
+	}
+}
+
+// viaBothThen is viaBoth that also sends a GET of /hello after the answer
+// on both conns, and checks that both either answer it or have closed.
+func (f *loopLB) viaBothThen(t *testing.T, lc *loopClient, raw, method string) (resp *http.Response, body string, open bool) {
+	t.Helper()
+	fresh := &loopClient{c: tcptest.Dial(t, f.addr)}
+	fresh.br = bufio.NewReader(fresh.c)
+	defer fresh.c.Close()
+	fresh.send(t, raw)
+	want, wantBody := readFinal(t, fresh.br, method)
+	lc.send(t, raw)
+	got, gotBody := readFinal(t, lc.br, method)
+	sameAnswer(t, strings.SplitN(raw, "\r\n", 2)[0], got, want, gotBody, wantBody)
+	wantOpen, gotOpen := fresh.next(t), lc.next(t)
+	if gotOpen != wantOpen {
+		t.Errorf("%q: the conn goes on: on the loop %v, on a goroutine %v", raw, gotOpen, wantOpen)
+	}
+	return got, gotBody, gotOpen
+}
+
+// readFinal reads the final answer to method, after any interim ones,
+// and what came of its body: a body cut short ends in "<cut>".
+func readFinal(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	for range 10 {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		if resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			body = append(body, "<cut>"...)
+		}
+		return resp, string(body)
+	}
+	t.Fatal("ten interim answers")
+	return nil, ""
+}
+
+// next sends a GET of /hello and reports whether it was answered "hello";
+// false when the conn was closed.
+func (lc *loopClient) next(t *testing.T) bool {
+	t.Helper()
+	if _, err := io.WriteString(lc.c, get("/hello")); err != nil {
+		return false
+	}
+	resp, err := http.ReadResponse(lc.br, nil)
+	if err != nil {
+		return false
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || string(body) != "hello" {
+		t.Fatalf("the next request: %d %q %v", resp.StatusCode, body, err)
+	}
+	return true
+}
+
+// pacedBackend is rawBackend whose answers may come in pieces: "\x00pause"
+// in an answer pauses the writer there.
+func pacedBackend(t *testing.T, answers map[string]string) string {
+	t.Helper()
+	return tcptest.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for range 100 {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			a, ok := answers[req.URL.Path]
+			if !ok {
+				a = okHello
+			}
+			a, closing := strings.CutSuffix(a, "\x00close")
+			for i, piece := range strings.Split(a, "\x00pause") {
+				if i > 0 {
+					// Pacing, deliberately: the answer is meant to
+					// arrive in pieces, as from a slow backend.
+					time.Sleep(20 * time.Millisecond)
+				}
+				if _, err := io.WriteString(c, piece); err != nil {
+					return
+				}
+			}
+			if closing {
+				return
+			}
+		}
+	}).Addr()
+}
+
+// TestLoopAnswers: every kind of answer a backend gives to a request the
+// loop sent reaches the client as on a goroutine, whether the loop relays
+// it or hands it back, and the conn goes on where it goes on there.
+func TestLoopAnswers(t *testing.T) {
+	big := strings.Repeat("x", bigAnswer)
+	addr := pacedBackend(t, map[string]string{
+		"/length":     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabc",
+		"/chunked":    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: t\r\n\r\n",
+		"/204":        "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+		"/304":        "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+		"/big":        "HTTP/1.1 200 OK\r\nContent-Length: " + fmt.Sprint(len(big)) + "\r\n\r\n" + big,
+		"/bigchunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk([]byte(big)) + "0\r\n\r\n",
+		"/slow":       "HTTP/1.1 200\x00pause OK\r\nContent-Length: 10\r\n\x00pause\r\n01234\x00pause56789",
+		"/slowchunks": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n\x00pause2\r\nde\r\n\x00pause0\r\n\r\n",
+		"/continue":   "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/hints":      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/http10":     "HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil the close\x00close",
+		"/noframing":  "HTTP/1.1 200 OK\r\n\r\nuntil the close\x00close",
+		"/malformed":  "HTTP/1.1 abc\r\n\r\n\x00close",
+		"/badchunks":  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n\x00close",
+		"/101":        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x00close",
+		"/close":      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok\x00close",
+		"/truncated":  "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc\x00close",
+	})
+	f := simpleLoopLB(t, "", addr)
+	b := f.pools["p"].Backends()[0]
+	for _, tc := range []struct {
+		path, method string
+		status       int
+	}{
+		{"/length", "GET", 200}, {"/length", "HEAD", 200}, {"/chunked", "GET", 200},
+		{"/204", "GET", 204}, {"/304", "GET", 304}, {"/big", "GET", 200}, {"/bigchunked", "GET", 200},
+		{"/slow", "GET", 200}, {"/slowchunks", "GET", 200}, {"/continue", "GET", 200},
+		{"/hints", "GET", 200}, {"/http10", "GET", 200}, {"/noframing", "GET", 200},
+		{"/malformed", "GET", 502}, {"/badchunks", "GET", 200}, {"/101", "GET", 502},
+		{"/close", "GET", 200}, {"/truncated", "GET", 200},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			lines := len(f.lines.all(t))
+			lc := f.onLoop(t, get("/hello"))
+			raw := tc.method + " " + tc.path + " HTTP/1.1\r\nHost: x\r\n\r\n"
+			resp, body, _ := f.viaBothThen(t, lc, raw, tc.method)
+			if resp.StatusCode != tc.status {
+				t.Errorf("%d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			f.settle(t, lc)
+			// The fresh conn's and the loop conn's lines for the request
+			// agree.
+			all := f.lines.all(t)
+			var mine []map[string]any
+			for _, l := range all[lines:] {
+				if l["path"] == tc.path {
+					mine = append(mine, l)
+				}
+			}
+			if len(mine) != 2 {
+				t.Fatalf("%d access lines for %s, want 2: %v", len(mine), tc.path, all[lines:])
+			}
+			for _, k := range []string{"status", "tx", "backend", "reason"} {
+				if mine[0][k] != mine[1][k] {
+					t.Errorf("access line %s: %v on a goroutine, %v on the loop", k, mine[0][k], mine[1][k])
+				}
+			}
+			if b.Active() != 0 {
+				t.Errorf("%d reservations left", b.Active())
+			}
+		})
+	}
+}
