@@ -412,6 +412,9 @@ func (lc *loopConn) relay(be *loopBackend, resp *http.Response, rbr *bufio.Reade
 	putReader(rbr)
 	lc.be = nil
 	be.resp = nil
+	// A backend that closed (or sent more) as the answer ended reported it
+	// already: no later edge would drop the conn from the cache.
+	clean = clean && !be.rdhup && !be.readable
 	if err == nil && reusable && clean {
 		l.putIdle(be)
 	} else {
