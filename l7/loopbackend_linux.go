@@ -115,7 +115,6 @@ func (lc *loopConn) connect() {
 		return
 	}
 	lc.b = b
-	cc.e.Backend = b.String()
 	if !st.l.HTTP.PreserveHost {
 		lc.out7.Host = b.String()
 	}
@@ -216,6 +215,9 @@ func (lc *loopConn) connectFailed(err error) {
 func (lc *loopConn) use(be *loopBackend) {
 	cc := lc.cc
 	lc.be, be.owner = be, lc
+	// Named once it has a conn, as Connect's caller names it: a failed
+	// dial's line names none.
+	cc.e.Backend = be.b.String()
 	if !lc.counted {
 		mc := cc.seriesFor(lc.l.w, lc.ureq.Pool, be.b).conn
 		mc.Total.Inc()
