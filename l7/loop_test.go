@@ -11,14 +11,19 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
+	"github.com/wslb/wslb/pool"
 )
 
 // The event loop (loop_linux.go) serves a kept-alive conn's requests after
@@ -35,6 +40,17 @@ type loopLB struct {
 	lines accessLines
 	fds   *fdbudget.Budget
 	base  int64 // fds.Used() with no client conn: the sockets and the loops
+
+	mu         sync.Mutex
+	dialErrors []string // the backends the passive checks were told of
+}
+
+// failedDials returns the backends whose failed dials the passive checks
+// were told of.
+func (f *loopLB) failedDials() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.dialErrors)
 }
 
 // loopWorkers is startLBConfig's worker count: as many listening sockets
@@ -44,7 +60,14 @@ const loopWorkers = 2
 func startLoopLB(t *testing.T, yaml string) *loopLB {
 	t.Helper()
 	f := &loopLB{fds: fdbudget.WithLimit(1<<20, 0, nil)}
-	f.lb = startLB(t, yaml, f.lines.setup, func(px *Proxy) { px.FDs = f.fds })
+	f.lb = startLB(t, yaml, f.lines.setup, func(px *Proxy) {
+		px.FDs = f.fds
+		px.OnDialError = func(b *pool.Backend, err error) {
+			f.mu.Lock()
+			f.dialErrors = append(f.dialErrors, b.String())
+			f.mu.Unlock()
+		}
+	})
 	f.base = loopWorkers + 2*loopWorkers
 	wait.For(t, "the workers and their loops", func() bool { return f.fds.Used() == f.base })
 	return f
@@ -454,7 +477,36 @@ func (f *loopLB) viaBothThen(t *testing.T, lc *loopClient, raw, method string) (
 	if gotOpen != wantOpen {
 		t.Errorf("%q: the conn goes on: on the loop %v, on a goroutine %v", raw, gotOpen, wantOpen)
 	}
+	fresh.c.Close()
+	path, _, _ := strings.Cut(strings.Fields(raw)[1], "?")
+	f.sameLines(t, path, fresh.c, lc.c)
 	return got, gotBody, gotOpen
+}
+
+// sameLines checks that the access lines of the last requests for path
+// from the goroutine's conn and the loop's agree.
+func (f *loopLB) sameLines(t *testing.T, path string, goroutine, loop net.Conn) {
+	t.Helper()
+	var a, b map[string]any
+	wait.For(t, "both access lines of "+path, func() bool {
+		for _, l := range f.lines.all(t) {
+			if l["path"] != path {
+				continue
+			}
+			switch l["client"] {
+			case goroutine.LocalAddr().String():
+				a = l
+			case loop.LocalAddr().String():
+				b = l
+			}
+		}
+		return a != nil && b != nil
+	})
+	for _, k := range []string{"status", "tx", "rx", "backend", "pool", "route", "reason", "method"} {
+		if a[k] != b[k] {
+			t.Errorf("access line of %s: %s %v on a goroutine, %v on the loop", path, k, a[k], b[k])
+		}
+	}
 }
 
 // readFinal reads the final answer to method, after any interim ones,
@@ -568,7 +620,6 @@ func TestLoopAnswers(t *testing.T) {
 		{"/close", "GET", 200}, {"/truncated", "GET", 200},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			lines := len(f.lines.all(t))
 			lc := f.onLoop(t, get("/hello"))
 			raw := tc.method + " " + tc.path + " HTTP/1.1\r\nHost: x\r\n\r\n"
 			resp, body, _ := f.viaBothThen(t, lc, raw, tc.method)
@@ -576,26 +627,206 @@ func TestLoopAnswers(t *testing.T) {
 				t.Errorf("%d %q, want %d", resp.StatusCode, body, tc.status)
 			}
 			f.settle(t, lc)
-			// The fresh conn's and the loop conn's lines for the request
-			// agree.
-			all := f.lines.all(t)
-			var mine []map[string]any
-			for _, l := range all[lines:] {
-				if l["path"] == tc.path {
-					mine = append(mine, l)
-				}
-			}
-			if len(mine) != 2 {
-				t.Fatalf("%d access lines for %s, want 2: %v", len(mine), tc.path, all[lines:])
-			}
-			for _, k := range []string{"status", "tx", "backend", "reason"} {
-				if mine[0][k] != mine[1][k] {
-					t.Errorf("access line %s: %v on a goroutine, %v on the loop", k, mine[0][k], mine[1][k])
-				}
-			}
 			if b.Active() != 0 {
 				t.Errorf("%d reservations left", b.Active())
 			}
 		})
 	}
+}
+
+// TestLoopIdleBackendConnClosed: a backend conn idle in the loop's cache
+// that the backend closes is dropped when it does (EPOLLRDHUP), and the
+// next request gets a new one.
+func TestLoopIdleBackendConnClosed(t *testing.T) {
+	conns := make(chan struct{}, 10)
+	addr := rawBackend(t, map[string]string{
+		"/hello": okHello,
+		"/bye":   okHello + "\x00close", // kept-alive by its head, closed after
+	}, conns)
+	f := simpleLoopLB(t, "", addr)
+	b := f.pools["p"].Backends()[0]
+	lc := f.onLoop(t, get("/hello"))
+	if resp, body := lc.do(t, get("/bye"), "GET"); resp.StatusCode != 200 || body != "hello" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	wait.For(t, "the closed conn dropped from the cache", func() bool { return b.Idle() == 0 })
+	for range 3 {
+		if resp, body := lc.do(t, get("/hello"), "GET"); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("after the close: %d %q", resp.StatusCode, body)
+		}
+	}
+	if len(conns) != 2 {
+		t.Errorf("%d backend conns, want 2", len(conns))
+	}
+	mExpectErrs(t, f.lb, nil, nil)
+	f.settle(t, lc)
+}
+
+// TestLoopReplay: a cached backend conn that dies unnoticed between an
+// answer and the next request (the backend closes it as the request goes
+// out) costs the request nothing: it goes again on a new conn, as on a
+// goroutine; a request that may not be replayed gets the goroutine's 502.
+func TestLoopReplay(t *testing.T) {
+	var mu sync.Mutex
+	served := map[string]int{} // per path, requests answered
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; i < 100; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			// The second request on a conn finds it dead, as if the
+			// backend's keep-alive timer had just fired.
+			if i > 0 && strings.HasPrefix(req.URL.Path, "/flaky") {
+				return
+			}
+			mu.Lock()
+			served[req.URL.Path]++
+			mu.Unlock()
+			io.WriteString(c, okHello)
+		}
+	}).Addr()
+	f := simpleLoopLB(t, "", addr)
+	lc := f.onLoop(t, get("/hello"))
+	for _, path := range []string{"/flaky1", "/flaky2"} {
+		if resp, body := lc.do(t, get(path), "GET"); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("GET %s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	if served["/flaky1"] != 1 || served["/flaky2"] != 1 {
+		t.Errorf("served %v", served)
+	}
+	mu.Unlock()
+	mExpectErrs(t, f.lb, nil, nil)
+	lines := f.lines.waitLines(t, 3)
+	checkFields(t, lines[1], map[string]any{"path": "/flaky1", "status": 200.0, "tx": 5.0})
+	f.settle(t, lc)
+}
+
+// TestLoopBackendFaults: no backend, a refused connect (the other backend
+// tried, the passive check told), a backend that never answers, a connect
+// that never completes: wslb's own answers, as on a goroutine, counted the
+// same way.
+func TestLoopBackendFaults(t *testing.T) {
+	good := helloBackend(t)
+	silent := tcptest.Serve(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(io.Discard, c)
+	}).Addr()
+	dead, dead2 := loopback.DeadAddr(t), loopback.DeadAddr(t)
+	stuck := unacceptedAddr(t)
+	f := startLoopLB(t, fmt.Sprintf(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    timeouts: {idle: 300ms, connect: 300ms}
+    routes:
+      - {path: /hello, pool: p}
+      - {path: /down/, pool: down}
+      - {path: /two/, pool: two}
+      - {path: /silent/, pool: silent}
+      - {path: /stuck/, pool: stuck}
+pools:
+  - {name: p, backends: [{address: %s}]}
+  - {name: down, backends: [{address: %s}]}
+  - {name: two, balance: round_robin, backends: [{address: %s}, {address: %s}]}
+  - {name: silent, backends: [{address: %s}]}
+  - {name: stuck, backends: [{address: %s}]}
+`, good.addr(), dead, dead2, good.addr(), silent, stuck))
+	for _, tc := range []struct {
+		name, path string
+		status     int
+		errs       map[string]float64 // both requests'
+		dials      []string           // the passive checks told, both requests
+	}{
+		{"refused", "/down/x", 502, map[string]float64{"dial": 2}, []string{dead, dead}},
+		{"silent", "/silent/x", 504, map[string]float64{"timeout": 2}, nil},
+		{"connect timeout", "/stuck/x", 502, map[string]float64{"dial": 2}, []string{stuck, stuck}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lc := f.onLoop(t, get("/hello"))
+			before, dials := mErrCounts(f.lb), len(f.failedDials())
+			resp, body, open := f.viaBothThen(t, lc, get(tc.path), "GET")
+			if resp.StatusCode != tc.status || open {
+				t.Errorf("%d %q, the conn going on: %v; want %d and a close", resp.StatusCode, body, open, tc.status)
+			}
+			mExpectErrs(t, f.lb, before, tc.errs)
+			if got := f.failedDials()[dials:]; !slices.Equal(got, tc.dials) {
+				t.Errorf("passive checks told of %v, want %v", got, tc.dials)
+			}
+			f.settle(t, lc)
+		})
+	}
+
+	t.Run("the other backend", func(t *testing.T) {
+		lc := f.onLoop(t, get("/hello"))
+		before, dials := mErrCounts(f.lb), len(f.failedDials())
+		// Round robin: one of the two requests picks the refusing backend
+		// first, and the good one answers it.
+		for i := range 2 {
+			if resp, body := lc.do(t, get("/two/x"), "GET"); resp.StatusCode != 200 || body != "hello" {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+		// Each pick of the refusing backend is a failed dial, counted and
+		// told to the passive checks, and nothing else is.
+		told := f.failedDials()[dials:]
+		moved := mErrMoves(before, mErrCounts(f.lb))
+		if len(told) == 0 || moved["dial"] != float64(len(told)) || len(moved) != 1 {
+			t.Errorf("errors_total moved by %v; passive checks told of %v", moved, told)
+		}
+		for _, b := range told {
+			if b != dead2 {
+				t.Errorf("passive checks told of %s, want only %s", b, dead2)
+			}
+		}
+		f.settle(t, lc)
+	})
+
+	t.Run("no backend", func(t *testing.T) {
+		f.pools["down"].Backends()[0].SetAgentDown(true)
+		lc := f.onLoop(t, get("/hello"))
+		before := mErrCounts(f.lb)
+		resp, body, open := f.viaBothThen(t, lc, get("/down/x"), "GET")
+		if resp.StatusCode != 503 || open {
+			t.Errorf("%d %q, the conn going on: %v; want 503 and a close", resp.StatusCode, body, open)
+		}
+		mExpectErrs(t, f.lb, before, map[string]float64{"no_backend": 2})
+		f.settle(t, lc)
+	})
+}
+
+// unacceptedAddr is a loopback address whose listener never accepts and
+// whose accept queue is full: a connect to it is never answered (the
+// kernel drops the SYN), until timeouts.connect.
+func unacceptedAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	// A backlog of 0 holds one conn; fill it (and then some) so that the
+	// next SYN is dropped.
+	for range 2 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
 }
