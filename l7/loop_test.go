@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/header"
 	"github.com/wslb/wslb/internal/loopback"
 	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/internal/wait"
@@ -829,4 +830,139 @@ func unacceptedAddr(t *testing.T) string {
 		}
 	}
 	return addr
+}
+
+// TestLoopUpgradeLater: a WebSocket upgrade as a later request on a conn
+// on the loop goes back to a goroutine and becomes a tunnel.
+func TestLoopUpgradeLater(t *testing.T) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for range 10 {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Header.Get("Upgrade") == "" {
+				io.WriteString(c, okHello)
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Accept: "+header.AcceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
+			io.Copy(c, br) // the tunnel: an echo
+			return
+		}
+	}).Addr()
+	f := simpleLoopLB(t, "", addr)
+	lc := f.onLoop(t, get("/hello"))
+	if resp, body := lc.do(t, get("/hello"), "GET"); resp.StatusCode != 200 || body != "hello" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	lc.send(t, upgradeHead("/ws"))
+	resp, err := http.ReadResponse(lc.br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	lc.send(t, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(lc.br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("through the tunnel: %q %v", buf, err)
+	}
+	wait.For(t, "the conn off the loop", func() bool { return f.proxy.loopConns.Load() == 0 })
+	lines := f.lines.waitLines(t, 2)
+	checkFields(t, lines[1], map[string]any{"path": "/hello", "status": 200.0})
+	f.settle(t, lc)
+	checkFields(t, f.lines.waitLines(t, 3)[2], map[string]any{"path": "/ws", "status": 101.0, "upgrade": true})
+}
+
+// TestLoopClientFaults: a client that stops reading, closes mid-request,
+// idles, sends its head too slowly, or half-closes after its request:
+// each ends as on a goroutine, and nothing is left of it.
+func TestLoopClientFaults(t *testing.T) {
+	release := make(chan struct{}) // lets /wait answer
+	requested := make(chan struct{}, 10)
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/wait":
+			requested <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			io.WriteString(w, "late")
+		case "/60k":
+			w.Write([]byte(strings.Repeat("s", 60<<10)))
+		default:
+			io.WriteString(w, "hello")
+		}
+	}))
+	f := simpleLoopLB(t, "    timeouts: {send: 300ms, keepalive: 400ms, handshake: 300ms}\n", be.addr())
+
+	t.Run("stops reading", func(t *testing.T) {
+		lc := f.onLoop(t, get("/hello"))
+		before := mErrCounts(f.lb)
+		// Answers the loop relays itself, many more than the sockets hold.
+		lc.send(t, strings.Repeat(get("/60k"), 100))
+		wait.For(t, "a stuck write to time out", func() bool { return mErrCounts(f.lb)["timeout"] > before["timeout"] })
+		mExpectErrs(t, f.lb, before, map[string]float64{"timeout": 1})
+		f.settle(t, lc)
+	})
+
+	t.Run("closes mid-request", func(t *testing.T) {
+		// On a fresh conn (its goroutine) and on the loop alike.
+		fresh := tcptest.Dial(t, f.addr)
+		lc := f.onLoop(t, get("/hello"))
+		for _, c := range []net.Conn{fresh, lc.c} {
+			io.WriteString(c, get("/wait"))
+			<-requested
+			c.Close()
+			release <- struct{}{}
+		}
+		f.sameLines(t, "/wait", fresh, lc.c)
+		f.settle(t, lc)
+	})
+
+	t.Run("keepalive", func(t *testing.T) {
+		lc := f.onLoop(t, get("/hello"))
+		before := mErrCounts(f.lb)
+		lc.closed(t) // after timeouts.keepalive
+		mExpectErrs(t, f.lb, before, nil)
+		f.settle(t, lc)
+	})
+
+	t.Run("slow head", func(t *testing.T) {
+		lc := f.onLoop(t, get("/hello"))
+		before, lines := mErrCounts(f.lb), len(f.lines.all(t))
+		lc.send(t, "GET /hello HTTP/1.1\r\n")
+		lc.closed(t) // after timeouts.handshake, with no answer
+		mExpectErrs(t, f.lb, before, map[string]float64{"timeout": 1})
+		f.settle(t, lc)
+		if got := len(f.lines.all(t)); got != lines {
+			t.Errorf("%d access lines for a slow head, want none", got-lines)
+		}
+	})
+
+	t.Run("half-closes", func(t *testing.T) {
+		lc := f.onLoop(t, get("/hello"))
+		fresh := tcptest.Dial(t, f.addr)
+		for _, c := range []net.Conn{fresh, lc.c} {
+			io.WriteString(c, get("/hello"))
+			c.(*net.TCPConn).CloseWrite()
+		}
+		want, err := io.ReadAll(fresh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(lc.br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, _, _ := strings.Cut(string(got), "Date:")
+		w, _, _ := strings.Cut(string(want), "Date:")
+		if g != w || !strings.HasSuffix(string(got), "hello") {
+			t.Errorf("after a half-close, on the loop %q, on a goroutine %q", got, want)
+		}
+		fresh.Close()
+		f.settle(t, lc)
+	})
 }
