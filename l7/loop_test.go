@@ -4,6 +4,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -179,9 +180,14 @@ func sameAnswer(t *testing.T, what string, got, want *http.Response, gotBody, wa
 // returns the loop's.
 func (f *loopLB) viaBoth(t *testing.T, lc *loopClient, raw, method string) (*http.Response, string) {
 	t.Helper()
-	want, wantBody := exchangeMethod(t, f.addr, raw, method)
+	fresh := &loopClient{c: tcptest.Dial(t, f.addr)}
+	fresh.br = bufio.NewReader(fresh.c)
+	defer fresh.c.Close()
+	want, wantBody := fresh.do(t, raw, method)
+	before := len(f.linesOf(t, lc.c))
 	got, gotBody := lc.do(t, raw, method)
 	sameAnswer(t, strings.SplitN(raw, "\r\n", 2)[0], got, want, gotBody, wantBody)
+	f.sameLines(t, fresh.c, lc.c, before)
 	return got, gotBody
 }
 
@@ -313,9 +319,8 @@ func TestLoopPlainRequests(t *testing.T) {
 		method := strings.Fields(raw)[0]
 		f.viaBoth(t, lc, raw, method)
 	}
-	if f.proxy.loopConns.Load() != 1 {
-		t.Errorf("the conn left the loop: loopConns %d", f.proxy.loopConns.Load())
-	}
+	// The fresh conns moved there too, and are closed: lc is what is left.
+	wait.For(t, "only the conn on the loop", func() bool { return f.proxy.loopConns.Load() == 1 })
 	f.settle(t, lc)
 }
 
@@ -415,7 +420,6 @@ pools:
 		{"chunked post", "POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n", 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lines := len(f.lines.all(t))
 			lc := f.onLoop(t, get("/hello"))
 			resp, body := f.viaBoth(t, lc, tc.raw, "GET")
 			if resp.StatusCode != tc.status {
@@ -426,18 +430,9 @@ pools:
 			} else if resp, body := lc.do(t, get("/hello"), "GET"); resp.StatusCode != 200 || body != "hello" {
 				t.Fatalf("the next request: %d %q", resp.StatusCode, body)
 			}
-			got := f.lines.waitLines(t, lines+4-boolInt(tc.closes))[lines+2]
-			checkFields(t, got, map[string]any{"status": float64(tc.status)})
 			f.settle(t, lc)
 		})
 	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // TestLoopHeadInPieces: a head that arrives in several writes is served
@@ -471,6 +466,7 @@ func (f *loopLB) viaBothThen(t *testing.T, lc *loopClient, raw, method string) (
 	defer fresh.c.Close()
 	fresh.send(t, raw)
 	want, wantBody := readFinal(t, fresh.br, method)
+	before := len(f.linesOf(t, lc.c))
 	lc.send(t, raw)
 	got, gotBody := readFinal(t, lc.br, method)
 	sameAnswer(t, strings.SplitN(raw, "\r\n", 2)[0], got, want, gotBody, wantBody)
@@ -479,33 +475,35 @@ func (f *loopLB) viaBothThen(t *testing.T, lc *loopClient, raw, method string) (
 		t.Errorf("%q: the conn goes on: on the loop %v, on a goroutine %v", raw, gotOpen, wantOpen)
 	}
 	fresh.c.Close()
-	path, _, _ := strings.Cut(strings.Fields(raw)[1], "?")
-	f.sameLines(t, path, fresh.c, lc.c)
+	f.sameLines(t, fresh.c, lc.c, before)
 	return got, gotBody, gotOpen
 }
 
-// sameLines checks that the access lines of the last requests for path
-// from the goroutine's conn and the loop's agree.
-func (f *loopLB) sameLines(t *testing.T, path string, goroutine, loop net.Conn) {
+// linesOf returns the access lines of the conn whose client end is c.
+func (f *loopLB) linesOf(t *testing.T, c net.Conn) []map[string]any {
 	t.Helper()
-	var a, b map[string]any
-	wait.For(t, "both access lines of "+path, func() bool {
-		for _, l := range f.lines.all(t) {
-			if l["path"] != path {
-				continue
-			}
-			switch l["client"] {
-			case goroutine.LocalAddr().String():
-				a = l
-			case loop.LocalAddr().String():
-				b = l
-			}
+	var out []map[string]any
+	for _, l := range f.lines.all(t) {
+		if l["client"] == c.LocalAddr().String() {
+			out = append(out, l)
 		}
-		return a != nil && b != nil
+	}
+	return out
+}
+
+// sameLines checks that the access line of the request a fresh conn sent
+// (its goroutine's) agrees with the next line of loop's, after the before
+// it had.
+func (f *loopLB) sameLines(t *testing.T, goroutine, loop net.Conn, before int) {
+	t.Helper()
+	var a, b []map[string]any
+	wait.For(t, "both access lines", func() bool {
+		a, b = f.linesOf(t, goroutine), f.linesOf(t, loop)
+		return len(a) >= 1 && len(b) > before
 	})
-	for _, k := range []string{"status", "tx", "rx", "backend", "pool", "route", "reason", "method"} {
-		if a[k] != b[k] {
-			t.Errorf("access line of %s: %s %v on a goroutine, %v on the loop", path, k, a[k], b[k])
+	for _, k := range []string{"status", "tx", "rx", "backend", "pool", "route", "reason", "method", "path"} {
+		if a[0][k] != b[before][k] {
+			t.Errorf("access line: %s %v on a goroutine, %v on the loop", k, a[0][k], b[before][k])
 		}
 	}
 }
@@ -918,7 +916,7 @@ func TestLoopClientFaults(t *testing.T) {
 			c.Close()
 			release <- struct{}{}
 		}
-		f.sameLines(t, "/wait", fresh, lc.c)
+		f.sameLines(t, fresh, lc.c, 1)
 		f.settle(t, lc)
 	})
 
@@ -965,4 +963,65 @@ func TestLoopClientFaults(t *testing.T) {
 		fresh.Close()
 		f.settle(t, lc)
 	})
+}
+
+// TestLoopDrain: a drain ends a conn idle on the loop at once, and one
+// whose request is in flight with a 499 whose access line says drain; then
+// the loops close, and every descriptor wslb opened is closed.
+func TestLoopDrain(t *testing.T) {
+	requested := make(chan struct{}, 1)
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			requested <- struct{}{}
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
+		io.WriteString(w, "hello")
+	}))
+	f := simpleLoopLB(t, "", be.addr())
+	// With the listener, its loops and its tunnel engine open: the drain
+	// closes all but the engine, which closes when the test ends.
+	open, err := fdbudget.CountOpen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.pools["p"].Backends()[0]
+	idle := f.onLoop(t, get("/hello"))
+	busy := f.onLoop(t, get("/hello"))
+	busy.send(t, get("/wait"))
+	<-requested
+	lines := len(f.lines.all(t))
+
+	f.fl.Close() // stop accepting, as a shutdown does first
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	f.fl.Drain(ctx, 0, 0)
+	idle.closed(t)
+	busy.closed(t)
+	got := f.lines.waitLines(t, lines+1)[lines]
+	checkFields(t, got, map[string]any{"path": "/wait", "status": 499.0, "reason": "drain", "backend": be.addr()})
+	if n := f.requests("p", 499); n != 0 {
+		t.Errorf("wslb_http_requests_total{499} = %v for a drain", n)
+	}
+	active := f.metrics.ConnectionsActive.WithLabelValues("web", "p", be.addr())
+	if f.proxy.loopConns.Load() != 0 || f.fl.Active() != 0 || b.Active() != 0 || testutil.ToFloat64(active) != 0 || b.Idle() != 0 {
+		t.Errorf("after the drain: loopConns %d, conns %d, reservations %d, active gauge %v, idle %d",
+			f.proxy.loopConns.Load(), f.fl.Active(), b.Active(), testutil.ToFloat64(active), b.Idle())
+	}
+	if n := f.fds.Used(); n != 0 {
+		t.Errorf("%d descriptors counted after the drain, want 0", n)
+	}
+	idle.c.Close()
+	busy.c.Close()
+	// The process's own count: the backend closes its ends once wslb's are
+	// closed.
+	if !wait.Until(wait.Timeout, func() bool {
+		n, err := fdbudget.CountOpen()
+		return err == nil && n <= open-int(f.base)
+	}) {
+		n, _ := fdbudget.CountOpen()
+		t.Errorf("%d descriptors open after the drain, want at most %d", n, open-int(f.base))
+	}
 }
