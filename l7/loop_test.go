@@ -207,7 +207,8 @@ func get(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\
 
 // rawBackend answers each request by its path with the raw bytes of
 // answers[path], on kept-alive conns; an answer that ends in "\x00close" is
-// sent without that marker and the conn closed. It counts conns in conns.
+// sent without that marker and the conn closed, and "\x00pause" in an
+// answer pauses the writer there. It counts conns in conns.
 func rawBackend(t *testing.T, answers map[string]string, conns chan<- struct{}) string {
 	t.Helper()
 	return tcptest.Serve(t, func(c net.Conn) {
@@ -225,7 +226,17 @@ func rawBackend(t *testing.T, answers map[string]string, conns chan<- struct{}) 
 				a = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 			}
 			a, closing := strings.CutSuffix(a, "\x00close")
-			if _, err := io.WriteString(c, a); err != nil || closing {
+			for i, piece := range strings.Split(a, "\x00pause") {
+				if i > 0 {
+					// Pacing, deliberately: the answer is meant to
+					// arrive in pieces, as from a slow backend.
+					time.Sleep(20 * time.Millisecond)
+				}
+				if _, err := io.WriteString(c, piece); err != nil {
+					return
+				}
+			}
+			if closing {
 				return
 			}
 		}
@@ -548,45 +559,13 @@ func (lc *loopClient) next(t *testing.T) bool {
 	return true
 }
 
-// pacedBackend is rawBackend whose answers may come in pieces: "\x00pause"
-// in an answer pauses the writer there.
-func pacedBackend(t *testing.T, answers map[string]string) string {
-	t.Helper()
-	return tcptest.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for range 100 {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			a, ok := answers[req.URL.Path]
-			if !ok {
-				a = okHello
-			}
-			a, closing := strings.CutSuffix(a, "\x00close")
-			for i, piece := range strings.Split(a, "\x00pause") {
-				if i > 0 {
-					// Pacing, deliberately: the answer is meant to
-					// arrive in pieces, as from a slow backend.
-					time.Sleep(20 * time.Millisecond)
-				}
-				if _, err := io.WriteString(c, piece); err != nil {
-					return
-				}
-			}
-			if closing {
-				return
-			}
-		}
-	}).Addr()
-}
-
 // TestLoopAnswers: every kind of answer a backend gives to a request the
 // loop sent reaches the client as on a goroutine, whether the loop relays
 // it or hands it back, and the conn goes on where it goes on there.
 func TestLoopAnswers(t *testing.T) {
 	big := strings.Repeat("x", bigAnswer)
-	addr := pacedBackend(t, map[string]string{
+	addr := rawBackend(t, map[string]string{
+		"/hello":      okHello,
 		"/length":     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: 1\r\n\r\nabc",
 		"/chunked":    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: t\r\n\r\n",
 		"/204":        "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
@@ -604,7 +583,7 @@ func TestLoopAnswers(t *testing.T) {
 		"/101":        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x00close",
 		"/close":      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok\x00close",
 		"/truncated":  "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc\x00close",
-	})
+	}, nil)
 	f := simpleLoopLB(t, "", addr)
 	b := f.pools["p"].Backends()[0]
 	for _, tc := range []struct {
