@@ -1004,3 +1004,53 @@ func TestLoopDrain(t *testing.T) {
 		t.Errorf("%d descriptors open after the drain, want at most %d", n, open-int(f.base))
 	}
 }
+
+// TestLoopManyConns: many conns on the loops at once, each with requests
+// of its own, get each its own answers, over a few backend conns.
+func TestLoopManyConns(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Query().Get("q"))
+	}))
+	f := simpleLoopLB(t, "", be.addr())
+	const conns, reqs = 20, 20
+	clients := make([]*loopClient, conns)
+	for i := range clients {
+		clients[i] = f.onLoop(t, get("/?q=first"))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i, lc := range clients {
+		wg.Go(func() {
+			for j := range reqs {
+				q := fmt.Sprintf("c%dr%d", i, j)
+				if _, err := io.WriteString(lc.c, get("/?q="+q)); err != nil {
+					errs <- err
+					return
+				}
+				resp, err := http.ReadResponse(lc.br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || string(body) != q {
+					errs <- fmt.Errorf("conn %d request %d: %q %v", i, j, body, err)
+					return
+				}
+			}
+		})
+	}
+	wait.Group(t, "every conn's requests", &wg)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := f.requests("p", 200); got != conns*(reqs+1) {
+		t.Errorf("wslb_http_requests_total{200} = %v, want %d", got, conns*(reqs+1))
+	}
+	if n := be.conns.Load(); n > conns {
+		t.Errorf("%d backend conns for %d client conns", n, conns)
+	}
+	f.lines.waitLines(t, conns*(reqs+1))
+	f.settle(t, clients...)
+}
