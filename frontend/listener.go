@@ -117,9 +117,11 @@ type Listener struct {
 type Hold struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	// detached is set by Detach, on the handler's goroutine: when the
-	// handler returns, the conn lives on until release.
-	detached bool
+	// detached is set by Detach: when the handler returns, the conn lives
+	// on until release. Atomic: l7's event loop detaches a conn from its
+	// handler and may give it back to another goroutine, whose tunnel
+	// detaches it again while the handler's goroutine is still returning.
+	detached atomic.Bool
 	released atomic.Bool
 	l        *Listener
 }
@@ -128,9 +130,11 @@ type Hold struct {
 // handler can return while the conn lives on. It returns the conn's context
 // (the one ServeConn got, still cancelled by Drain with ErrDrain) and release,
 // which the new owner calls once, after the conn has ended and been closed.
-// Call Detach at most once, from ServeConn.
+// Call Detach from ServeConn, or from whoever ServeConn handed the conn to
+// (a conn l7's event loop gives back to a goroutine detaches again when it
+// becomes a tunnel): every call returns the same ctx and release.
 func (h *Hold) Detach() (ctx context.Context, release func()) {
-	h.detached = true
+	h.detached.Store(true)
 	return h.ctx, h.release
 }
 
@@ -291,7 +295,7 @@ func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 	l.wg.Add(1)
 	go func() {
 		l.serveConn(hold, c, h)
-		if !hold.detached {
+		if !hold.detached.Load() {
 			hold.release()
 		}
 	}()

@@ -93,7 +93,7 @@ func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb 
 		f(px)
 	}
 	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
-		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: px.Log}
+		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: px.Log, FDs: px.FDs}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), cfg: lc, proxy: px, pools: pools, fl: fl, metrics: m}
 }

@@ -116,7 +116,6 @@ func (lc *loopConn) connect() {
 		return
 	}
 	lc.b = b
-	cc.e.Backend = b.String()
 	if !st.l.HTTP.PreserveHost {
 		lc.out7.Host = b.String()
 	}
@@ -217,6 +216,9 @@ func (lc *loopConn) connectFailed(err error) {
 func (lc *loopConn) use(be *loopBackend) {
 	cc := lc.cc
 	lc.be, be.owner = be, lc
+	// Named once it has a conn, as Connect's caller names it: a failed
+	// dial's line names none.
+	cc.e.Backend = be.b.String()
 	if !lc.counted {
 		mc := cc.seriesFor(lc.l.w, lc.ureq.Pool, be.b).conn
 		mc.Total.Inc()
@@ -276,10 +278,10 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 			be.readable = false
 			return
 		case err != nil:
-			lc.backendFailed(be, os.NewSyscallError("read", err))
+			lc.answerCut(be, os.NewSyscallError("read", err))
 			return
 		case n == 0:
-			lc.backendFailed(be, io.EOF)
+			lc.answerCut(be, io.EOF)
 			return
 		}
 		if n < len(buf) && !be.rdhup {
@@ -295,6 +297,18 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 			be.resp = append(be.resp, data...) // it was the loop's buffer
 		}
 	}
+}
+
+// answerCut handles a backend conn that ended before its answer was whole:
+// once a head has come, the goroutine path has relayed it and streams the
+// body until the cut, so the answer goes there with what came of it; before
+// that, it is a backend that failed.
+func (lc *loopConn) answerCut(be *loopBackend, err error) {
+	if headEnd(be.resp, 0) >= 0 {
+		lc.handBackAnswer(be, be.resp)
+		return
+	}
+	lc.backendFailed(be, err)
 }
 
 // backendFailed handles a backend conn that failed before its answer was
@@ -401,6 +415,9 @@ func (lc *loopConn) relay(be *loopBackend, resp *http.Response, rbr *bufio.Reade
 	putReader(rbr)
 	lc.be = nil
 	be.resp = nil
+	// A backend that closed (or sent more) as the answer ended reported it
+	// already: no later edge would drop the conn from the cache.
+	clean = clean && !be.rdhup && !be.readable
 	if err == nil && reusable && clean {
 		l.putIdle(be)
 	} else {
