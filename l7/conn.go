@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -37,7 +38,7 @@ type clientConn struct {
 	// src is what br reads: the raw conn, or its socket while awaitRequest
 	// probes it.
 	src   socketReader
-	rsize int         // br's size: a whole head must fit
+	rsize int         // the largest br: a whole head must fit (growReader)
 	raw   rawConnFunc // the raw conn's SyscallConn, once awaitRequest needed it
 	// probe is readAwaited, and probeErr its error.
 	probe    func(fd uintptr) bool
@@ -155,7 +156,10 @@ func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 	_ = c.SetDeadline(deadline)
 	cc.src = socketReader{conn: c, fd: -1}
 	cc.rsize = readerSize(st)
-	cc.br = getReader(&cc.src, cc.rsize)
+	// A head that does not fit the first 4 KiB gets a reader of rsize then
+	// (growReader): most never need it, and a storm of handshakes holds
+	// thousands of readers at once.
+	cc.br = getReader(&cc.src, minBuffer)
 	defer cc.releaseBuffers(nil)
 
 	if st.l.AcceptProxyProtocol {
@@ -180,7 +184,19 @@ func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 	return nil
 }
 
-// readerSize is the client reader's buffer: a whole head must fit, since
+// growReader gives cc a reader of rsize, a whole head's, with what the
+// smaller one had buffered.
+func (cc *clientConn) growReader() {
+	buffered, _ := cc.br.Peek(cc.br.Buffered())
+	prefix := bytes.Clone(buffered)
+	putReader(cc.br)
+	cc.br = getReader(io.MultiReader(bytes.NewReader(prefix), &cc.src), cc.rsize)
+	// The first fill takes the whole prefix (the buffer holds it), so the
+	// MultiReader keeps none of it out of sight.
+	_, _ = cc.br.Peek(len(prefix))
+}
+
+// readerSize is the largest client reader's buffer: a whole head must fit, since
 // readRequest buffers it before parsing.
 func readerSize(st *state) int {
 	if st.l.Mode != "" && st.l.HTTP.MaxHeaderBytes > 4096 {
@@ -220,6 +236,10 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn, resumed bool
 		cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer}
 		cc.begin = begin
 		req, err := readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
+		if errors.Is(err, errHeadGrow) {
+			cc.growReader()
+			req, err = readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
+		}
 		if err != nil {
 			w.badHead(cc, err)
 			if cc.e.Status != 0 {

@@ -12,8 +12,11 @@ import (
 // Errors of readRequest, each answered differently by the conn loop.
 var (
 	errHeadTooLarge = errors.New("request head larger than max_header_bytes")
-	errSmuggling    = errors.New("both Content-Length and Transfer-Encoding")
-	errNoHost       = errors.New("absolute-form target without a Host header")
+	// errHeadGrow: the head does not fit br, which is smaller than
+	// max_header_bytes; the caller gives it a larger reader (growReader).
+	errHeadGrow  = errors.New("request head larger than the reader")
+	errSmuggling = errors.New("both Content-Length and Transfer-Encoding")
+	errNoHost    = errors.New("absolute-form target without a Host header")
 )
 
 // readRequest reads one request head from br, whose buffer must be at least
@@ -82,6 +85,9 @@ func bufferHead(br *bufio.Reader, maxHead int) (int, error) {
 		scanned = max(0, len(buf)-3)
 		if _, err := br.Peek(len(buf) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
+				if br.Size() < maxHead {
+					return 0, errHeadGrow
+				}
 				return 0, errHeadTooLarge
 			}
 			return 0, err

@@ -78,7 +78,7 @@ func TestAwaitRequest(t *testing.T) {
 		if err != nil || req.Host != "x" {
 			t.Fatalf("readRequest = %v, %v", req, err)
 		}
-		if cc.bw == nil || cc.br.Size() < 32<<10 {
+		if cc.bw == nil || cc.br.Size() < minBuffer {
 			t.Fatalf("buffers after awaitRequest: bw %v, br of %d bytes", cc.bw, cc.br.Size())
 		}
 	}

@@ -53,7 +53,7 @@ func (cc *clientConn) awaitRequest(timeout time.Duration) error {
 // readAwaited is awaitRequest's read of the socket: it reports whether it is
 // done, with cc.br holding the first bytes or cc.probeErr the error.
 func (cc *clientConn) readAwaited(fd uintptr) bool {
-	br := getReader(&cc.src, cc.rsize)
+	br := getReader(&cc.src, minBuffer) // readRequest grows it for a long head
 	cc.src.fd = int(fd)
 	_, err := br.Peek(1)
 	cc.src.fd = -1

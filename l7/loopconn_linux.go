@@ -225,7 +225,7 @@ func (lc *loopConn) serve() {
 	}
 	l := lc.l
 	l.src.Reset(lc.in)
-	br := getReader(&l.src, cc.rsize)
+	br := getReader(&l.src, end) // the whole head fits
 	req, err := readRequest(br, maxHead)
 	used := len(lc.in) - l.src.Len() - br.Buffered()
 	putReader(br)

@@ -44,7 +44,7 @@ func (w *worker) serveResumed(ctx context.Context, cc *clientConn, c net.Conn, p
 	if len(pending) > 0 {
 		src = io.MultiReader(bytes.NewReader(pending), &cc.src)
 	}
-	cc.br = getReader(src, max(cc.rsize, len(pending)))
+	cc.br = getReader(src, max(minBuffer, len(pending)))
 	// The first fill takes all of pending (the buffer holds it), so that
 	// awaitRequest sees it buffered.
 	_, _ = cc.br.Peek(len(pending))
