@@ -66,10 +66,14 @@ func (e *Engine) Handshake(ctx context.Context, client *net.TCPConn, h *Handshak
 	if !h.ConnectBy.IsZero() {
 		hs.deadline = max(h.ConnectBy.Sub(t.l.start), 1)
 	}
-	hs.unwatch = context.AfterFunc(ctx, func() { t.cancel(context.Cause(ctx)) })
+	unwatch := context.AfterFunc(ctx, func() { t.cancel(context.Cause(ctx)) })
+	hs.unwatch = unwatch
+	// Only what the end needs: the handshake (h, its callbacks and through
+	// them the request l7 served) must not live as long as the tunnel.
+	done := h.Done
 	t.done = func(s Stats) {
-		hs.unwatch()
-		h.Done(s)
+		unwatch()
+		done(s)
 	}
 	t.l.add(t)
 }
