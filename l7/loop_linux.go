@@ -61,8 +61,10 @@ type evLoop struct {
 	// idleStop ends the watch that purges a backend's idle conns when it
 	// is removed.
 	idleStop map[*pool.Backend]func() bool
-	// src is what the head being parsed is read from.
-	src bytes.Reader
+	// src is what the head being parsed is read from; head is where a
+	// request head for a backend is written.
+	src  bytes.Reader
+	head bytes.Buffer
 }
 
 // loopFD is what a slot holds: a client conn or a backend conn.

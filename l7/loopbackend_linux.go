@@ -3,7 +3,6 @@
 package l7
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -223,8 +222,11 @@ func (lc *loopConn) use(be *loopBackend) {
 	}
 	// timeouts.idle bounds the write and the answer, as roundTrip's deadline.
 	lc.l.setTimer(lc, cc.st.l.Timeouts.Idle)
-	var head bytes.Buffer
-	bw := getWriter(&head)
+	// The head goes out at once; send keeps a copy of what the socket did
+	// not take, so the loop's buffer serves every request.
+	head := &lc.l.head
+	head.Reset()
+	bw := getWriter(head)
 	err := writeRequestHead(bw, lc.out7)
 	if err == nil {
 		err = bw.Flush()

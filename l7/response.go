@@ -107,8 +107,7 @@ func writeIdentityResponse(bw *bufio.Writer, resp *http.Response, body *backendB
 	if n == 0 {
 		// Response.Write probes a body of length 0 (which is NoBody here),
 		// and body notes its end.
-		var probe [1]byte
-		if _, err := body.Read(probe[:]); err != nil && err != io.EOF {
+		if _, err := body.Read(body.scratch[:1]); err != nil && err != io.EOF {
 			return err
 		}
 	}
@@ -139,9 +138,8 @@ func writeIdentityResponse(bw *bufio.Writer, resp *http.Response, body *backendB
 	}
 	// What follows the length is read and dropped, as Response.Write does;
 	// net/http's reader stops at the length, so this is its EOF.
-	var rest [512]byte
 	for {
-		m, err := body.Read(rest[:])
+		m, err := body.Read(body.scratch[:])
 		copied += int64(m)
 		if err == io.EOF {
 			break
@@ -213,6 +211,10 @@ type backendBody struct {
 	n       int64              // bytes read, for the access log
 	err     error              // the first read error other than EOF
 	count   prometheus.Counter // wslb_bytes_total{direction="tx"}, or nil
+	// scratch takes what writeIdentityResponse reads past the length (as
+	// Response.Write does, which net/http's reader ends at once): a local
+	// array would escape through r's Read, an allocation per response.
+	scratch [64]byte
 }
 
 // mayBlock reports whether the next read of the body may wait for the
