@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"math/bits"
 	"sync"
@@ -63,6 +64,19 @@ func getReader(r io.Reader, size int) *bufio.Reader {
 		}
 	}
 	return bufio.NewReaderSize(r, n)
+}
+
+// getReaderAfter returns a reader of at least size bytes that yields
+// prefix (bytes read ahead of it elsewhere), then src. Its first fill takes
+// all of prefix, so that Buffered counts it and no byte waits out of sight
+// between the two.
+func getReaderAfter(prefix []byte, src io.Reader, size int) *bufio.Reader {
+	if len(prefix) == 0 {
+		return getReader(src, size)
+	}
+	br := getReader(io.MultiReader(bytes.NewReader(prefix), src), max(size, len(prefix)))
+	_, _ = br.Peek(len(prefix))
+	return br
 }
 
 // putReader gives br back; it must no longer be used. What it buffered is lost.

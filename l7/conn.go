@@ -190,10 +190,7 @@ func (cc *clientConn) growReader() {
 	buffered, _ := cc.br.Peek(cc.br.Buffered())
 	prefix := bytes.Clone(buffered)
 	putReader(cc.br)
-	cc.br = getReader(io.MultiReader(bytes.NewReader(prefix), &cc.src), cc.rsize)
-	// The first fill takes the whole prefix (the buffer holds it), so the
-	// MultiReader keeps none of it out of sight.
-	_, _ = cc.br.Peek(len(prefix))
+	cc.br = getReaderAfter(prefix, &cc.src, cc.rsize)
 }
 
 // readerSize is the largest client reader's buffer: a whole head must fit, since

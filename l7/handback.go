@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -55,9 +54,11 @@ type loopUpgrade struct {
 	start time.Time // the connect's
 	// connected: Dialed ran, and observed the connect's time.
 	connected bool
-	// The client conn's buffers, kept while the conn is the loop's.
-	br *bufio.Reader
-	bw *bufio.Writer
+	// early is what the client sent behind its head (the tunnel's first
+	// bytes to the backend): a conn that comes back reads it first. Its
+	// buffers are not kept while the conn is the loop's: a storm holds
+	// thousands of handshakes there at once.
+	early []byte
 	// What answer parses from.
 	rd    bytes.Reader
 	ended *func(tunnel.Stats, time.Duration)
@@ -71,7 +72,6 @@ func (lu *loopUpgrade) back(hb tunnel.HandBack, lease handoff.Lease) {
 	w, cc := lu.w, lu.cc
 	ctx := lease.Ctx
 	cc.handover.lease = lease
-	cc.br, cc.bw, lu.br, lu.bw = lu.br, lu.bw, nil, nil
 	cc.detached = false
 	cc.stopWatch = nil // ServeConn's watch ended with its request loop
 	cc.unwatch = func() bool { return false }
@@ -92,6 +92,8 @@ func (lu *loopUpgrade) back(hb tunnel.HandBack, lease handoff.Lease) {
 		return
 	}
 	cc.conn, cc.src.conn, cc.sw.conn, cc.raw = c, c, c, nil
+	cc.br = getReaderAfter(lu.early, &cc.src, minBuffer)
+	cc.bw = getWriter(&cc.sw)
 	cc.unwatch = context.AfterFunc(ctx, func() { c.Close() })
 	var more bool
 	switch {

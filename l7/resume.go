@@ -1,9 +1,7 @@
 package l7
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net"
 
 	"github.com/wslb/wslb/handoff"
@@ -40,14 +38,7 @@ func (w *worker) serveResumed(ctx context.Context, cc *clientConn, c net.Conn, p
 	}()
 	cc.unwatch = context.AfterFunc(ctx, func() { c.Close() })
 	defer cc.unwatch()
-	var src io.Reader = &cc.src
-	if len(pending) > 0 {
-		src = io.MultiReader(bytes.NewReader(pending), &cc.src)
-	}
-	cc.br = getReader(src, max(minBuffer, len(pending)))
-	// The first fill takes all of pending (the buffer holds it), so that
-	// awaitRequest sees it buffered.
-	_, _ = cc.br.Peek(len(pending))
+	cc.br = getReaderAfter(pending, &cc.src, minBuffer)
 	cc.bw = getWriter(&cc.sw)
 	defer cc.releaseBuffers(nil)
 	if then != nil && !then(ctx) {

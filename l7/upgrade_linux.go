@@ -95,8 +95,8 @@ func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeRe
 	// without closing it, and its buffers wait for the outcome.
 	cc.unwatch()
 	cc.detached = true
-	lu.br, lu.bw = cc.br, cc.bw
-	cc.br, cc.bw = nil, nil
+	lu.early = relay.ToBackend
+	cc.releaseBuffers(nil)
 	cc.handover.start = func() { w.px.StartHandshake(pair, h, lu.back) }
 	return true, false
 }
@@ -137,8 +137,5 @@ func (lu *loopUpgrade) answer(p []byte) tunnel.Verdict {
 	if lu.ended != nil {
 		*lu.ended = lu.w.tunnelEnded(cc)
 	}
-	putReader(lu.br)
-	putWriter(lu.bw)
-	lu.br, lu.bw = nil, nil
 	return tunnel.Verdict{Switch: true, ToClient: out.Bytes(), Head: head}
 }
