@@ -100,8 +100,8 @@ func newEvLoop(w *worker) (*evLoop, error) {
 	}, nil
 }
 
-// run serves events until close, blocking its thread in epoll_wait
-// (poller.Set) between them, as the tunnel engine's loops do.
+// run serves events until close, waiting on its poller.Set, which says how
+// a loop waits without fighting Go's scheduler.
 func (l *evLoop) run() {
 	defer close(l.done)
 	defer l.release()

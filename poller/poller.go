@@ -1,28 +1,31 @@
 //go:build linux
 
 // Package poller is the epoll set an event loop of wslb waits on (the tunnel
-// engine's loops, l7's keep-alive loops), and the raw reads, writes and
-// splices the loops make on their non-blocking sockets.
+// engine's loops, l7's keep-alive loops), and the raw reads and writes the
+// loops make on their non-blocking sockets.
 //
-// A loop blocks its thread in epoll_wait. Its reads, writes and splices
-// cannot block, so they are raw system calls (RawSyscall) that the Go
-// scheduler never sees: a goroutine the scheduler sees in a system call may
-// have its P taken by sysmon and given to another thread, which the loop
-// then has to win back (a futex wake, a context switch) when the call
-// returns.
-//
-// Parking a busy loop in Go's netpoller instead of blocking in epoll_wait
-// was measured and rejected: it spared sysmon's retakes of the blocked
-// thread (keep-alive HTTP under 50 conns: 0.45 -> 0.35 context switches per
-// request), but a loop woken by the netpoller waits in the scheduler's
-// queue behind every runnable goroutine, and under load (the soak test:
-// 1,000 clients in the same process, under -race) the tunnels of a killed
-// backend then took up to 1.3 s to close instead of 0.25 s. A thread that
-// returns from epoll_wait runs at once.
+// The Go runtime is why this is a package and not three lines of epoll_wait.
+// A loop that blocks its thread in epoll_wait is a goroutine in a system call
+// to the scheduler: when the other Ps are busy, sysmon takes its P away after
+// 20 µs and hands it to another thread, which the loop must win back (a futex
+// wake, a context switch) when the call returns; and every such retake keeps
+// sysmon itself waking every 20 µs, each wake a nanosleep and a context
+// switch. Measured on keep-alive HTTP with 50 conns, that was half of the
+// proxy's context switches. So while the loop is busy, Set.Wait parks it in
+// Go's netpoller instead (its thread and P go back to the scheduler, which
+// retakes nothing), and reads and writes never enter the scheduler at all
+// (RawSyscall: they cannot block). A loop that serves one event at a time
+// still blocks in epoll_wait: parking costs two calls more per wake-up (the
+// poll that finds nothing, and the one after it), and nothing else wants
+// the P then anyway.
 package poller
 
 import (
 	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +35,14 @@ import (
 // goroutine.
 type Set struct {
 	fd int
+	// f is fd on Go's netpoller, from the first time the loop is busy
+	// (parkable): from then on the netpoller also wakes at the first event
+	// after every drain, which a loop that is never busy should not pay.
+	f  *os.File
+	rc syscall.RawConn
+	// load is the events per wait, ×16, averaged over about 8 waits.
+	load    int32
+	yielded time.Time
 }
 
 // New creates an epoll set.
@@ -66,17 +77,79 @@ func (s *Set) AddLevel(fd int, slot int32) error {
 func (s *Set) Del(fd int) { _ = unix.EpollCtl(s.fd, unix.EPOLL_CTL_DEL, fd, nil) }
 
 // Close closes the set.
-func (s *Set) Close() { unix.Close(s.fd) }
+func (s *Set) Close() {
+	if s.f != nil {
+		s.f.Close()
+		return
+	}
+	unix.Close(s.fd)
+}
 
 // Wait waits up to timeout ms (-1: no limit) for events, as epoll_wait
-// does, and returns how many it put in events.
+// does, parking in Go's netpoller while the loop is busy (see the package
+// doc). A busy loop also yields every millisecond, so that the scheduler
+// sees it make progress rather than preempt it with a signal.
 func (s *Set) Wait(events []unix.EpollEvent, timeout int) int {
-	n, err := unix.EpollWait(s.fd, events, timeout)
-	if err != nil && err != unix.EINTR {
-		// Only a bug (EBADF, EFAULT) gets here; spinning would hide it.
-		panic(fmt.Sprintf("epoll_wait: %v", err))
+	var n int
+	if s.load > 24 && (s.f != nil || s.parkable()) {
+		n = s.park(events, timeout)
+	} else {
+		var err error
+		n, err = unix.EpollWait(s.fd, events, timeout)
+		if err != nil && err != unix.EINTR {
+			// Only a bug (EBADF, EFAULT) gets here; spinning would hide it.
+			panic(fmt.Sprintf("epoll_wait: %v", err))
+		}
+		n = max(n, 0)
 	}
-	return max(n, 0)
+	// A wait that returns one event serves a request at a time: the next
+	// most likely blocks. The average over recent waits decides, so that
+	// one small batch under load does not switch back to blocking.
+	s.load = s.load - s.load/8 + int32(n)*2
+	if s.load > 24 {
+		if now := time.Now(); now.Sub(s.yielded) > time.Millisecond {
+			s.yielded = now
+			runtime.Gosched()
+		}
+	}
+	return n
+}
+
+// parkable puts the set on Go's netpoller.
+func (s *Set) parkable() bool {
+	// Non-blocking before os.NewFile looks, so that the file goes on the
+	// netpoller; epoll_wait itself does not look at the flag.
+	if err := unix.SetNonblock(s.fd, true); err != nil {
+		return false
+	}
+	s.f = os.NewFile(uintptr(s.fd), "epoll") // Close closes it
+	s.rc, _ = s.f.SyscallConn()              // fails only once closed
+	return true
+}
+
+// park polls the set and, when nothing is ready, waits for it to be in Go's
+// netpoller, up to timeout ms.
+func (s *Set) park(events []unix.EpollEvent, timeout int) int {
+	if timeout >= 0 {
+		_ = s.f.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
+	} else {
+		_ = s.f.SetReadDeadline(time.Time{})
+	}
+	n := 0
+	// The first call polls before any wait: edges the netpoller saw before
+	// this read began are not delivered again.
+	_ = s.rc.Read(func(fd uintptr) bool { n = pollNow(int(fd), events); return n > 0 })
+	return n
+}
+
+// pollNow is epoll_wait with a timeout of 0 as a raw system call: it cannot
+// block, so the scheduler need not know of it.
+func pollNow(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0 // EINTR: the caller waits again
+	}
+	return int(n)
 }
 
 // Read reads a non-blocking descriptor without telling the scheduler: it

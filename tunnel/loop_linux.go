@@ -102,11 +102,10 @@ func (l *loop) wakeLocked() {
 	}
 }
 
-// run blocks its thread in epoll_wait (poller.Set). Parking the goroutine in
-// Go's netpoller on the epoll fd instead was measured twice: when the loops
-// came in (a second epoll_wait per wake-up, about a quarter more CPU per GiB
-// in bulk) and for issue 17 (a woken loop waits behind every runnable
-// goroutine: see package poller).
+// run waits on its poller.Set: blocking its thread in epoll_wait while it
+// serves an event at a time, parked in Go's netpoller while busy (the
+// package says why). Parking always was measured when the loops came in: a
+// second epoll_wait per wake-up, about a quarter more CPU per GiB in bulk.
 func (l *loop) run() {
 	defer l.release()
 	for {
