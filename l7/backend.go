@@ -18,9 +18,9 @@ type backendConn struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	reused bool // it came from the idle cache
-	// prefix is what br reads before conn when the engine's loop read the
-	// first bytes (handback.go): unread, they keep conn out of the cache.
-	prefix *prefixed
+	// whole: the answer is all in br already (the event loop read it), so
+	// reading its body never waits on conn (loopanswer_linux.go).
+	whole bool
 }
 
 // connect reserves a backend of p and returns a conn to it, through the
@@ -70,7 +70,7 @@ func newBackendConn(uc upstream.Conn) *backendConn {
 // cached. An idle conn holds no reader: an empty one goes back to the pool,
 // and connect takes another.
 func (w *worker) putBack(cc *clientConn, bc *backendConn, reusable bool) {
-	if !reusable || cc.st.l.ProxyProtocol != "" || bc.prefix != nil && len(bc.prefix.p) > 0 {
+	if !reusable || cc.st.l.ProxyProtocol != "" {
 		bc.close()
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"runtime/debug"
@@ -123,8 +122,9 @@ func (lu *loopUpgrade) answered(ctx context.Context, hb tunnel.HandBack) bool {
 		lu.b.Release()
 		return cc.respondBackendError(ctx, u.req, u.res.Pool, err, nil)
 	}
-	pr := &prefixed{p: hb.Read, r: bconn}
-	bc := &backendConn{b: lu.b, conn: bconn, br: getReader(pr, minBuffer), prefix: pr}
+	// What the loop read is buffered whole: bytes of it left unread keep
+	// the conn out of the idle cache (IdleCache.Put).
+	bc := &backendConn{b: lu.b, conn: bconn, br: getReaderAfter(hb.Read, bconn, minBuffer)}
 	u.sent, u.answerBy, u.failed = true, hb.Deadline, hb.Err
 	return lu.w.switchOn(ctx, cc, u, bc)
 }
@@ -215,19 +215,4 @@ func closeFD(fd int) {
 	if fd >= 0 {
 		os.NewFile(uintptr(fd), "").Close()
 	}
-}
-
-// prefixed reads p, then r: a backend conn whose first bytes the loop read.
-type prefixed struct {
-	p []byte
-	r io.Reader
-}
-
-func (x *prefixed) Read(b []byte) (int, error) {
-	if len(x.p) > 0 {
-		n := copy(b, x.p)
-		x.p = x.p[n:]
-		return n, nil
-	}
-	return x.r.Read(b)
 }

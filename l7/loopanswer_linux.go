@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -160,7 +158,7 @@ func (lc *loopConn) tryAnswer(be *loopBackend, data []byte) bool {
 func (lc *loopConn) relay(be *loopBackend, resp *http.Response, rbr *bufio.Reader) {
 	cc := lc.cc
 	l := lc.l
-	bc := backendConn{b: be.b, conn: inMemory{}, br: rbr, reused: be.reused}
+	bc := backendConn{b: be.b, br: rbr, reused: be.reused, whole: true}
 	cc.bw = getWriter(&lc.wr)
 	keep, reusable, err := cc.relayResponse(lc.req, resp, lc.res.Pool, &bc, cc.st.l.Timeouts.Idle)
 	putWriter(cc.bw)
@@ -198,10 +196,3 @@ func (lc *loopConn) finishBackend() {
 		lc.b = nil
 	}
 }
-
-// inMemory is the backend conn of an answer the loop read whole: the body
-// reader arms a read deadline before a read that could block, which
-// here never reaches a conn.
-type inMemory struct{ net.Conn }
-
-func (inMemory) SetReadDeadline(time.Time) error { return nil }

@@ -136,8 +136,7 @@ func (lc *loopConn) handBackAnswer(be *loopBackend, data []byte) {
 		return
 	}
 	prefix := bytes.Clone(data)
-	bc := &backendConn{b: lc.b, conn: bconn, reused: be.reused,
-		br: getReader(io.MultiReader(bytes.NewReader(prefix), bconn), max(len(prefix), minBuffer))}
+	bc := &backendConn{b: lc.b, conn: bconn, reused: be.reused, br: getReaderAfter(prefix, bconn, minBuffer)}
 	cc, req, out, res, pending := lc.cc, lc.req, lc.out7, lc.res, bytes.Clone(lc.in)
 	lc.in, lc.b, lc.counted = nil, nil, false // the goroutine releases them
 	w := l.w

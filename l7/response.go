@@ -43,7 +43,7 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	}
 	resp.Close = !keep
 	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: length, chunked: chunkedIn,
-		idle: idle, bw: cc.bw, count: cc.txBytes}
+		whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
 	cc.txBytes = nil
 	resp.Body = body
 	cc.count(req, poolName, resp.StatusCode)
@@ -205,6 +205,7 @@ type backendBody struct {
 	br      *bufio.Reader // the backend conn's, which r reads from
 	length  int64         // the Content-Length r is framed by, or -1
 	chunked bool          // r is framed by chunks
+	whole   bool          // r is all in br: no read waits (conn may be nil)
 	idle    time.Duration
 	bw      *bufio.Writer
 	eof     bool
@@ -221,8 +222,8 @@ type backendBody struct {
 // backend.
 func (b *backendBody) mayBlock() bool {
 	switch {
-	case b.r == http.NoBody, b.eof, b.length >= 0 && b.n >= b.length:
-		return false // net/http answers EOF without reading
+	case b.whole, b.r == http.NoBody, b.eof, b.length >= 0 && b.n >= b.length:
+		return false // the answer is in br, or net/http answers EOF without reading
 	case b.chunked:
 		return true // chunk framing is read a line at a time: a part may be buffered
 	default:
