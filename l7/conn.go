@@ -97,8 +97,8 @@ type clientConn struct {
 	// handOff, set by toLoop, gives the conn to the event loop once its
 	// goroutine has let go of it.
 	handOff func()
-	// looped: the conn has been on the event loop once; it is not moved
-	// there again after the loop handed it back.
+	// looped: toLoop has decided on this conn (it moved to the event loop,
+	// or cannot); a conn the loop handed back is not moved there again.
 	looped bool
 	// rateGrace is how long a request body is waited for before
 	// http.min_body_rate applies (defaultRateGrace; shorter in tests).

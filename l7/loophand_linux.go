@@ -28,14 +28,16 @@ import (
 func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
 	st := cc.st
 	tc, ok := cc.conn.(*net.TCPConn)
-	if !ok || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 || st.dial.ProxyProtocol != "" || !plainPools(st) {
+	if !ok || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 {
 		return false
 	}
-	l := w.evLoop()
-	if l == nil {
-		return false
-	}
+	// Decided once per conn: a conn whose listener cannot use the loop
+	// would otherwise walk every pool's backends before each request.
 	cc.looped = true
+	l := w.evLoop()
+	if l == nil || st.dial.ProxyProtocol != "" || !plainPools(st) {
+		return false
+	}
 	if !cc.unwatch() {
 		return false // drained: ServeConn closes the conn
 	}
