@@ -226,13 +226,7 @@ func (lc *loopConn) use(be *loopBackend) {
 	// not take, so the loop's buffer serves every request.
 	head := &lc.l.head
 	head.Reset()
-	bw := getWriter(head)
-	err := writeRequestHead(bw, lc.out7)
-	if err == nil {
-		err = bw.Flush()
-	}
-	putWriter(bw)
-	if err != nil {
+	if err := sendHead(head, lc.out7); err != nil {
 		lc.backendFailed(be, err)
 		return
 	}

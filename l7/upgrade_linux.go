@@ -63,13 +63,7 @@ func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeRe
 		u.out.Host = b.String()
 	}
 	var head bytes.Buffer
-	bw := getWriter(&head)
-	err = writeRequestHead(bw, u.out)
-	if err == nil {
-		err = bw.Flush()
-	}
-	putWriter(bw)
-	if err != nil { // what sendHead would have failed with
+	if err := sendHead(&head, u.out); err != nil { // what sending it would have failed with
 		unix.Close(fd)
 		b.Release()
 		return true, cc.respondBackendError(ctx, u.req, u.res.Pool, err, nil)
