@@ -32,6 +32,9 @@ func (l *Listener) Listen(ctx context.Context) error {
 		for i := range l.workers {
 			ln, err := lc.Listen(ctx, network, addr)
 			if err == nil {
+				ln, err = raw(ln)
+			}
+			if err == nil {
 				err = l.add(ln)
 			}
 			if err != nil {

@@ -130,7 +130,7 @@ func (d *Deps) StartHandshake(p Pair, h tunnel.Handshake, back func(tunnel.HandB
 	}
 	h.Done = lf.end
 	h.Back = func(hb tunnel.HandBack) { back(hb, Lease{Ctx: ctx, Release: lf.release}) }
-	d.Engine.Handshake(ctx, p.Client.(*net.TCPConn), &h)
+	d.Engine.Handshake(ctx, p.Client, &h)
 }
 
 // Lease is a conn whose listener's hold was detached: its context, which a

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"runtime/debug"
 	"time"
 
@@ -199,20 +197,4 @@ func (w *worker) serveNext(ctx context.Context, cc *clientConn) {
 		_ = cc.conn.SetReadDeadline(cc.accepted.Add(st.l.Timeouts.Handshake))
 	}
 	w.serveRequests(ctx, cc, false)
-}
-
-// fileConn wraps a socket the engine gave back in a net.Conn again (on Go's
-// netpoller); fd is closed, the conn holding a duplicate.
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "")
-	c, err := net.FileConn(f)
-	f.Close()
-	return c, err
-}
-
-// closeFD closes a socket the engine gave back, if any.
-func closeFD(fd int) {
-	if fd >= 0 {
-		os.NewFile(uintptr(fd), "").Close()
-	}
 }

@@ -27,8 +27,7 @@ import (
 // which gives it to the loop.
 func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
 	st := cc.st
-	tc, ok := cc.conn.(*net.TCPConn)
-	if !ok || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 {
+	if !tunnel.Plain(cc.conn) || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 {
 		return false
 	}
 	// Decided once per conn: a conn whose listener cannot use the loop
@@ -41,7 +40,7 @@ func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
 	if !cc.unwatch() {
 		return false // drained: ServeConn closes the conn
 	}
-	fd, err := tunnel.Detach(tc) // it closes tc either way
+	fd, err := tunnel.Detach(cc.conn) // it closes the conn either way
 	if err != nil {
 		return true // the conn is gone; the listener lets go of it
 	}

@@ -4,7 +4,6 @@ package l7
 
 import (
 	"context"
-	"net"
 
 	"golang.org/x/sys/unix"
 
@@ -43,12 +42,11 @@ func (l *evLoop) adopt(b *pool.Backend) *loopBackend {
 	if br != nil {
 		putReader(br) // empty: Get hands out no conn with bytes waiting
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	if !tunnel.Plain(c) {
 		c.Close()
 		return nil
 	}
-	fd, err := tunnel.Detach(tc)
+	fd, err := tunnel.Detach(c)
 	if err != nil {
 		return nil
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"time"
 
@@ -34,8 +33,7 @@ const maxAnswer = 16 << 10
 // reports whether it served the request, and if so whether the conn may go
 // on (here: only when nothing could be dialed, or the dial is Dial's).
 func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeReq) (served, more bool) {
-	tc, ok := cc.conn.(*net.TCPConn)
-	if w.px.Engine == nil || !ok {
+	if w.px.Engine == nil || !tunnel.Plain(cc.conn) {
 		return false, false
 	}
 	st := cc.st
@@ -77,7 +75,7 @@ func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeRe
 		h.ConnectBy = lu.start.Add(d.Timeout)
 	}
 	relay := tunnel.Relay{Idle: st.l.Timeouts.Idle, ToBackend: buffered(cc.br), WebSocket: u.token == "websocket"}
-	pair := handoff.Pair{Client: tc, Hold: cc.hold, Lease: cc.handover.lease, B: b,
+	pair := handoff.Pair{Client: cc.conn, Hold: cc.hold, Lease: cc.handover.lease, B: b,
 		Listener: st.l.Name, Pool: u.p.Name(), Relay: relay}
 	if w.px.Access != nil {
 		// Filled in when the backend switches: the line as it is then.

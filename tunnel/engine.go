@@ -17,7 +17,7 @@ var ErrEngineClosed = errors.New("tunnel engine closed")
 // after the end does nothing), and so does e's Close, with Cause
 // ErrEngineClosed.
 //
-// Where the bytes move is decided here: two plain *net.TCPConn go to e's
+// Where the bytes move is decided here: two Plain TCP conns go to e's
 // event loops, where an idle tunnel costs no goroutine and no buffer; any
 // other conn (a *tls.Conn), or a nil e, is relayed by two goroutines.
 func (e *Engine) Start(ctx context.Context, r Relay, client, backend net.Conn, done func(Stats)) (stop func(cause error)) {

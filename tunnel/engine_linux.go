@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wslb/wslb/fdbudget"
+	"github.com/wslb/wslb/rawconn"
 )
 
 // The engine is where tunnels leave Go's netpoller. On the goroutine relay
@@ -101,9 +102,7 @@ func (e *Engine) pick() *loop {
 // Engine.Start. It reports false, having done nothing, for a nil e or any
 // other conn.
 func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(Stats)) (stop func(cause error), ok bool) {
-	ct, ok1 := c.(*net.TCPConn)
-	bt, ok2 := b.(*net.TCPConn)
-	if e == nil || !ok1 || !ok2 {
+	if e == nil || !Plain(c) || !Plain(b) {
 		return nil, false
 	}
 	if ctx.Err() != nil {
@@ -136,9 +135,9 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 	}
 	if err == nil {
 		var cfd, bfd int
-		if cfd, err = detach(ct); err != nil {
+		if cfd, err = detach(c); err != nil {
 			b.Close()
-		} else if bfd, err = detach(bt); err != nil {
+		} else if bfd, err = detach(b); err != nil {
 			unix.Close(cfd)
 		}
 		t.fd = [2]int32{clientSide: int32(cfd), backendSide: int32(bfd)}
@@ -170,11 +169,21 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 	return t.cancel, true
 }
 
-// detach takes c's socket out of Go's runtime: it duplicates the descriptor
-// and closes c, which removes the original from Go's netpoller. The duplicate
-// shares the open file, so it stays non-blocking.
-func detach(c *net.TCPConn) (int, error) {
-	rc, err := c.SyscallConn()
+// detach takes c's socket, Plain, out of Go's runtime and closes c. A
+// rawconn.Conn that never waited gives its socket as it is. Otherwise the
+// descriptor is duplicated and c closed, which removes the original from
+// Go's netpoller; the duplicate shares the open file, so it stays
+// non-blocking.
+func detach(c net.Conn) (int, error) {
+	if rc, ok := c.(*rawconn.Conn); ok {
+		return rc.Detach()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return -1, fmt.Errorf("detach %T: not a TCP conn", c)
+	}
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		c.Close()
 		return -1, err

@@ -37,7 +37,7 @@ func (e *Engine) take(ctx context.Context, r *Relay, c, b net.Conn, done func(St
 
 // Handshake cannot run without the event loop: it closes both conns and
 // gives the handshake back with an error.
-func (e *Engine) Handshake(ctx context.Context, client *net.TCPConn, h *Handshake) {
+func (e *Engine) Handshake(ctx context.Context, client net.Conn, h *Handshake) {
 	client.Close()
 	go h.Back(HandBack{Client: -1, Backend: h.Backend, Err: errHandshakeEngine})
 }

@@ -45,7 +45,7 @@ const (
 // that the engine owns from the call on (as Start's); h.Backend likewise.
 // It returns at once. Cancelling ctx ends the handshake (Back, Canceled) or,
 // once open, the tunnel, as Start's ctx does. e must not be nil.
-func (e *Engine) Handshake(ctx context.Context, client *net.TCPConn, h *Handshake) {
+func (e *Engine) Handshake(ctx context.Context, client net.Conn, h *Handshake) {
 	cfd, err := -1, error(nil)
 	canceled := ctx.Err() != nil
 	if canceled {

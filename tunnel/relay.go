@@ -258,7 +258,7 @@ func spliceable(dst, src net.Conn) bool {
 	return ok1 && ok2
 }
 
-// socketOf returns the socket under c (a TCP conn, or the one under a TLS
+// socketOf returns the socket under c (a Plain conn, or the one under a TLS
 // conn and the wrappers that name theirs with NetConn, as l7's conn that
 // hands the TLS handshake bytes it peeked), or nil. A wrapper may still hold
 // bytes it read ahead, which the socket's readiness does not show: that is
@@ -272,11 +272,11 @@ func socketOf(c net.Conn) syscall.RawConn {
 		}
 		c = u.NetConn()
 	}
-	tcp, ok := c.(*net.TCPConn)
-	if !ok {
+	sc, ok := c.(syscall.Conn)
+	if !ok || !Plain(c) {
 		return nil
 	}
-	rc, err := tcp.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}
@@ -304,7 +304,7 @@ const pause = 5 * time.Millisecond
 func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 	wake, longest := t.wakes()
 	var err error
-	if _, plain := d.src.(*net.TCPConn); !plain {
+	if !Plain(d.src) {
 		err = t.burst(d)
 	}
 	for err == nil {

@@ -1,7 +1,7 @@
 // Package tunnel relays bytes both ways between a client and a backend conn
 // (l4 passthrough, l7 WebSocket tunnels) until a side ends or nothing moves
-// for the idle timeout. Engine.Start (engine.go) picks the path: two plain
-// *net.TCPConn go to the epoll/splice event loops (engine_linux.go), anything
+// for the idle timeout. Engine.Start (engine.go) picks the path: two Plain
+// TCP conns go to the epoll/splice event loops (engine_linux.go), anything
 // else (TLS), or a nil Engine, to the goroutine relay (relay.go).
 package tunnel
 
