@@ -5,8 +5,6 @@ package l7
 import (
 	"bytes"
 	"container/heap"
-	"fmt"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,15 +36,8 @@ import (
 type evLoop struct {
 	w    *worker
 	set  *poller.Set
-	evfd int
-
-	mu      sync.Mutex
-	adds    []*loopConn
-	cancels []*loopConn
-	purges  []*pool.Backend // removed backends whose idle conns must go
-	closing bool
-	stopped bool // evfd is closed: nobody may wake the loop
-	done    chan struct{}
+	in   *poller.Inbox[note]
+	done chan struct{}
 
 	// The rest belongs to the loop goroutine.
 	start  time.Time
@@ -70,8 +61,13 @@ type evLoop struct {
 // loopFD is what a slot holds: a client conn or a backend conn.
 type loopFD interface{ event(ev uint32) }
 
-// wakeSlot marks the eventfd's epoll events.
-const wakeSlot = -1
+// note is what the loop's inbox holds: a conn to register (add) or to end
+// (cancel), or a removed backend whose idle conns must go (purge).
+type note struct {
+	lc     *loopConn
+	cancel bool
+	purge  *pool.Backend
+}
 
 // loopReadSize is the loop's read buffer: a head or an answer read in one
 // call, most of the time.
@@ -82,19 +78,14 @@ func newEvLoop(w *worker) (*evLoop, error) {
 	if err != nil {
 		return nil, err
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	in, err := poller.NewInbox[note](set)
 	if err != nil {
-		set.Close()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	if err := set.AddLevel(evfd, wakeSlot); err != nil {
-		unix.Close(evfd)
 		set.Close()
 		return nil, err
 	}
 	w.px.FDs.Add(2)
 	return &evLoop{
-		w: w, set: set, evfd: evfd, done: make(chan struct{}), start: time.Now(),
+		w: w, set: set, in: in, done: make(chan struct{}), start: time.Now(),
 		events: make([]unix.EpollEvent, 256), rbuf: make([]byte, loopReadSize),
 		idle: map[*pool.Backend][]*loopBackend{}, idleStop: map[*pool.Backend]func() bool{},
 	}, nil
@@ -106,14 +97,9 @@ func (l *evLoop) run() {
 	defer close(l.done)
 	defer l.release()
 	for {
-		n := l.set.Wait(l.events, l.timeout())
+		evs, queued := l.in.Wait(l.events, l.timeout())
 		l.now = l.clock()
-		woken := false
-		for _, ev := range l.events[:n] {
-			if ev.Fd == wakeSlot {
-				woken = true
-				continue
-			}
+		for _, ev := range evs {
 			if h := l.slots[ev.Fd]; h != nil {
 				h.event(ev.Events)
 			}
@@ -123,7 +109,7 @@ func (l *evLoop) run() {
 		// still hold events for its old owner.
 		l.free = append(l.free, l.freed...)
 		l.freed = l.freed[:0]
-		if woken && l.inbox() {
+		if queued && l.inbox() {
 			return
 		}
 	}
@@ -139,64 +125,35 @@ func (l *evLoop) timeout() int {
 
 func (l *evLoop) clock() time.Duration { return time.Since(l.start) }
 
-// wakeLocked interrupts the loop's epoll_wait; l.mu is held, so that the
-// eventfd cannot have been closed (and its number reused) meanwhile.
-func (l *evLoop) wakeLocked() {
-	if !l.stopped {
-		_, _ = unix.Write(l.evfd, wakeOne[:])
-	}
-}
-
-var wakeOne = [8]byte{1}
-
 // add queues lc for the loop to register. It reports false when the loop is
 // closing: the caller keeps lc's conn.
-func (l *evLoop) add(lc *loopConn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closing {
-		return false
-	}
-	l.adds = append(l.adds, lc)
-	l.wakeLocked()
-	return true
-}
+func (l *evLoop) add(lc *loopConn) bool { return l.in.Put(note{lc: lc}) }
 
-// cancel asks the loop to end lc (a drain), from any goroutine.
-func (l *evLoop) cancel(lc *loopConn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.cancels = append(l.cancels, lc)
-	l.wakeLocked()
-}
+// cancel asks the loop to end lc (a drain), from any goroutine. Refused
+// once the loop is closing, which ends lc anyway.
+func (l *evLoop) cancel(lc *loopConn) { l.in.Put(note{lc: lc, cancel: true}) }
 
 // close stops the loop and waits for it. The worker calls it once every
 // conn it served has ended, so only cached backend conns are left to close.
 func (l *evLoop) close() {
-	l.mu.Lock()
-	l.closing = true
-	l.wakeLocked()
-	l.mu.Unlock()
+	l.in.Stop()
 	<-l.done
 }
 
-// inbox registers new conns and ends cancelled ones. It reports whether the
-// loop is closing.
+// inbox registers new conns, ends cancelled ones and closes the idle conns
+// of removed backends, in the order they came. It reports whether the loop
+// is closing.
 func (l *evLoop) inbox() bool {
-	var buf [8]byte
-	_, _ = unix.Read(l.evfd, buf[:])
-	l.mu.Lock()
-	adds, cancels, purges, closing := l.adds, l.cancels, l.purges, l.closing
-	l.adds, l.cancels, l.purges = nil, nil, nil
-	l.mu.Unlock()
-	for _, b := range purges {
-		l.closeIdle(b)
-	}
-	for _, lc := range adds {
-		lc.register()
-	}
-	for _, lc := range cancels {
-		lc.canceled()
+	notes, closing := l.in.Take()
+	for _, n := range notes {
+		switch {
+		case n.purge != nil:
+			l.closeIdle(n.purge)
+		case n.cancel:
+			n.lc.canceled()
+		default:
+			n.lc.register()
+		}
 	}
 	return closing
 }
@@ -212,10 +169,7 @@ func (l *evLoop) release() {
 	for b := range l.idle {
 		l.closeIdle(b)
 	}
-	l.mu.Lock()
-	l.stopped = true
-	unix.Close(l.evfd)
-	l.mu.Unlock()
+	l.in.Release()
 	l.set.Close()
 	l.w.px.FDs.Add(-2)
 }

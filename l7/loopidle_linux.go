@@ -100,10 +100,7 @@ func (l *evLoop) dropIdle(be *loopBackend) {
 
 // purge asks the loop to close the idle conns of b, a removed backend.
 func (l *evLoop) purge(b *pool.Backend) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.purges = append(l.purges, b)
-	l.wakeLocked()
+	l.in.Put(note{purge: b}) // refused: closing closes every idle conn
 }
 
 // closeIdle closes every idle conn to b.

@@ -1,7 +1,8 @@
 //go:build linux
 
 // Package poller is the epoll set an event loop of wslb waits on (the tunnel
-// engine's loops, l7's keep-alive loops), and the raw reads and writes the
+// engine's loops, l7's keep-alive loops), the inbox through which other
+// goroutines hand a loop work (inbox.go), and the raw reads and writes the
 // loops make on their non-blocking sockets.
 //
 // The Go runtime is why this is a package and not three lines of epoll_wait.

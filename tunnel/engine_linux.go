@@ -67,10 +67,7 @@ func (e *Engine) Close() {
 		return
 	}
 	for _, l := range e.loops {
-		l.mu.Lock()
-		l.closing = true
-		l.wakeLocked()
-		l.mu.Unlock()
+		l.close()
 	}
 	e.wg.Wait()
 }

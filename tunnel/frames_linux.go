@@ -184,12 +184,9 @@ func (t *loopTunnel) shut(e End) {
 func (t *loopTunnel) cutClose() {
 	l := t.l
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.stopped {
-		t.ws.cl.cut = true
-		l.cancels = append(l.cancels, t)
-		l.wakeLocked()
-	}
+	t.ws.cl.cut = true
+	l.mu.Unlock()
+	l.in.Put(note{t: t, cancel: true}) // refused: closing ends t anyway
 }
 
 // canceled handles a cancel the loop took from its inbox: a stop or a

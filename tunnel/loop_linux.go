@@ -18,18 +18,13 @@ import (
 // loop is one event loop: one goroutine, one epoll set.
 type loop struct {
 	set  *poller.Set
-	evfd int
+	in   *poller.Inbox[note]
 	live atomic.Int64     // tunnels added and not yet ended
-	fds  *fdbudget.Budget // counts epfd, evfd and every pipe
+	fds  *fdbudget.Budget // counts epfd, the inbox's eventfd and every pipe
 
-	mu      sync.Mutex
-	adds    []*loopTunnel
-	cancels []*loopTunnel
-	closing bool
-	stopped bool // evfd is closed: nobody may wake the loop
-	// waiting: the loop is in, or about to enter, a wait that only the
-	// eventfd ends; signaled: the eventfd was written and not yet read.
-	waiting, signaled bool
+	// mu guards each tunnel's cause and its graceful close's cut, which
+	// other goroutines set.
+	mu sync.Mutex
 
 	// The rest belongs to the loop goroutine.
 	start  time.Time
@@ -44,8 +39,12 @@ type loop struct {
 	events []unix.EpollEvent
 }
 
-// wakeSlot marks the eventfd's epoll events.
-const wakeSlot = -1
+// note is what the loop's inbox holds: a tunnel to register, or one to
+// cancel (a stop, a cause or a cut set under l.mu).
+type note struct {
+	t      *loopTunnel
+	cancel bool
+}
 
 func newLoop(fds *fdbudget.Budget) (*loop, error) {
 	set, err := poller.New()
@@ -53,16 +52,12 @@ func newLoop(fds *fdbudget.Budget) (*loop, error) {
 		return nil, err
 	}
 	fds.Add(1)
-	l := &loop{set: set, evfd: -1, fds: fds, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
-	if l.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+	l := &loop{set: set, fds: fds, start: time.Now(), events: make([]unix.EpollEvent, 256), buf: make([]byte, copySize)}
+	if l.in, err = poller.NewInbox[note](set); err != nil {
 		l.release()
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, err
 	}
 	fds.Add(1)
-	if err := set.AddLevel(l.evfd, wakeSlot); err != nil {
-		l.release()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
 	if l.pipe, err = newPipe(fds); err != nil {
 		l.release()
 		return nil, err
@@ -73,13 +68,10 @@ func newLoop(fds *fdbudget.Budget) (*loop, error) {
 func (l *loop) release() {
 	l.set.Close()
 	l.fds.Add(-1)
-	l.mu.Lock()
-	l.stopped = true
-	if l.evfd >= 0 {
-		unix.Close(l.evfd)
+	if l.in != nil {
+		l.in.Release()
 		l.fds.Add(-1)
 	}
-	l.mu.Unlock()
 	if l.pipe != nil {
 		l.pipe.close()
 	}
@@ -88,19 +80,8 @@ func (l *loop) release() {
 	}
 }
 
-var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
-
-// wakeLocked interrupts the loop's wait; l.mu is held, so that the eventfd
-// cannot have been closed (and its number reused) meanwhile. A loop that is
-// not waiting (busy, or about to look at its inbox) needs no wake-up: it
-// looks at the inbox before it waits again, which saves a busy loop two
-// system calls per tunnel added.
-func (l *loop) wakeLocked() {
-	if !l.stopped && l.waiting && !l.signaled {
-		l.signaled = true
-		_, _ = unix.Write(l.evfd, one)
-	}
-}
+// close ends every tunnel and stops the loop; run returns once it has.
+func (l *loop) close() { l.in.Stop() }
 
 // run waits on its poller.Set: blocking its thread in epoll_wait while it
 // serves an event at a time, parked in Go's netpoller while busy (the
@@ -115,24 +96,9 @@ func (l *loop) run() {
 		} else if len(l.heap) > 0 {
 			timeout = max(int((l.heap[0].deadline-l.clock()+time.Millisecond-1)/time.Millisecond), 0)
 		}
-		l.mu.Lock()
-		queued := len(l.adds) > 0 || len(l.cancels) > 0 || l.closing
-		l.waiting = !queued
-		l.mu.Unlock()
-		if queued {
-			timeout = 0
-		}
-		n := l.set.Wait(l.events, timeout)
-		l.mu.Lock()
-		l.waiting = false
-		l.mu.Unlock()
+		evs, queued := l.in.Wait(l.events, timeout)
 		l.now = l.clock()
-		woken := false
-		for _, ev := range l.events[:n] {
-			if ev.Fd == wakeSlot {
-				woken = true
-				continue
-			}
+		for _, ev := range evs {
 			if t := l.slots[ev.Fd]; t != nil {
 				t.event(side(ev.Pad), ev.Events)
 			}
@@ -141,7 +107,7 @@ func (l *loop) run() {
 		l.expire()
 		// Adds run last: a slot freed by this batch must not be reused
 		// while the batch may still hold events for its old tunnel.
-		if (queued || woken) && l.inbox(woken) {
+		if queued && l.inbox() {
 			return
 		}
 	}
@@ -152,41 +118,30 @@ func (l *loop) clock() time.Duration { return time.Since(l.start) }
 // add queues t for the loop to register.
 func (l *loop) add(t *loopTunnel) {
 	l.live.Add(1)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closing {
-		// Never registered: its sockets are closed here, as end would.
-		l.live.Add(-1)
-		for _, fd := range t.fd {
-			unix.Close(int(fd))
-		}
-		t.cause = ErrEngineClosed
-		t.finish(EndCanceled, nil)
+	if l.in.Put(note{t: t}) {
 		return
 	}
-	l.adds = append(l.adds, t)
-	l.wakeLocked()
+	// Never registered: its sockets are closed here, as end would.
+	l.live.Add(-1)
+	for _, fd := range t.fd {
+		unix.Close(int(fd))
+	}
+	l.mu.Lock()
+	t.cause = ErrEngineClosed
+	l.mu.Unlock()
+	t.finish(EndCanceled, nil)
 }
 
-// inbox registers new tunnels and ends cancelled ones, after reading the
-// eventfd when it woke the loop. It reports whether
-// the engine is closing, after ending every tunnel.
-func (l *loop) inbox(woken bool) bool {
-	l.mu.Lock()
-	if woken {
-		var buf [8]byte
-		_, _ = unix.Read(l.evfd, buf[:])
-		l.signaled = false
-	}
-	adds, cancels, closing := l.adds, l.cancels, l.closing
-	l.adds, l.cancels = nil, nil
-	l.mu.Unlock()
-	for _, t := range adds {
-		l.register(t)
-	}
-	for _, t := range cancels {
-		if t.slot >= 0 { // else register ends it when its add comes
-			t.canceled()
+// inbox registers new tunnels and ends cancelled ones, in the order they
+// came. It reports whether the engine is closing, after ending every tunnel.
+func (l *loop) inbox() bool {
+	notes, closing := l.in.Take()
+	for _, n := range notes {
+		switch {
+		case !n.cancel:
+			l.register(n.t)
+		case n.t.slot >= 0: // else register ends it when its add comes
+			n.t.canceled()
 		}
 	}
 	if !closing {

@@ -14,11 +14,13 @@ import (
 func (t *loopTunnel) cancel(cause error) {
 	l := t.l
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t.cause == nil && !l.stopped {
+	first := t.cause == nil
+	if first {
 		t.cause = cause
-		l.cancels = append(l.cancels, t)
-		l.wakeLocked()
+	}
+	l.mu.Unlock()
+	if first {
+		l.in.Put(note{t: t, cancel: true}) // refused: closing ends t anyway
 	}
 }
 
