@@ -30,6 +30,7 @@ type loopBackend struct {
 	reused, connecting bool
 	readable, writable bool
 	rdhup              bool
+	errored            bool      // EPOLLERR or EPOLLHUP: a connect's outcome is read, not assumed
 	got                bool      // a byte of the answer arrived
 	head               []byte    // request bytes the socket did not take yet
 	resp               []byte    // the answer so far, when it came in pieces
@@ -54,6 +55,9 @@ func (be *loopBackend) event(ev uint32) {
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		be.writable = true
+	}
+	if ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		be.errored = true
 	}
 	lc := be.owner
 	switch {
@@ -149,7 +153,7 @@ func (lc *loopConn) dial(b *pool.Backend) {
 
 // connected runs when a connect ended (the socket turned writable).
 func (lc *loopConn) connected(be *loopBackend) {
-	err := upstream.DialDone(be.b, be.fd)
+	err := upstream.DialDone(be.b, be.fd, be.errored)
 	if err != nil {
 		be.close()
 		lc.be = nil

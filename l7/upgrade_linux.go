@@ -94,10 +94,10 @@ func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeRe
 }
 
 // dialed is Handshake.Dialed, on the loop.
-func (lu *loopUpgrade) dialed(fd int) error {
+func (lu *loopUpgrade) dialed(fd int, errored bool) error {
 	lu.connected = true
 	lu.observe(lu.b)
-	return upstream.DialDone(lu.b, fd)
+	return upstream.DialDone(lu.b, fd, errored)
 }
 
 // answer is Handshake.Answer, on the loop: the same parse and the same

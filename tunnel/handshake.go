@@ -31,8 +31,9 @@ type Handshake struct {
 	// the backend's answer head is.
 	Relay Relay
 	// Dialed reads the outcome of the connect once the socket is writable
-	// (upstream.DialDone); an error sends the handshake back.
-	Dialed func(fd int) error
+	// (upstream.DialDone), errored if epoll reported EPOLLERR or EPOLLHUP
+	// with it; an error sends the handshake back.
+	Dialed func(fd int, errored bool) error
 	// Answer is given the answer's bytes read so far, each time more come.
 	Answer func(p []byte) Verdict
 	// Opened is told, on the loop, that the tunnel opened, with its stop

@@ -31,6 +31,9 @@ type pending struct {
 	deadline time.Duration // loop clock: the connect's or the answer's; 0 is none
 	answerBy time.Time     // the answer's deadline, for HandBack
 	unwatch  func() bool   // stops the watch on the conn's ctx
+	// errored: epoll reported EPOLLERR or EPOLLHUP on the backend socket,
+	// so the connect's outcome is read (SO_ERROR) rather than assumed.
+	errored bool
 }
 
 type phase uint8
@@ -92,6 +95,7 @@ func (t *loopTunnel) pendingEvent(s side, ev uint32) {
 		t.writable[s] = true
 	}
 	if s == backendSide {
+		t.pending.errored = t.pending.errored || ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0
 		t.handshake()
 	}
 }
@@ -104,7 +108,7 @@ func (t *loopTunnel) handshake() {
 		if !t.writable[backendSide] {
 			return
 		}
-		if err := hs.h.Dialed(fd); err != nil {
+		if err := hs.h.Dialed(fd, hs.errored); err != nil {
 			t.giveBack(nil, err)
 			return
 		}

@@ -78,8 +78,13 @@ func zoneID(zone string) uint32 {
 }
 
 // DialDone reads the outcome of a non-blocking connect on fd once the loop
-// saw it writable (or in error): nil when it connected.
-func DialDone(b *pool.Backend, fd int) error {
+// saw it writable (or in error): nil when it connected. errored says epoll
+// reported EPOLLERR or EPOLLHUP with it; without either, writable means
+// connected, and SO_ERROR is not asked (a system call per dial).
+func DialDone(b *pool.Backend, fd int, errored bool) error {
+	if !errored {
+		return nil
+	}
 	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err == nil && n != 0 {
 		err = unix.Errno(n)
