@@ -16,7 +16,9 @@ import (
 )
 
 // The answer to a request on the event loop: read on readiness, relayed
-// whole, or handed to a goroutine when the loop does not relay it.
+// whole once it is, or handed to a goroutine when the loop does not relay
+// it, and when the backend pauses with its body not yet whole (a stream
+// must reach the client as it comes).
 
 // readAnswer reads the backend's answer while there is something to read,
 // and relays it once it is whole.
@@ -29,7 +31,6 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 			continue
 		case err == unix.EAGAIN:
 			be.readable = false
-			return
 		case err != nil:
 			lc.answerCut(be, os.NewSyscallError("read", err))
 			return
@@ -49,6 +50,12 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 		if !lc.tryAnswer(be, data) && len(be.resp) == 0 {
 			be.resp = append(be.resp, data...) // it was the loop's buffer
 		}
+	}
+	if lc.be == be && headEnd(be.resp, 0) >= 0 {
+		// The backend paused with a head out and its body short of its
+		// end: a stream (Server-Sent Events, a long poll's chunks) or a
+		// slow backend, which the goroutine path relays as it comes.
+		lc.handBackAnswer(be, be.resp)
 	}
 }
 
