@@ -42,6 +42,21 @@ type Handler interface {
 	ServeConn(ctx context.Context, c net.Conn, hold *Hold)
 }
 
+// Inline is a Handler that can begin serving a conn on the accept loop's own
+// goroutine: a conn whose first bytes are there when it is accepted, and
+// whose first steps wait for nothing, then costs no goroutine of its own
+// (for l7, a WebSocket upgrade whose backend side goes to an event loop:
+// read, parsed, dialled and handed over in one go, as nginx's worker would).
+type Inline interface {
+	Handler
+	// ServeInline serves c on the accept loop as far as it can without
+	// waiting for the network or the disk, under ServeConn's contract. It
+	// returns nil when it is done with c (closed, or handed on with
+	// hold.Detach), or the rest, which the listener runs on a goroutine of
+	// its own as it would run ServeConn.
+	ServeInline(ctx context.Context, c net.Conn, hold *Hold) (rest func())
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, c net.Conn, hold *Hold)
 
@@ -281,7 +296,8 @@ func (l *Listener) limit() {
 	}
 }
 
-// track runs h on c in a goroutine; the listener's WaitGroup counts the conn
+// track runs h on c in a goroutine (an Inline h first on the accept loop's,
+// as far as it goes); the listener's WaitGroup counts the conn
 // until the handler returns, or, if it detached the conn, until release. The
 // conn's context is detached from the accept ctx: stopping accepting must not
 // cut established conns; only Drain cancels them.
@@ -293,17 +309,29 @@ func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 	l.mu.Unlock()
 	l.active.Add(1)
 	l.wg.Add(1)
+	serve := func() { h.ServeConn(hold.ctx, c, hold) }
+	if in, ok := h.(Inline); ok {
+		serve = nil
+		l.protect(c, func() { serve = in.ServeInline(hold.ctx, c, hold) })
+		if serve == nil {
+			if !hold.detached.Load() {
+				hold.release()
+			}
+			return
+		}
+	}
 	go func() {
-		l.serveConn(hold, c, h)
+		l.protect(c, serve)
 		if !hold.detached.Load() {
 			hold.release()
 		}
 	}()
 }
 
-// serveConn is the one place a panic is recovered: a bug in one conn must not
-// take down every other conn of the process.
-func (l *Listener) serveConn(hold *Hold, c net.Conn, h Handler) {
+// protect runs serve, which serves c. It is the one place a panic is
+// recovered: a bug in one conn must not take down every other conn of the
+// process.
+func (l *Listener) protect(c net.Conn, serve func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.Close()
@@ -311,7 +339,7 @@ func (l *Listener) serveConn(hold *Hold, c net.Conn, h Handler) {
 				"panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	h.ServeConn(hold.ctx, c, hold)
+	serve()
 }
 
 // Drain lets live conns run for up to timeout, then cancels those left, spread

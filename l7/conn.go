@@ -54,8 +54,9 @@ type clientConn struct {
 	txBytes prometheus.Counter
 	// unwatch stops ServeConn closing the conn when its ctx ends; a tunnel
 	// calls it, since tunnel.Relay closes its conns itself and must be the
-	// one that does, to tell a drain from a failure.
-	unwatch func() bool
+	// one that does, to tell a drain from a failure. stopDrain is the first
+	// one, which end stops whatever came after it.
+	unwatch, stopDrain func() bool
 	// e is the access line of the request being served; whatever serves
 	// it fills in what it learns (status, backend, bytes, how it ended).
 	e access.Entry
@@ -100,6 +101,11 @@ type clientConn struct {
 	// looped: toLoop has decided on this conn (it moved to the event loop,
 	// or cannot); a conn the loop handed back is not moved there again.
 	looped bool
+	// inline: the conn is being served on its listener's accept loop
+	// (ServeInline), where nothing may wait; rest is what must, left for
+	// the conn's goroutine by later.
+	inline bool
+	rest   func() bool
 	// rateGrace is how long a request body is waited for before
 	// http.min_body_rate applies (defaultRateGrace; shorter in tests).
 	rateGrace time.Duration
@@ -131,39 +137,11 @@ func (w *worker) ServeConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 // serveConn is ServeConn up to the conn's move to the event loop: it returns
 // what moves it (cc.handOff), to be called once it has let go of cc.
 func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold) (handOff func()) {
-	var cc *clientConn
-	defer func() { handOff = cc.handOff }()
-	defer func() {
-		if !cc.detached {
-			c.Close()
-		}
-		cc.toEngine()
-	}()
-	st := w.px.cur.Load()
-	ends := proxyheader.ConnAddrs(c)
-	cc = &clientConn{
-		st: st, conn: c, hold: hold, accepted: time.Now(),
-		peer: ends.Source, local: ends.Dest, dest: ends.Dest,
-		// Drain cancels ctx: whatever the conn is doing, it ends.
-		unwatch:   context.AfterFunc(ctx, func() { c.Close() }),
-		sw:        deadlineWriter{conn: c, timeout: st.l.Timeouts.Send},
-		rateGrace: cmp.Or(w.px.rateGrace, defaultRateGrace),
-	}
-	defer cc.unwatch()
-	// timeouts.handshake runs from accept through the PROXY header, the TLS
-	// handshake and the first request head.
-	deadline := cc.accepted.Add(st.l.Timeouts.Handshake)
-	_ = c.SetDeadline(deadline)
-	cc.src = socketReader{conn: c, fd: -1}
-	cc.rsize = readerSize(st)
-	// A head that does not fit the first 4 KiB gets a reader of rsize then
-	// (growReader): most never need it, and a storm of handshakes holds
-	// thousands of readers at once.
-	cc.br = getReader(&cc.src, minBuffer)
-	defer cc.releaseBuffers(nil)
-
+	cc := w.newConn(ctx, c, hold, w.px.cur.Load())
+	defer func() { handOff = cc.end(c) }()
+	st := cc.st
 	if st.l.AcceptProxyProtocol {
-		front, err := proxyheader.Read(c, cc.br, time.Until(deadline))
+		front, err := proxyheader.Read(c, cc.br, time.Until(cc.accepted.Add(st.l.Timeouts.Handshake)))
 		if err != nil {
 			if errors.Is(err, proxyheader.ErrTimeout) {
 				st.errs.Timeout.Inc()
@@ -173,15 +151,55 @@ func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 			return nil
 		}
 		cc.peer, cc.dest = front.Source, front.Dest
-		_ = c.SetDeadline(deadline)
+		_ = c.SetDeadline(cc.accepted.Add(st.l.Timeouts.Handshake))
 	}
-	cc.bw = getWriter(&cc.sw)
 	if st.tls != nil && !w.startTLS(ctx, cc) {
 		return nil
 	}
 	_ = cc.conn.SetWriteDeadline(time.Time{})
 	w.serveRequests(ctx, cc, false)
 	return nil
+}
+
+// newConn sets up the conn c just accepted: its clientConn, the deadline of
+// timeouts.handshake, which runs from accept through the PROXY header, the
+// TLS handshake and the first request head, a drain's watch, and its
+// buffers.
+func (w *worker) newConn(ctx context.Context, c net.Conn, hold *frontend.Hold, st *state) *clientConn {
+	ends := proxyheader.ConnAddrs(c)
+	cc := &clientConn{
+		st: st, conn: c, hold: hold, accepted: time.Now(),
+		peer: ends.Source, local: ends.Dest, dest: ends.Dest,
+		// Drain cancels ctx: whatever the conn is doing, it ends.
+		unwatch:   context.AfterFunc(ctx, func() { c.Close() }),
+		sw:        deadlineWriter{conn: c, timeout: st.l.Timeouts.Send},
+		rateGrace: cmp.Or(w.px.rateGrace, defaultRateGrace),
+	}
+	cc.stopDrain = cc.unwatch
+	_ = c.SetDeadline(cc.accepted.Add(st.l.Timeouts.Handshake))
+	cc.src = socketReader{conn: c, fd: -1}
+	cc.rsize = readerSize(st)
+	// A head that does not fit the first 4 KiB gets a reader of rsize then
+	// (growReader): most never need it, and a storm of handshakes holds
+	// thousands of readers at once.
+	cc.br = getReader(&cc.src, minBuffer)
+	cc.bw = getWriter(&cc.sw)
+	return cc
+}
+
+// end lets go of the conn accepted as c once whoever served it is done:
+// its buffers and the drain's watch, and c, closed unless a tunnel or a
+// handshake on the engine's loop took it over (toEngine hands that one
+// over now). It returns cc.handOff, which gives the conn to the keep-alive
+// loop once the caller, too, has let go of it.
+func (cc *clientConn) end(c net.Conn) (handOff func()) {
+	cc.releaseBuffers(nil)
+	cc.stopDrain()
+	if !cc.detached {
+		c.Close()
+	}
+	cc.toEngine()
+	return cc.handOff
 }
 
 // growReader gives cc a reader of rsize, a whole head's, with what the
@@ -230,29 +248,40 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn, resumed bool
 				_ = cc.conn.SetReadDeadline(begin.Add(st.l.Timeouts.Handshake))
 			}
 		}
-		cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer}
-		cc.begin = begin
-		req, err := readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
-		if errors.Is(err, errHeadGrow) {
-			cc.growReader()
-			req, err = readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
-		}
-		if err != nil {
-			w.badHead(cc, err)
-			if cc.e.Status != 0 {
-				// Only heads that got an answer: a line per silent
-				// slowloris conn would let it fill the disk as well.
-				w.logRequest(cc, begin)
-			}
-			return
-		}
-		cc.e.Method, cc.e.Path = req.Method, req.URL.Path
-		more := w.serveRequest(ctx, cc, req)
-		w.logRequest(cc, begin)
-		if !more {
+		if !w.serveOne(ctx, cc, begin) {
 			return
 		}
 	}
+}
+
+// serveOne reads, serves and logs one request that began at begin, and
+// reports whether the conn may go on. On the accept loop (ServeInline), a
+// request whose serving must wait is left in cc.rest, unlogged.
+func (w *worker) serveOne(ctx context.Context, cc *clientConn, begin time.Time) bool {
+	st := cc.st
+	cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer}
+	cc.begin = begin
+	req, err := readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
+	if errors.Is(err, errHeadGrow) {
+		cc.growReader()
+		req, err = readRequest(cc.br, int(st.l.HTTP.MaxHeaderBytes))
+	}
+	if err != nil {
+		w.badHead(cc, err)
+		if cc.e.Status != 0 {
+			// Only heads that got an answer: a line per silent
+			// slowloris conn would let it fill the disk as well.
+			w.logRequest(cc, begin)
+		}
+		return false
+	}
+	cc.e.Method, cc.e.Path = req.Method, req.URL.Path
+	more := w.serveRequest(ctx, cc, req)
+	if cc.rest != nil {
+		return false
+	}
+	w.logRequest(cc, begin)
+	return more
 }
 
 // clearReadDeadline removes the client conn's read deadline, if one may be set.
@@ -352,11 +381,26 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 	case route.Redirect:
 		return cc.redirect(req, http.StatusPermanentRedirect, res.Location)
 	case route.Static:
+		if cc.inline {
+			return cc.later(func() bool { return cc.serveStatic(req, st.static[staticKey{res.Dir, res.Fallback}], res) })
+		}
 		return cc.serveStatic(req, st.static[staticKey{res.Dir, res.Fallback}], res)
 	}
 	if token, _ := header.UpgradeToken(req.Header, h.UpgradeProtocols); token != "" {
 		cc.clearReadDeadline() // the tunnel reads the client conn with its own
 		return w.upgrade(ctx, cc, req, res, token)
 	}
+	if cc.inline {
+		return cc.later(func() bool { return w.forward(ctx, cc, req, res) })
+	}
 	return w.forward(ctx, cc, req, res)
+}
+
+// later keeps serve, the rest of a request served on the accept loop
+// (cc.inline) that has to wait for the network or the disk, for the
+// goroutine the listener starts for the conn (ServeInline). The caller's
+// answer is not used.
+func (cc *clientConn) later(serve func() bool) bool {
+	cc.rest = serve
+	return false
 }

@@ -70,6 +70,13 @@ func startLBFile(t testing.TB, yaml string, setup ...func(*Proxy)) *lb {
 
 func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb {
 	t.Helper()
+	return startLBWorkers(t, cfg, 2, nil, setup...)
+}
+
+// startLBWorkers is startLBConfig with workers accept loops, which call
+// onAccept, if set, after each accept.
+func startLBWorkers(t testing.TB, cfg *config.Config, workers int, onAccept func(), setup ...func(*Proxy)) *lb {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	pools := map[string]*pool.Pool{}
@@ -92,8 +99,8 @@ func startLBConfig(t testing.TB, cfg *config.Config, setup ...func(*Proxy)) *lb 
 	for _, f := range setup {
 		f(px)
 	}
-	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: 2, MaxConns: lc.MaxConnections,
-		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: px.Log, FDs: px.FDs}
+	fl := &frontend.Listener{Name: lc.Name, Addrs: lc.Listen, Workers: workers, MaxConns: lc.MaxConnections,
+		NewHandler: px.NewWorker, OnLimit: px.OnLimit, Refuse: px.Refuse, Log: px.Log, FDs: px.FDs, OnAccept: onAccept}
 	servetest.Serve(t, fl)
 	return &lb{addr: fl.BoundAddr().String(), cfg: lc, proxy: px, pools: pools, fl: fl, metrics: m}
 }

@@ -75,9 +75,15 @@ type rawConnFunc func(f func(fd uintptr) bool) error
 type socketReader struct {
 	conn net.Conn
 	fd   int // -1 outside awaitRequest
+	// now, while set, is read instead of conn: a read that never waits
+	// (ServeInline's look at a new conn's first bytes).
+	now interface{ TryRead([]byte) (int, error) }
 }
 
 func (r *socketReader) Read(p []byte) (int, error) {
+	if r.now != nil {
+		return r.now.TryRead(p)
+	}
 	if r.fd < 0 {
 		return r.conn.Read(p)
 	}

@@ -129,6 +129,13 @@ func (l *evLoop) clock() time.Duration { return time.Since(l.start) }
 // closing: the caller keeps lc's conn.
 func (l *evLoop) add(lc *loopConn) bool { return l.in.Put(note{lc: lc}) }
 
+// addOrEnd adds lc, or ends it when the loop is closing.
+func (l *evLoop) addOrEnd(lc *loopConn) {
+	if !l.add(lc) {
+		lc.end()
+	}
+}
+
 // cancel asks the loop to end lc (a drain), from any goroutine. Refused
 // once the loop is closing, which ends lc anyway.
 func (l *evLoop) cancel(lc *loopConn) { l.in.Put(note{lc: lc, cancel: true}) }

@@ -98,6 +98,9 @@ func (f *loopLB) onLoop(t *testing.T, first string) *loopClient {
 		t.Fatalf("first request: %d %q", resp.StatusCode, body)
 	}
 	wait.For(t, "the conn on the event loop", func() bool { return f.proxy.loopConns.Load() == before+1 })
+	// The loop may have waited for the first head too (ServeInline), and
+	// logs its line after the answer went out.
+	wait.For(t, "the first request's access line", func() bool { return len(f.linesOf(t, lc.c)) == 1 })
 	return lc
 }
 
@@ -886,9 +889,12 @@ func TestLoopClientFaults(t *testing.T) {
 	})
 
 	t.Run("closes mid-request", func(t *testing.T) {
-		// On a fresh conn (its goroutine) and on the loop alike.
-		fresh := tcptest.Dial(t, f.addr)
+		// On a fresh conn (its goroutine) and on the loop alike. The
+		// fresh one is dialled once the other is on the loop: a conn
+		// whose first head is late waits for it on the loop too, and
+		// would count there.
 		lc := f.onLoop(t, get("/hello"))
+		fresh := tcptest.Dial(t, f.addr)
 		for _, c := range []net.Conn{fresh, lc.c} {
 			io.WriteString(c, get("/wait"))
 			<-requested
@@ -1053,4 +1059,48 @@ func TestLoopManyConns(t *testing.T) {
 	}
 	f.lines.waitLines(t, conns*(reqs+1))
 	f.settle(t, clients...)
+}
+
+// TestLoopStreamsAnswer checks that an answer whose body pauses short of
+// its end (Server-Sent Events) reaches the client as it comes on a
+// kept-alive conn too: the loop hands it to a goroutine rather than wait
+// for the rest.
+func TestLoopStreamsAnswer(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/events" {
+			io.WriteString(w, "hello")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: two\n\n")
+	}))
+	f := simpleLoopLB(t, "", be.addr())
+	lc := f.onLoop(t, get("/hello"))
+	lc.send(t, get("/events"))
+	resp, err := http.ReadResponse(lc.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := bufio.NewReader(resp.Body)
+	lc.c.SetReadDeadline(time.Now().Add(wait.Timeout))
+	if line, err := events.ReadString('\n'); err != nil || line != "data: one\n" {
+		t.Fatalf("first event %q, %v: want it before the second is written", line, err)
+	}
+	close(release)
+	if line, _ := events.ReadString('\n'); line != "\n" {
+		t.Fatalf("after the first event %q", line)
+	}
+	if line, err := events.ReadString('\n'); err != nil || line != "data: two\n" {
+		t.Fatalf("second event %q, %v", line, err)
+	}
+	resp.Body.Close()
+	f.settle(t, lc)
 }

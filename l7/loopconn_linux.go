@@ -63,6 +63,9 @@ type loopConn struct {
 	// dropped before the close.
 	lingering  bool
 	lingerLeft int
+	// first: the conn came from ServeInline before its first head was
+	// whole (awaitFirst), and that request has not been served yet.
+	first bool
 }
 
 // phase is what a loopConn waits for; each has its own timeout.
@@ -103,7 +106,24 @@ func (lc *loopConn) register() {
 	lc.stopWatch = context.AfterFunc(lc.ctx, func() { l.cancel(lc) })
 	lc.onLoop = true
 	l.w.px.loopConns.Add(1)
+	if lc.first {
+		lc.awaitHead()
+		return
+	}
 	lc.idle()
+}
+
+// awaitHead waits for the rest of a new conn's first head: timeouts.handshake
+// bounds it from the accept, as on a goroutine.
+func (lc *loopConn) awaitHead() {
+	cc := lc.cc
+	lc.phase = phHead
+	cc.begin = cc.accepted
+	lc.l.setTimer(lc, max(time.Until(cc.accepted.Add(cc.st.l.Timeouts.Handshake)), time.Nanosecond))
+	if len(lc.in) > 0 {
+		lc.serve()
+	}
+	lc.readClient()
 }
 
 // idle starts waiting for the next request, serving at once what was read
@@ -245,6 +265,7 @@ func (lc *loopConn) serve() {
 		lc.in, lc.borrowed = nil, false // an idle conn holds no buffer
 	}
 	lc.own()
+	lc.first = false
 	cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer,
 		Method: req.Method, Path: req.URL.Path, Route: res.Prefix}
 	lc.req, lc.res = req, res

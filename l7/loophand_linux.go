@@ -26,37 +26,68 @@ import (
 // goroutine, then lets go of cc and calls cc.handOff once it has returned,
 // which gives it to the loop.
 func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
-	st := cc.st
-	if !tunnel.Plain(cc.conn) || cc.looped || cc.handover.lease.Release != nil || cc.tls || cc.br.Buffered() > 0 {
+	if cc.br.Buffered() > 0 {
 		return false
+	}
+	lc, moved := w.loopConnOf(cc)
+	if lc != nil {
+		cc.releaseBuffers(nil)
+		cc.handOff = func() { lc.l.addOrEnd(lc) }
+	}
+	return moved
+}
+
+// awaitFirst gives a conn just accepted, whose first head is not there
+// whole, to the worker's event loop, which waits for the rest (ServeInline):
+// no goroutine waits for it, and the socket stays off Go's netpoller. It
+// reports false, having done nothing, when the conn cannot go there; the
+// caller then serves it on a goroutine.
+func (w *worker) awaitFirst(c net.Conn, cc *clientConn) bool {
+	read, _ := cc.br.Peek(cc.br.Buffered())
+	read = bytes.Clone(read)
+	lc, moved := w.loopConnOf(cc)
+	switch {
+	case lc != nil:
+		lc.first, lc.in = true, read
+		cc.releaseBuffers(nil)
+		lc.l.addOrEnd(lc)
+	case moved: // the conn is gone: let go of the rest, as ServeConn would
+		cc.end(c)
+	}
+	return moved
+}
+
+// loopConnOf takes cc off its goroutine for the worker's event loop, and
+// reports whether it did: lc is the conn on the loop, to add, and nil when
+// it was lost on the way (out of descriptors), closed. A conn that stays
+// (not plain TCP, TLS, a loop that cannot be had, a PROXY header or TLS
+// toward backends, drained) is never looked at again.
+func (w *worker) loopConnOf(cc *clientConn) (lc *loopConn, moved bool) {
+	st := cc.st
+	if !tunnel.Plain(cc.conn) || cc.looped || cc.handover.lease.Release != nil || cc.tls {
+		return nil, false
 	}
 	// Decided once per conn: a conn whose listener cannot use the loop
 	// would otherwise walk every pool's backends before each request.
 	cc.looped = true
 	l := w.evLoop()
 	if l == nil || st.dial.ProxyProtocol != "" || !plainPools(st) {
-		return false
+		return nil, false
 	}
 	if !cc.unwatch() {
-		return false // drained: ServeConn closes the conn
+		return nil, false // drained: ServeConn closes the conn
 	}
 	fd, err := tunnel.Detach(cc.conn) // it closes the conn either way
 	if err != nil {
-		return true // the conn is gone; the listener lets go of it
+		return nil, true // the conn is gone; the listener lets go of it
 	}
 	// The listener keeps counting the conn until release; c is closed
 	// already, so serveConn's close of it does nothing.
 	ctx, release := cc.hold.Detach()
-	cc.releaseBuffers(nil)
-	lc := &loopConn{l: l, cc: cc, ctx: ctx, release: release, fd: fd, slot: -1, hidx: -1, writable: true}
+	lc = &loopConn{l: l, cc: cc, ctx: ctx, release: release, fd: fd, slot: -1, hidx: -1, writable: true}
 	lc.wr.lc = lc
 	cc.linger = func() { lc.lingering = true }
-	cc.handOff = func() {
-		if !l.add(lc) {
-			lc.end()
-		}
-	}
-	return true
+	return lc, true
 }
 
 // plainPools reports whether every pool st routes to has plain-TCP
@@ -105,6 +136,7 @@ func (w *worker) closeLoop() {
 // request, which the goroutine path then reads, checks and serves from its
 // first byte: nothing of it has been acted on.
 func (lc *loopConn) handBack() {
+	first := lc.first
 	c := lc.detach()
 	if c == nil {
 		return
@@ -112,6 +144,13 @@ func (lc *loopConn) handBack() {
 	cc, pending := lc.cc, bytes.Clone(lc.in)
 	lc.in = nil
 	w := lc.l.w
+	if first && headEnd(pending, 0) >= 0 {
+		// A new conn's first head, whole: served here as ServeInline
+		// serves one, so that an upgrade goes to the engine's loop
+		// without a goroutine.
+		w.firstFromLoop(lc.ctx, cc, c, pending, lc.release)
+		return
+	}
 	go w.resume(lc.ctx, cc, c, pending, lc.release, nil)
 }
 

@@ -20,6 +20,17 @@ func (w *worker) resume(ctx context.Context, cc *clientConn, c net.Conn, pending
 
 // serveResumed is resume up to a handshake's move to the engine.
 func (w *worker) serveResumed(ctx context.Context, cc *clientConn, c net.Conn, pending []byte, release func(), then func(context.Context) bool) {
+	cc.rewrap(ctx, c, pending, release)
+	defer cc.endResumed(c, release)
+	if then != nil && !then(ctx) {
+		return
+	}
+	w.serveRequests(ctx, cc, true)
+}
+
+// rewrap sets cc up to be served over c again, after the event loop handed
+// it back with pending, what was read of its next request.
+func (cc *clientConn) rewrap(ctx context.Context, c net.Conn, pending []byte, release func()) {
 	// The hold was detached when the conn moved to the loop: a tunnel or
 	// handshake takes this lease of it.
 	cc.handover.lease = handoff.Lease{Ctx: ctx, Release: release}
@@ -30,19 +41,20 @@ func (w *worker) serveResumed(ctx context.Context, cc *clientConn, c net.Conn, p
 	cc.detached, cc.stopWatch = false, nil
 	cc.watched.Store(nil)
 	cc.drained.Store(false)
-	defer func() {
-		if !cc.detached {
-			c.Close()
-			release()
-		}
-	}()
 	cc.unwatch = context.AfterFunc(ctx, func() { c.Close() })
-	defer cc.unwatch()
+	cc.stopDrain = cc.unwatch
 	cc.br = getReaderAfter(pending, &cc.src, minBuffer)
 	cc.bw = getWriter(&cc.sw)
-	defer cc.releaseBuffers(nil)
-	if then != nil && !then(ctx) {
-		return
+}
+
+// endResumed lets go of a conn rewrap set up once it is served: closed, and
+// the hold released, unless a tunnel or a handshake took it over.
+func (cc *clientConn) endResumed(c net.Conn, release func()) {
+	cc.releaseBuffers(nil)
+	cc.stopDrain()
+	cc.unwatchBackends()
+	if !cc.detached {
+		c.Close()
+		release()
 	}
-	w.serveRequests(ctx, cc, true)
 }

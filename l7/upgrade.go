@@ -38,6 +38,16 @@ func (w *worker) upgrade(ctx context.Context, cc *clientConn, req *http.Request,
 	if served, more := w.upgradeOnLoop(ctx, cc, u); served {
 		return more
 	}
+	if cc.inline {
+		return cc.later(func() bool { return w.upgradeDial(ctx, cc, u) })
+	}
+	return w.upgradeDial(ctx, cc, u)
+}
+
+// upgradeDial serves u on a backend conn dialled here, on the conn's
+// goroutine.
+func (w *worker) upgradeDial(ctx context.Context, cc *clientConn, u *upgradeReq) bool {
+	req, res := u.req, u.res
 	// A fresh conn: a cached one that died unnoticed would cost this
 	// handshake a 502, and unlike a plain GET it is not replayed.
 	bc, err := w.connect(ctx, cc, u.p, u.client, false)

@@ -52,9 +52,15 @@ func (w *worker) upgradeOnLoop(ctx context.Context, cc *clientConn, u *upgradeRe
 	fd, ok, err := d.StartDial(b)
 	switch {
 	case !ok: // TLS, a PROXY header or a name: Dial's own path
+		if cc.inline {
+			return true, cc.later(func() bool { return lu.dial(ctx, b) })
+		}
 		return true, lu.dial(ctx, b)
 	case err != nil:
 		lu.observe(b)
+		if cc.inline { // the other backend is dialled by Connect, which waits
+			return true, cc.later(func() bool { return lu.failed(ctx, b, err) })
+		}
 		return true, lu.failed(ctx, b, err)
 	}
 	if !st.l.HTTP.PreserveHost {

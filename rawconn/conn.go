@@ -59,20 +59,10 @@ func New(fd int, remote, local net.Addr) *Conn {
 func (c *Conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.f == nil {
-		if err := c.usableLocked(c.rdl); err != nil {
-			c.mu.Unlock()
-			return 0, c.opError("read", err)
-		}
-		n, err := ignoringEINTR(func() (int, error) { return unix.Read(c.fd, p) })
+		n, err := c.readLocked(p)
 		if err != unix.EAGAIN {
 			c.mu.Unlock()
-			switch {
-			case err != nil:
-				return 0, c.opError("read", os.NewSyscallError("read", err))
-			case n == 0 && len(p) > 0:
-				return 0, io.EOF
-			}
-			return n, nil
+			return n, err
 		}
 		if err := c.pollLocked(); err != nil {
 			c.mu.Unlock()
@@ -83,6 +73,37 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.mu.Unlock()
 	n, err := f.Read(p)
 	return n, c.wrap("read", err)
+}
+
+// TryRead reads what is there and never waits: it returns unix.EAGAIN when
+// nothing is, and the conn stays raw (also once it is on the netpoller,
+// where a read would have to wait there). For code that must not block,
+// such as an accept loop looking at a new conn's first bytes.
+func (c *Conn) TryRead(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f != nil {
+		return 0, unix.EAGAIN
+	}
+	return c.readLocked(p)
+}
+
+// readLocked is one read of the raw socket: unix.EAGAIN as it is, other
+// errors as net's.
+func (c *Conn) readLocked(p []byte) (int, error) {
+	if err := c.usableLocked(c.rdl); err != nil {
+		return 0, c.opError("read", err)
+	}
+	n, err := ignoringEINTR(func() (int, error) { return unix.Read(c.fd, p) })
+	switch {
+	case err == unix.EAGAIN:
+		return 0, err
+	case err != nil:
+		return 0, c.opError("read", os.NewSyscallError("read", err))
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Write writes all of p, waiting in the netpoller when the socket is full.
