@@ -6,11 +6,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -54,8 +52,9 @@ type clientConn struct {
 	txBytes prometheus.Counter
 	// unwatch stops ServeConn closing the conn when its ctx ends; a tunnel
 	// calls it, since tunnel.Relay closes its conns itself and must be the
-	// one that does, to tell a drain from a failure. stopDrain is the first
-	// one, which end stops whatever came after it.
+	// one that does, to tell a drain from a failure. stopDrain is the one
+	// newConn (or rewrap) set, which end stops: a handshake the engine's
+	// loop gives back sets unwatch anew, on another goroutine.
 	unwatch, stopDrain func() bool
 	// e is the access line of the request being served; whatever serves
 	// it fills in what it learns (status, backend, bytes, how it ended).
@@ -322,36 +321,6 @@ func endReason(ctx context.Context, fallback string) string {
 		return r.Reason()
 	}
 	return fallback
-}
-
-// badHead answers a head that could not be read, or just closes the conn
-// when there is nobody to answer or nothing worth saying.
-func (w *worker) badHead(cc *clientConn, err error) {
-	st := cc.st
-	switch {
-	case errors.Is(err, errHeadTooLarge):
-		st.errs.BadRequest.Inc()
-		cc.respondError(nil, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		// A slow head is closed without an answer: answering would only
-		// tell a slowloris client that it has our attention.
-		st.errs.Timeout.Inc()
-	case errors.Is(err, io.EOF) && cc.br.Buffered() == 0, errors.Is(err, net.ErrClosed):
-		// The client closed between requests, or drain closed the conn.
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		// It closed in the middle of a head: nobody is left to answer.
-	default:
-		st.errs.BadRequest.Inc()
-		cc.respondError(nil, http.StatusBadRequest, badRequestText(err))
-	}
-}
-
-func badRequestText(err error) string {
-	switch {
-	case errors.Is(err, errSmuggling), errors.Is(err, errNoHost):
-		return err.Error()
-	}
-	return "malformed request"
 }
 
 // serveRequest answers one request and reports whether the conn may carry

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 )
 
@@ -215,4 +218,34 @@ func validFieldValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// badHead answers a head that could not be read, or just closes the conn
+// when there is nobody to answer or nothing worth saying.
+func (w *worker) badHead(cc *clientConn, err error) {
+	st := cc.st
+	switch {
+	case errors.Is(err, errHeadTooLarge):
+		st.errs.BadRequest.Inc()
+		cc.respondError(nil, http.StatusRequestHeaderFieldsTooLarge, "request head too large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// A slow head is closed without an answer: answering would only
+		// tell a slowloris client that it has our attention.
+		st.errs.Timeout.Inc()
+	case errors.Is(err, io.EOF) && cc.br.Buffered() == 0, errors.Is(err, net.ErrClosed):
+		// The client closed between requests, or drain closed the conn.
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// It closed in the middle of a head: nobody is left to answer.
+	default:
+		st.errs.BadRequest.Inc()
+		cc.respondError(nil, http.StatusBadRequest, badRequestText(err))
+	}
+}
+
+func badRequestText(err error) string {
+	switch {
+	case errors.Is(err, errSmuggling), errors.Is(err, errNoHost):
+		return err.Error()
+	}
+	return "malformed request"
 }

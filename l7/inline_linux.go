@@ -18,11 +18,12 @@ import (
 // WebSocket upgrade whose backend side goes to the tunnel engine's loop
 // (upgradeOnLoop), dialled and handed to that loop there too. Such a conn
 // never has a goroutine of its own, and a storm of handshakes costs no
-// goroutine stack per conn. Whatever must wait (a head not yet whole, a
-// plain request's backend, a static file, a dial on a goroutine, a
-// lingering close) is left to the goroutine the listener then starts,
-// where the conn goes on exactly as on the goroutine path; so do conns that
-// begin with a PROXY header or a TLS handshake.
+// goroutine stack per conn. A head not yet whole is waited for on the
+// worker's keep-alive loop (awaitFirst). Whatever else must wait (a plain
+// request's backend, a static file, a dial on a goroutine, a lingering
+// close) is left to the goroutine the listener then starts, where the conn
+// goes on exactly as on the goroutine path; so do conns that begin with a
+// PROXY header or a TLS handshake.
 func (w *worker) ServeInline(ctx context.Context, c net.Conn, hold *frontend.Hold) (rest func()) {
 	st := w.px.cur.Load()
 	rc, ok := c.(*rawconn.Conn)
