@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/rawconn"
 )
 
@@ -62,17 +63,16 @@ func raw(ln net.Listener) (net.Listener, error) {
 // Accept's: net.ErrClosed once closed, and the accept4 errno otherwise
 // (ECONNABORTED is retried, as Go does).
 func (l *rawListener) Accept() (net.Conn, error) {
-	// syscall's accept4, not x/sys/unix's: see rawconn.TCPAddr.
 	var (
 		nfd  int
-		sa   syscall.Sockaddr
+		peer *net.TCPAddr
 		aerr error
 	)
 	err := l.rc.Read(func(s uintptr) bool {
 		for {
-			nfd, sa, aerr = syscall.Accept4(int(s), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			nfd, peer, aerr = poller.Accept(int(s))
 			switch aerr {
-			case syscall.EINTR, syscall.ECONNABORTED:
+			case syscall.ECONNABORTED:
 				continue
 			case syscall.EAGAIN:
 				return false
@@ -89,7 +89,7 @@ func (l *rawListener) Accept() (net.Conn, error) {
 		}
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
 	}
-	return rawconn.New(nfd, rawconn.TCPAddr(sa), l.local), nil
+	return rawconn.New(nfd, peer, l.local), nil
 }
 
 // Close closes the socket; a waiting Accept returns net.ErrClosed.

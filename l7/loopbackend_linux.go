@@ -80,7 +80,7 @@ func (be *loopBackend) close() {
 		return
 	}
 	be.l.unwatch(be.slot, be.fd, false)
-	unix.Close(be.fd)
+	poller.Close(be.fd)
 	be.fd = -1
 	be.owner = nil
 }

@@ -345,7 +345,7 @@ func (lc *loopConn) end() {
 	if lc.slot >= 0 {
 		l.unwatch(lc.slot, lc.fd, false)
 	}
-	unix.Close(lc.fd)
+	poller.Close(lc.fd)
 	lc.fd = -1
 	lc.in, lc.out = nil, nil
 	lc.leave()

@@ -66,7 +66,7 @@ func New() (*Set, error) {
 // (EPOLLIN, EPOLLOUT, EPOLLRDHUP), with slot and pad as the event's data.
 func (s *Set) Add(fd int, slot, pad int32) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: pad}
-	if err := unix.EpollCtl(s.fd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := s.ctl(unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
@@ -82,7 +82,16 @@ func (s *Set) AddLevel(fd int, slot int32) error {
 }
 
 // Del removes fd, which stays open; closing it removes it by itself.
-func (s *Set) Del(fd int) { _ = unix.EpollCtl(s.fd, unix.EPOLL_CTL_DEL, fd, nil) }
+func (s *Set) Del(fd int) { _ = s.ctl(unix.EPOLL_CTL_DEL, fd, nil) }
+
+// ctl is epoll_ctl as a raw call (calls.go).
+func (s *Set) ctl(op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(s.fd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
 
 // Close closes the set.
 func (s *Set) Close() {

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wslb/wslb/poller"
 	"golang.org/x/sys/unix"
 )
 
@@ -94,7 +95,7 @@ func (c *Conn) readLocked(p []byte) (int, error) {
 	if err := c.usableLocked(c.rdl); err != nil {
 		return 0, c.opError("read", err)
 	}
-	n, err := ignoringEINTR(func() (int, error) { return unix.Read(c.fd, p) })
+	n, err := ignoringEINTR(func() (int, error) { return poller.Read(c.fd, p) })
 	switch {
 	case err == unix.EAGAIN:
 		return 0, err
@@ -116,7 +117,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, c.opError("write", err)
 		}
 		for n < len(p) {
-			m, err := ignoringEINTR(func() (int, error) { return unix.Write(c.fd, p[n:]) })
+			m, err := ignoringEINTR(func() (int, error) { return poller.Write(c.fd, p[n:]) })
 			if err == unix.EAGAIN {
 				break
 			}
@@ -181,7 +182,7 @@ func (c *Conn) Close() error {
 	if c.f != nil {
 		return c.wrap("close", c.f.Close())
 	}
-	err := unix.Close(c.fd)
+	err := poller.Close(c.fd)
 	c.fd = -1
 	if err != nil {
 		return c.opError("close", os.NewSyscallError("close", err))

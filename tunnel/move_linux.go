@@ -294,7 +294,7 @@ func (t *loopTunnel) end(e End, err error) {
 	l := t.l
 	for _, fd := range t.fd {
 		// Closing the only descriptor also removes it from the epoll set.
-		unix.Close(int(fd))
+		poller.Close(int(fd))
 	}
 	for i := range t.dirs {
 		if p := t.dirs[i].p; p != nil {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wslb/wslb/poller"
 	"github.com/wslb/wslb/pool"
 )
 
@@ -33,35 +34,29 @@ func (d *Dialer) StartDial(b *pool.Backend) (fd int, ok bool, err error) {
 }
 
 func connectNonblock(ap netip.AddrPort) (int, error) {
-	family := unix.AF_INET
-	var sa unix.Sockaddr
-	if a := ap.Addr().Unmap(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16(), ZoneId: zoneID(a.Zone())}
+	// Raw calls (poller): a connect to a local backend runs the whole TCP
+	// handshake before it returns.
+	a := ap.Addr().Unmap()
+	family, zone := unix.AF_INET, uint32(0)
+	if !a.Is4() {
+		family, zone = unix.AF_INET6, zoneID(a.Zone())
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := poller.Socket(family)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
 	// What net.Dialer sets on every TCP conn, with frontend.KeepAlive's
 	// system timers.
-	if err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err == nil {
-		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	if err = poller.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err == nil {
+		err = poller.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	}
 	if err != nil {
-		unix.Close(fd)
+		poller.Close(fd)
 		return -1, fmt.Errorf("setsockopt: %w", err)
 	}
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	err = poller.Connect(fd, a.AsSlice(), int(ap.Port()), zone)
 	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+		poller.Close(fd)
 		return -1, fmt.Errorf("connect: %w", err)
 	}
 	return fd, nil
