@@ -232,7 +232,7 @@ func (w *worker) serveRequests(ctx context.Context, cc *clientConn, resumed bool
 	for ; ; n++ {
 		begin := cc.accepted
 		if n > 0 {
-			if w.toLoop(ctx, cc) {
+			if w.toLoop(cc) {
 				return
 			}
 			// Between requests the client may idle for timeouts.keepalive;

@@ -25,7 +25,7 @@ import (
 // requests, and reports whether it moves: the caller, ServeConn's
 // goroutine, then lets go of cc and calls cc.handOff once it has returned,
 // which gives it to the loop.
-func (w *worker) toLoop(ctx context.Context, cc *clientConn) bool {
+func (w *worker) toLoop(cc *clientConn) bool {
 	if cc.br.Buffered() > 0 {
 		return false
 	}
