@@ -27,8 +27,6 @@ func (lc *loopConn) readAnswer(be *loopBackend) {
 	for lc.be == be && be.readable {
 		n, err := poller.Read(be.fd, buf)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			be.readable = false
 		case err != nil:

@@ -242,8 +242,6 @@ func (lc *loopConn) send(be *loopBackend, p []byte) {
 	for len(p) > 0 {
 		n, err := poller.Write(be.fd, p)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			be.writable = false
 			be.head = append(be.head[:0], p...)

@@ -171,8 +171,6 @@ func (lc *loopConn) read() (p []byte, err error) {
 	for {
 		n, err := poller.Read(lc.fd, buf)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			lc.readable = false
 			return nil, nil

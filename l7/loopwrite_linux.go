@@ -133,8 +133,6 @@ func (w *loopWriter) write(p []byte) (int, error) {
 	for {
 		n, err := poller.Write(lc.fd, p)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			lc.writable = false
 			return 0, nil

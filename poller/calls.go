@@ -18,7 +18,7 @@ import (
 // hands the P to another thread (a wake-up and a context switch each way)
 // and stays awake at that tick, a nanosleep and a context switch every
 // 20 µs. As raw calls the scheduler never sees them. Errors are unix.Errno
-// values; EINTR is retried.
+// values; EINTR is retried (rawIO), but by Close.
 
 // Close closes fd. EINTR is not retried: the descriptor is gone by then.
 func Close(fd int) error {
@@ -30,21 +30,18 @@ func Close(fd int) error {
 
 // Socket opens a non-blocking, close-on-exec TCP socket of family.
 func Socket(family int) (int, error) {
-	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if e != 0 {
-		return -1, e
+	fd, err := rawIO(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP, 0, 0, 0)
+	if err != nil {
+		return -1, err
 	}
-	return int(fd), nil
+	return fd, nil
 }
 
 // SetsockoptInt sets an int option on fd.
 func SetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
-	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
+	_, err := rawIO(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
+	return err
 }
 
 // Connect starts connecting fd to ap's address: nil or unix.EINPROGRESS
@@ -68,10 +65,8 @@ func Connect(fd int, ip net.IP, port int, zone uint32) error {
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&raw6.Port))[:], uint16(port))
 		ptr, n = unsafe.Pointer(&raw6), unsafe.Sizeof(raw6)
 	}
-	return retry1(func() unix.Errno {
-		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), n)
-		return e
-	})
+	_, err := rawIO(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), n, 0, 0, 0)
+	return err
 }
 
 // Accept takes a conn from the listening socket fd, non-blocking and
@@ -81,16 +76,31 @@ func Accept(fd int) (int, *net.TCPAddr, error) {
 		rsa unix.RawSockaddrAny
 		l   uint32 = unix.SizeofSockaddrAny
 	)
-	for {
-		nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -1, nil, e
-		}
-		return int(nfd), tcpAddr(&rsa), nil
+	nfd, err := rawIO(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if err != nil {
+		return -1, nil, err
 	}
+	return nfd, tcpAddr(&rsa), nil
+}
+
+// Sockname returns the address fd is bound to.
+func Sockname(fd int) (*net.TCPAddr, error) { return name(unix.SYS_GETSOCKNAME, fd) }
+
+// Peername returns the address of fd's peer.
+func Peername(fd int) (*net.TCPAddr, error) { return name(unix.SYS_GETPEERNAME, fd) }
+
+func name(trap uintptr, fd int) (*net.TCPAddr, error) {
+	var (
+		rsa unix.RawSockaddrAny
+		l   uint32 = unix.SizeofSockaddrAny
+	)
+	if _, err := rawIO(trap, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)), 0, 0, 0); err != nil {
+		return nil, err
+	}
+	if a := tcpAddr(&rsa); a != nil {
+		return a, nil
+	}
+	return nil, unix.EAFNOSUPPORT
 }
 
 // tcpAddr converts an IPv4 or IPv6 address the kernel filled in.
@@ -112,16 +122,4 @@ func tcpAddr(rsa *unix.RawSockaddrAny) *net.TCPAddr {
 		return a
 	}
 	return nil
-}
-
-func retry1(call func() unix.Errno) error {
-	for {
-		e := call()
-		if e == 0 {
-			return nil
-		}
-		if e != unix.EINTR {
-			return e
-		}
-	}
 }

@@ -167,16 +167,14 @@ func pollNow(epfd int, events []unix.EpollEvent) int {
 }
 
 // Read reads a non-blocking descriptor without telling the scheduler: it
-// cannot block (see the package doc). Errors are unix.Errno values.
+// cannot block (see the package doc). Errors are unix.Errno values, and
+// never EINTR: an interrupted call is made again, here rather than at every
+// caller.
 func Read(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	return rawIO(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 }
 
 // Write writes a non-blocking descriptor as Read reads one.
@@ -184,19 +182,26 @@ func Write(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	return rawIO(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 }
 
 // Splice moves up to n bytes from in to out, both non-blocking (one a pipe),
 // as Read reads: SPLICE_F_MOVE|SPLICE_F_NONBLOCK.
 func Splice(in, out, n int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-	if e != 0 {
+	return rawIO(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+}
+
+// rawIO makes a raw call that moves bytes, again when a signal interrupted
+// it (EINTR: nothing moved yet).
+func rawIO(trap, a1, a2, a3, a4, a5, a6 uintptr) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
 		return 0, e
 	}
-	return int(r), nil
 }

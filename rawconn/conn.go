@@ -95,7 +95,7 @@ func (c *Conn) readLocked(p []byte) (int, error) {
 	if err := c.usableLocked(c.rdl); err != nil {
 		return 0, c.opError("read", err)
 	}
-	n, err := ignoringEINTR(func() (int, error) { return poller.Read(c.fd, p) })
+	n, err := poller.Read(c.fd, p)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, err
@@ -117,7 +117,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, c.opError("write", err)
 		}
 		for n < len(p) {
-			m, err := ignoringEINTR(func() (int, error) { return poller.Write(c.fd, p[n:]) })
+			m, err := poller.Write(c.fd, p[n:])
 			if err == unix.EAGAIN {
 				break
 			}
@@ -273,19 +273,19 @@ func (c *Conn) Detach() (int, error) {
 }
 
 // LocalAddr returns the local address.
-func (c *Conn) LocalAddr() net.Addr { return c.addr(&c.local, syscall.Getsockname) }
+func (c *Conn) LocalAddr() net.Addr { return c.addr(&c.local, poller.Sockname) }
 
 // RemoteAddr returns the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return c.addr(&c.remote, syscall.Getpeername) }
+func (c *Conn) RemoteAddr() net.Addr { return c.addr(&c.remote, poller.Peername) }
 
 // addr returns *a, asking the socket with get the first time.
-func (c *Conn) addr(a *net.Addr, get func(fd int) (syscall.Sockaddr, error)) net.Addr {
+func (c *Conn) addr(a *net.Addr, get func(fd int) (*net.TCPAddr, error)) net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if *a == nil && !c.closed {
 		_ = c.controlLocked(func(fd int) error {
-			sa, err := get(fd)
-			if t := TCPAddr(sa); err == nil && t != nil {
+			t, err := get(fd)
+			if err == nil {
 				*a = t
 			}
 			return err
@@ -358,32 +358,4 @@ func (c *Conn) wrap(op string, err error) error {
 		}
 	}
 	return c.opError(op, err)
-}
-
-func ignoringEINTR(f func() (int, error)) (int, error) {
-	for {
-		n, err := f()
-		if err != unix.EINTR {
-			return n, err
-		}
-	}
-}
-
-// TCPAddr converts an accepted or bound socket's address. It takes the
-// standard library's syscall.Sockaddr: x/sys/unix's calls that return one
-// ask every IPv4 socket its protocol first, a system call more.
-func TCPAddr(sa syscall.Sockaddr) *net.TCPAddr {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-	case *syscall.SockaddrInet6:
-		a := &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
-		if sa.ZoneId != 0 {
-			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
-				a.Zone = ifi.Name
-			}
-		}
-		return a
-	}
-	return nil
 }

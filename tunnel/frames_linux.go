@@ -248,8 +248,6 @@ func (t *loopTunnel) sendClose(src side) {
 		case err == unix.EAGAIN:
 			t.writable[dst] = false
 			return
-		case err == unix.EINTR:
-			continue
 		case err != nil:
 			t.end(classify(err, dst.end(), dst.end()), err)
 			return

@@ -153,7 +153,6 @@ func (t *loopTunnel) readDone(src side, n int, err error) bool {
 	switch {
 	case err == unix.EAGAIN:
 		t.readable[src] = false
-	case err == unix.EINTR:
 	case err != nil:
 		t.end(classify(err, src.end(), EndError), err)
 	case n == 0:
@@ -183,7 +182,7 @@ func (t *loopTunnel) push(src side, p []byte, counted bool) bool {
 		var err error
 		n, err = poller.Write(int(t.fd[dst]), p)
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case err == unix.EAGAIN:
 			n = 0
 		case err != nil:
 			t.end(classify(err, dst.end(), dst.end()), err)
@@ -243,8 +242,6 @@ func (t *loopTunnel) flush(src side) bool {
 		case err == unix.EAGAIN:
 			t.writable[dst] = false
 			return false
-		case err == unix.EINTR:
-			continue
 		case err != nil:
 			// A write fails because the peer is gone, whichever way.
 			t.end(classify(err, dst.end(), dst.end()), err)

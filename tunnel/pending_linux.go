@@ -130,8 +130,6 @@ func (t *loopTunnel) handshake() {
 		case err == unix.EAGAIN:
 			t.writable[backendSide] = false
 			return
-		case err == unix.EINTR:
-			continue
 		case err != nil:
 			t.giveBack(nil, fmt.Errorf("write request head: %w", err))
 			return
@@ -153,8 +151,6 @@ func (t *loopTunnel) answer() {
 		case err == unix.EAGAIN:
 			t.readable[backendSide] = false
 			return
-		case err == unix.EINTR:
-			continue
 		case err != nil:
 			t.giveBack(hs.got, fmt.Errorf("read answer: %w", err))
 			return
