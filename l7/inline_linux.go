@@ -45,10 +45,7 @@ func (w *worker) ServeInline(ctx context.Context, c net.Conn, hold *frontend.Hol
 	if rest := w.serveHead(ctx, cc); rest != nil {
 		return func() { w.finish(c, cc, rest) }
 	}
-	cc.unwatchBackends()
-	if handOff := cc.end(c); handOff != nil {
-		handOff()
-	}
+	w.finish(c, cc, nil)
 	return nil
 }
 
@@ -98,8 +95,9 @@ func (w *worker) firstFromLoop(ctx context.Context, cc *clientConn, c net.Conn, 
 	}()
 }
 
-// finish serves the rest of a conn ServeInline began, on the goroutine the
-// listener started for it, and ends it as ServeConn does.
+// finish serves the rest of a conn ServeInline began (none when serve is
+// nil), on the goroutine the listener started for it, and ends it as
+// ServeConn does.
 func (w *worker) finish(c net.Conn, cc *clientConn, serve func()) {
 	if handOff := w.serveRest(c, cc, serve); handOff != nil {
 		handOff()
@@ -113,6 +111,8 @@ func (w *worker) serveRest(c net.Conn, cc *clientConn, serve func()) (handOff fu
 		cc.unwatchBackends() // forward's watch, when serve was one
 		handOff = cc.end(c)
 	}()
-	serve()
+	if serve != nil {
+		serve()
+	}
 	return nil
 }

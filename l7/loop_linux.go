@@ -125,13 +125,10 @@ func (l *evLoop) timeout() int {
 
 func (l *evLoop) clock() time.Duration { return time.Since(l.start) }
 
-// add queues lc for the loop to register. It reports false when the loop is
-// closing: the caller keeps lc's conn.
-func (l *evLoop) add(lc *loopConn) bool { return l.in.Put(note{lc: lc}) }
-
-// addOrEnd adds lc, or ends it when the loop is closing.
-func (l *evLoop) addOrEnd(lc *loopConn) {
-	if !l.add(lc) {
+// add queues lc for the loop to register, or ends it when the loop is
+// closing.
+func (l *evLoop) add(lc *loopConn) {
+	if !l.in.Put(note{lc: lc}) {
 		lc.end()
 	}
 }

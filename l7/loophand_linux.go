@@ -32,7 +32,7 @@ func (w *worker) toLoop(cc *clientConn) bool {
 	lc, moved := w.loopConnOf(cc)
 	if lc != nil {
 		cc.releaseBuffers(nil)
-		cc.handOff = func() { lc.l.addOrEnd(lc) }
+		cc.handOff = func() { lc.l.add(lc) }
 	}
 	return moved
 }
@@ -50,7 +50,7 @@ func (w *worker) awaitFirst(c net.Conn, cc *clientConn) bool {
 	case lc != nil:
 		lc.first, lc.in = true, read
 		cc.releaseBuffers(nil)
-		lc.l.addOrEnd(lc)
+		lc.l.add(lc)
 	case moved: // the conn is gone: let go of the rest, as ServeConn would
 		cc.end(c)
 	}
