@@ -308,9 +308,8 @@ func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 	l.mu.Unlock()
 	l.active.Add(1)
 	l.wg.Add(1)
-	serve := func() { h.ServeConn(hold.ctx, c, hold) }
+	var serve func()
 	if in, ok := h.(Inline); ok {
-		serve = nil
 		l.protect(c, func() { serve = in.ServeInline(hold.ctx, c, hold) })
 		if serve == nil {
 			if !hold.detached.Load() {
@@ -318,6 +317,8 @@ func (l *Listener) track(ctx context.Context, c net.Conn, h Handler) {
 			}
 			return
 		}
+	} else {
+		serve = func() { h.ServeConn(hold.ctx, c, hold) }
 	}
 	go func() {
 		l.protect(c, serve)
