@@ -58,6 +58,24 @@ type evLoop struct {
 	head bytes.Buffer
 }
 
+// readiness is what epoll said of a socket, kept between its edges: a read
+// or write that finds nothing to do clears readable or writable until the
+// next edge.
+type readiness struct {
+	readable bool // bytes, the peer's close or an error wait for a read
+	writable bool // room, or an error a write will report
+	rdhup    bool // the peer shut down its side: an EOF waits behind the data
+	errored  bool // EPOLLERR or EPOLLHUP: a connect's outcome is read, not assumed
+}
+
+// note adds what the event ev says.
+func (r *readiness) note(ev uint32) {
+	r.readable = r.readable || ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	r.writable = r.writable || ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	r.rdhup = r.rdhup || ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
+	r.errored = r.errored || ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0
+}
+
 // loopFD is what a slot holds: a client conn or a backend conn.
 type loopFD interface{ event(ev uint32) }
 

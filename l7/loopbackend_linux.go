@@ -27,10 +27,8 @@ type loopBackend struct {
 	b     *pool.Backend
 	owner *loopConn
 
+	readiness
 	reused, connecting bool
-	readable, writable bool
-	rdhup              bool
-	errored            bool      // EPOLLERR or EPOLLHUP: a connect's outcome is read, not assumed
 	got                bool      // a byte of the answer arrived
 	head               []byte    // request bytes the socket did not take yet
 	resp               []byte    // the answer so far, when it came in pieces
@@ -47,18 +45,7 @@ func (be *loopBackend) event(ev uint32) {
 		}
 		return
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		be.readable = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		be.rdhup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		be.writable = true
-	}
-	if ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		be.errored = true
-	}
+	be.note(ev)
 	lc := be.owner
 	switch {
 	case be.connecting:

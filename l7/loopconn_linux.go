@@ -39,7 +39,7 @@ type loopConn struct {
 	deadline time.Duration
 	phase    phase
 
-	readable, writable, rdhup bool
+	readiness
 
 	in []byte // bytes of the client's next request(s), read and not yet served
 	// borrowed: in is the loop's read buffer, good until the next read.
@@ -143,15 +143,7 @@ func (lc *loopConn) event(ev uint32) {
 	if lc.fd < 0 {
 		return
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		lc.readable = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		lc.rdhup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		lc.writable = true
-	}
+	lc.note(ev)
 	switch lc.phase {
 	case phIdle, phHead:
 		lc.readClient()

@@ -84,7 +84,7 @@ func (w *worker) loopConnOf(cc *clientConn) (lc *loopConn, moved bool) {
 	// The listener keeps counting the conn until release; c is closed
 	// already, so serveConn's close of it does nothing.
 	ctx, release := cc.hold.Detach()
-	lc = &loopConn{l: l, cc: cc, ctx: ctx, release: release, fd: fd, slot: -1, hidx: -1, writable: true}
+	lc = &loopConn{l: l, cc: cc, ctx: ctx, release: release, fd: fd, slot: -1, hidx: -1, readiness: readiness{writable: true}}
 	lc.wr.lc = lc
 	cc.linger = func() { lc.lingering = true }
 	return lc, true
