@@ -110,10 +110,43 @@ type Timeouts struct {
 
 // TLS terminates TLS on an l7 listener.
 type TLS struct {
-	Cert         string `yaml:"cert"`
-	Key          string `yaml:"key"`
-	MinVersion   string `yaml:"min_version"`
-	RedirectHTTP bool   `yaml:"redirect_http"`
+	// Cert and Key are one certificate: the same as a Certificates list
+	// of one, and kept for configs written before there was a list.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Certificates are picked by the ClientHello's SNI against the names
+	// in each certificate (exact names and wildcards); the first is the
+	// default for a name none holds, or no SNI. Cert/Key, when set, come
+	// first.
+	Certificates []CertFile `yaml:"certificates"`
+	MinVersion   string     `yaml:"min_version"`
+	RedirectHTTP bool       `yaml:"redirect_http"`
+	// HTTP2 offers h2 in ALPN (h2, http/1.1): requests and RFC 8441
+	// WebSockets on one multiplexed conn. h2c is never offered.
+	HTTP2 bool `yaml:"http2"`
+	// ACME, when set, obtains and renews certificates for its domains.
+	ACME *ACME `yaml:"acme"`
+}
+
+// CertFile is a certificate chain and its key, PEM files.
+type CertFile struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// ACME obtains certificates from an ACME CA (Let's Encrypt by default) for
+// Domains only, on their first ClientHello, and renews them before expiry.
+type ACME struct {
+	Email   string   `yaml:"email"`
+	Domains []string `yaml:"domains"`
+	// Directory is the CA's ACME directory URL.
+	Directory string `yaml:"directory"`
+	// CA is a PEM file of the roots to trust the directory's TLS with
+	// (a private ACME CA); "" trusts the system's.
+	CA string `yaml:"ca"`
+	// Cache is the folder of the account key and the certificates,
+	// relative to the config file.
+	Cache string `yaml:"cache"`
 }
 
 // HTTP holds the l7 request handling knobs.

@@ -46,7 +46,17 @@ func defaultListener() Listener {
 
 // defaultTLS applies only when a listener has a tls block.
 func defaultTLS() TLS {
-	return TLS{MinVersion: "1.2", RedirectHTTP: true}
+	return TLS{MinVersion: "1.2", RedirectHTTP: true, HTTP2: true}
+}
+
+// defaultACME applies only when a listener's tls has an acme block.
+func defaultACME() ACME {
+	return ACME{
+		Email:     "",
+		Directory: "https://acme-v02.api.letsencrypt.org/directory",
+		CA:        "",
+		Cache:     "acme",
+	}
 }
 
 func defaultHTTP() HTTP {
@@ -125,6 +135,9 @@ func applyDefaults(c *Config, idx index) {
 		fill(l, def, p, idx)
 		if l.TLS != nil {
 			fill(l.TLS, defaultTLS(), key(p, "tls"), idx)
+			if l.TLS.ACME != nil {
+				fill(l.TLS.ACME, defaultACME(), key(key(p, "tls"), "acme"), idx)
+			}
 		}
 		for j := range l.Routes {
 			r := &l.Routes[j]

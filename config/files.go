@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 )
@@ -15,11 +16,8 @@ func (v *checker) files(l *Listener, p, dir string) {
 	if l.Mode != ModeL7 {
 		return
 	}
-	if t := l.TLS; t != nil && t.Cert != "" && t.Key != "" {
-		t.Cert, t.Key = resolve(dir, t.Cert), resolve(dir, t.Key)
-		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
-			v.add(key(key(p, "tls"), "cert"), "cannot load certificate and key: %v", err)
-		}
+	if t := l.TLS; t != nil {
+		v.tlsFiles(t, key(p, "tls"), dir)
 	}
 	for i := range l.Routes {
 		r := &l.Routes[i]
@@ -33,6 +31,50 @@ func (v *checker) files(l *Listener, p, dir string) {
 			v.add(key(item(key(p, "routes"), i), "static"), "%s is not a folder", r.Static)
 		}
 	}
+}
+
+// tlsFiles resolves and loads a TLS listener's certificates, and resolves
+// its ACME CA file (loaded) and cache folder (made on first use).
+func (v *checker) tlsFiles(t *TLS, p, dir string) {
+	if t.Cert != "" && t.Key != "" {
+		t.Cert, t.Key = resolve(dir, t.Cert), resolve(dir, t.Key)
+		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+			v.add(key(p, "cert"), "cannot load certificate and key: %v", err)
+		}
+	}
+	for i := range t.Certificates {
+		c := &t.Certificates[i]
+		if c.Cert == "" || c.Key == "" {
+			continue
+		}
+		c.Cert, c.Key = resolve(dir, c.Cert), resolve(dir, c.Key)
+		if _, err := tls.LoadX509KeyPair(c.Cert, c.Key); err != nil {
+			v.add(key(item(key(p, "certificates"), i), "cert"), "cannot load certificate and key: %v", err)
+		}
+	}
+	if a := t.ACME; a != nil {
+		if a.Cache != "" {
+			a.Cache = resolve(dir, a.Cache)
+		}
+		if a.CA != "" {
+			a.CA = resolve(dir, a.CA)
+			if pem, err := os.ReadFile(a.CA); err != nil {
+				v.add(key(key(p, "acme"), "ca"), "cannot read: %v", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+				v.add(key(key(p, "acme"), "ca"), "%s holds no PEM certificate", a.CA)
+			}
+		}
+	}
+}
+
+// Certs is every certificate of t in the order SNI picks among them:
+// cert/key first when set, then certificates.
+func (t *TLS) Certs() []CertFile {
+	out := make([]CertFile, 0, 1+len(t.Certificates))
+	if t.Cert != "" {
+		out = append(out, CertFile{Cert: t.Cert, Key: t.Key})
+	}
+	return append(out, t.Certificates...)
 }
 
 func resolve(dir, path string) string {

@@ -28,7 +28,7 @@ func TestLoadDesignExample(t *testing.T) {
 			Pool:   "ws",
 			Timeouts: Timeouts{Connect: 5 * time.Second, Handshake: 10 * time.Second, Idle: time.Hour, Keepalive: 75 * time.Second,
 				Send: time.Minute, ClientBody: time.Minute},
-			TLS: &TLS{Cert: "certs/server.crt", Key: "certs/server.key", MinVersion: "1.2", RedirectHTTP: true},
+			TLS: &TLS{Cert: "certs/server.crt", Key: "certs/server.key", MinVersion: "1.2", RedirectHTTP: true, HTTP2: true},
 			HTTP: HTTP{
 				MaxHeaderBytes:   32768,
 				MaxBodyBytes:     1073741824,
@@ -104,7 +104,7 @@ pools:
 			t.Errorf("listener %s = %+v, want the documented defaults", l.Name, l)
 		}
 	}
-	if *web.TLS != (TLS{Cert: "c.pem", Key: "k.pem", MinVersion: "1.2", RedirectHTTP: true}) {
+	if !reflect.DeepEqual(*web.TLS, TLS{Cert: "c.pem", Key: "k.pem", MinVersion: "1.2", RedirectHTTP: true, HTTP2: true}) {
 		t.Errorf("tls = %+v", *web.TLS)
 	}
 	if !reflect.DeepEqual(web.HTTP, fl.HTTP) {

@@ -46,6 +46,16 @@ var commentedOK = []string{
 	"listeners[].tls.key",
 	"listeners[].tls.min_version",
 	"listeners[].tls.redirect_http",
+	"listeners[].tls.certificates",
+	"listeners[].tls.certificates[].cert",
+	"listeners[].tls.certificates[].key",
+	"listeners[].tls.http2",
+	"listeners[].tls.acme",
+	"listeners[].tls.acme.email",
+	"listeners[].tls.acme.domains",
+	"listeners[].tls.acme.directory",
+	"listeners[].tls.acme.ca",
+	"listeners[].tls.acme.cache",
 	"pools[].discovery",
 	"pools[].discovery[].srv",
 	"pools[].discovery[].name",
@@ -171,8 +181,13 @@ func TestShippedConfigHasDefaults(t *testing.T) {
 		}
 		tlsSeen = true
 		want := defaultTLS()
-		want.Cert, want.Key = l.TLS.Cert, l.TLS.Key
+		want.Cert, want.Key, want.Certificates, want.ACME = l.TLS.Cert, l.TLS.Key, l.TLS.Certificates, l.TLS.ACME
 		same(fmt.Sprintf("listeners[%d].tls (commented out)", i), *l.TLS, want)
+		if a := l.TLS.ACME; a != nil {
+			wantACME := defaultACME()
+			wantACME.Domains, wantACME.Cache = a.Domains, a.Cache // cache comes back resolved
+			same(fmt.Sprintf("listeners[%d].tls.acme (commented out)", i), *a, wantACME)
+		}
 	}
 	if !tlsSeen {
 		t.Error("config.yaml shows no tls block, not even commented out")
@@ -253,7 +268,7 @@ func refYAMLKeys(t *testing.T, data []byte) map[string]bool {
 // refCommentedKey matches a commented-out key line: indentation, "#", one
 // optional space, then "key:" or "- key:" and the rest. Prose comments do
 // not start with a lower-case key and a colon.
-var refCommentedKey = regexp.MustCompile(`^(\s*)# ?(\s*(?:- )?[a-z_]+:.*)$`)
+var refCommentedKey = regexp.MustCompile(`^(\s*)# ?(\s*(?:- )?[a-z_][a-z0-9_]*:.*)$`)
 
 // refUncomment returns data with every commented-out key line uncommented:
 // "    # tls:" becomes "    tls:" and "    #   cert: x" becomes "      cert: x",

@@ -195,10 +195,40 @@ listeners:
     tls:
       min_version: "1.1"`,
 			[]want{
-				{5, "listeners[0].tls.cert", "tls needs a cert file"},
-				{5, "listeners[0].tls.key", "tls needs a key file"},
+				{5, "listeners[0].tls.cert", "tls needs a certificate: set cert and key, a certificates list, or acme"},
 				{6, "listeners[0].tls.min_version", `unknown value "1.1": use 1.2 or 1.3`},
 			}},
+		{"tls certificates and acme", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      cert: a.crt
+      certificates:
+        - {cert: b.crt}
+        - {key: c.key}
+      acme:
+        domains: [chat.example.com, "*.example.com", 10.0.0.1, localhost]
+        directory: http://acme.example.com/dir
+        cache: ""`,
+			[]want{
+				{5, "listeners[0].tls.key", "cert needs its key file: set key too"},
+				{8, "listeners[0].tls.certificates[0].key", "each certificate needs a key file"},
+				{9, "listeners[0].tls.certificates[1].cert", "each certificate needs a cert file"},
+				{11, "listeners[0].tls.acme.domains[1]", `invalid domain "*.example.com"`},
+				{11, "listeners[0].tls.acme.domains[2]", `invalid domain "10.0.0.1"`},
+				{11, "listeners[0].tls.acme.domains[3]", `invalid domain "localhost"`},
+				{12, "listeners[0].tls.acme.directory", `must be the https URL of an ACME directory, got "http://acme.example.com/dir"`},
+				{13, "listeners[0].tls.acme.cache", "acme needs a cache folder"},
+			}},
+		{"tls acme alone", `
+listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      acme: {domains: [chat.example.com]}`, nil},
 		{"http", `
 listeners:
   - name: a
