@@ -16,6 +16,7 @@ import (
 
 	"github.com/wslb/wslb/internal/echo"
 	"github.com/wslb/wslb/internal/wsraw"
+	"github.com/wslb/wslb/xconnect"
 )
 
 // peerEnv, set in the environment, makes the test binary a benchmark's
@@ -23,6 +24,11 @@ import (
 const peerEnv = "WSLB_L7_BENCH_PEER"
 
 func TestMain(m *testing.M) {
+	// As cmd/wslb does: RFC 8441 needs Go's HTTP/2 server started with it.
+	if err := xconnect.Ensure(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	if os.Getenv(peerEnv) != "" {
 		if err := runPeer(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench peer:", err)

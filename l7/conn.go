@@ -155,6 +155,10 @@ func (w *worker) serveConn(ctx context.Context, c net.Conn, hold *frontend.Hold)
 	if st.tls != nil && !w.startTLS(ctx, cc) {
 		return nil
 	}
+	if cc.h2() {
+		w.serveH2(ctx, cc)
+		return nil
+	}
 	_ = cc.conn.SetWriteDeadline(time.Time{})
 	w.serveRequests(ctx, cc, false)
 	return nil

@@ -17,21 +17,32 @@ import (
 )
 
 // tlsConfig builds the server side of a TLS listener. Go's defaults are the
-// modern ones (AEAD suites, X25519, no renegotiation); ALPN offers only
-// http/1.1 so that a browser never tries h2 on a conn wslb reads as HTTP/1.
+// modern ones (AEAD suites, X25519, no renegotiation). With several
+// certificates Go's tls picks, for each ClientHello, the first whose names
+// (exact or wildcard) match its SNI, and the first one when none does. ALPN
+// offers h2 only with tls.http2, so that a browser never tries h2 on a conn
+// wslb would read as HTTP/1.
 func tlsConfig(c *config.TLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	var certs []tls.Certificate
+	for _, f := range c.Certs() {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate %s: %w", f.Cert, err)
+		}
+		certs = append(certs, cert)
 	}
 	min := uint16(tls.VersionTLS12)
 	if c.MinVersion == "1.3" {
 		min = tls.VersionTLS13
 	}
+	protos := []string{"http/1.1"}
+	if c.HTTP2 {
+		protos = []string{"h2", "http/1.1"}
+	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
+		Certificates: certs,
 		MinVersion:   min,
-		NextProtos:   []string{"http/1.1"},
+		NextProtos:   protos,
 	}, nil
 }
 

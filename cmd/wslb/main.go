@@ -22,6 +22,7 @@ import (
 	"github.com/wslb/wslb/access"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/discovery"
+	"github.com/wslb/wslb/xconnect"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -29,6 +30,11 @@ import (
 var version = ""
 
 func main() {
+	// Go's HTTP/2 server offers WebSockets over h2 (RFC 8441) only when
+	// GODEBUG said so at start-up: this runs wslb again with it, once.
+	if err := xconnect.Ensure(); err != nil {
+		fmt.Fprintln(os.Stderr, "wslb: WebSockets over HTTP/2 stay off:", err)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
