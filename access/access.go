@@ -35,7 +35,10 @@ type Entry struct {
 	Backend string // ip:port, "" when none was reached
 	Route   string // the matched route's path prefix (l7)
 	Method  string // l7
-	Path    string // l7: the path only; the query may carry tokens
+	// Proto is the request's protocol as the client spoke it (l7):
+	// HTTP/1.0, HTTP/1.1 or HTTP/2.0.
+	Proto string
+	Path  string // l7: the path only; the query may carry tokens
 	// Status is the status sent to the client (l7), 101 for a tunnel, 0
 	// when none was sent (l4, or a conn cut before an answer), 499 when the
 	// client went away before its answer was complete (as nginx logs it).
@@ -114,6 +117,7 @@ func (l *Logger) Log(e *Entry) {
 	attrs = appendNonEmpty(attrs, "backend", e.Backend)
 	attrs = appendNonEmpty(attrs, "route", e.Route)
 	attrs = appendNonEmpty(attrs, "method", e.Method)
+	attrs = appendNonEmpty(attrs, "proto", e.Proto)
 	attrs = appendNonEmpty(attrs, "path", e.Path)
 	attrs = append(attrs,
 		slog.Int("status", e.Status),

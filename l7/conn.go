@@ -278,7 +278,7 @@ func (w *worker) serveOne(ctx context.Context, cc *clientConn, begin time.Time) 
 		}
 		return false
 	}
-	cc.e.Method, cc.e.Path = req.Method, req.URL.Path
+	cc.e.Method, cc.e.Path, cc.e.Proto = req.Method, req.URL.Path, req.Proto
 	more := w.serveRequest(ctx, cc, req)
 	if cc.rest != nil {
 		return false

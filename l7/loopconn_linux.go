@@ -257,7 +257,7 @@ func (lc *loopConn) serve() {
 	lc.own()
 	lc.first = false
 	cc.e = access.Entry{Kind: access.KindRequest, Listener: st.l.Name, Client: cc.peer,
-		Method: req.Method, Path: req.URL.Path, Route: res.Prefix}
+		Method: req.Method, Path: req.URL.Path, Proto: req.Proto, Route: res.Prefix}
 	lc.req, lc.res = req, res
 	lc.forward()
 }
