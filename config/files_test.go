@@ -52,6 +52,48 @@ func TestLoadResolvesFiles(t *testing.T) {
 	}
 }
 
+// TestLoadTLSFiles: every certificate of tls.certificates and acme's ca
+// and cache are resolved against the config file's folder, and files that
+// do not load are reported where they are named.
+func TestLoadTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "wslb.yaml")
+	os.WriteFile(filepath.Join(dir, "notpem.crt"), []byte("not a certificate"), 0o644)
+	os.WriteFile(p, []byte(`listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      certificates:
+        - {cert: missing.crt, key: missing.key}
+      acme:
+        domains: [chat.example.com]
+        ca: notpem.crt
+        cache: state/acme
+`), 0o644)
+	_, err := Load(p)
+	if err == nil {
+		t.Fatal("loaded a config whose certificate files are missing")
+	}
+	for _, want := range []string{
+		p + ":7: listeners[0].tls.certificates[0].cert: cannot load certificate and key",
+		p + ":10: listeners[0].tls.acme.ca: " + filepath.Join(dir, "notpem.crt") + " holds no PEM certificate",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems lack %q:\n%s", want, err)
+		}
+	}
+	c, err := Parse([]byte(`listeners:
+  - {name: web, listen: 127.0.0.1:0, mode: l7, tls: {acme: {domains: [chat.example.com]}}}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Listeners[0].TLS.ACME; a.Directory != "https://acme-v02.api.letsencrypt.org/directory" || a.Cache != "acme" || !c.Listeners[0].TLS.HTTP2 {
+		t.Errorf("acme defaults = %+v, http2 %v", *a, c.Listeners[0].TLS.HTTP2)
+	}
+}
+
 func TestResponseHeadersAndMappedPrefixes(t *testing.T) {
 	_, err := Parse([]byte(`listeners:
   - name: web
