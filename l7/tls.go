@@ -20,16 +20,20 @@ import (
 // modern ones (AEAD suites, X25519, no renegotiation); ALPN offers only
 // http/1.1 so that a browser never tries h2 on a conn wslb reads as HTTP/1.
 func tlsConfig(c *config.TLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	var certs []tls.Certificate
+	if c.Cert != "" { // else acme alone
+		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		certs = append(certs, cert)
 	}
 	min := uint16(tls.VersionTLS12)
 	if c.MinVersion == "1.3" {
 		min = tls.VersionTLS13
 	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
+		Certificates: certs,
 		MinVersion:   min,
 		NextProtos:   []string{"http/1.1"},
 	}, nil
