@@ -294,3 +294,32 @@ func TestACMERenewal(t *testing.T) {
 		return err == nil && leaf.SerialNumber.Cmp(first.SerialNumber) != 0 && leaf.NotAfter.After(first.NotAfter)
 	})
 }
+
+// TestCheckACME: -check reports an acme.ca that cannot be read and one
+// that holds no certificate, each with its line, and a domain two
+// different acme blocks claim.
+func TestCheckACME(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`listeners:
+  - name: a
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      acme:
+        domains: [chat.example.com]
+        ca: missing-ca.pem
+  - name: b
+    listen: 127.0.0.1:0
+    mode: l7
+    tls:
+      acme: {domains: [chat.example.com], ca: not.pem}
+`), 0o644)
+	expectProblems(t, bad,
+		bad+":8: listeners[0].tls.acme.ca: cannot read: open "+filepath.Join(dir, "missing-ca.pem")+": no such file or directory",
+		bad+":13: listeners[1].tls.acme.ca: "+notPEM+" holds no PEM certificate",
+		bad+":13: listeners[1].tls.acme.domains[0]: chat.example.com is also in listeners[0].tls.acme, with other settings",
+	)
+}
