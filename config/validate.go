@@ -40,6 +40,7 @@ func validate(c *Config, idx index, withFiles bool) Problems {
 			v.files(&c.Listeners[i], p, filepath.Dir(c.File))
 		}
 	}
+	v.acmeDomains(c)
 	names = v.unique("pool name")
 	for i := range c.Pools {
 		p := item("pools", i)

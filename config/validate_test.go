@@ -229,6 +229,12 @@ listeners:
     mode: l7
     tls:
       acme: {domains: [chat.example.com]}`, nil},
+		{"acme domain in two blocks", `
+listeners:
+  - {name: a, listen: 127.0.0.1:0, mode: l7, tls: {acme: {domains: [chat.example.com, www.example.com]}}}
+  - {name: b, listen: 127.0.0.1:0, mode: l7, tls: {acme: {domains: [chat.example.com, www.example.com]}}}
+  - {name: c, listen: 127.0.0.1:0, mode: l7, tls: {acme: {domains: [api.example.com, WWW.example.com]}}}`,
+			[]want{{4, "listeners[2].tls.acme.domains[1]", "www.example.com is also in listeners[0].tls.acme, with other settings"}}},
 		{"http", `
 listeners:
   - name: a

@@ -340,6 +340,9 @@ func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Req
 		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusRequestEntityTooLarge, "request body too large")
 	}
+	if ch := st.http01.Challenge(req); ch != nil {
+		return cc.serveChallenge(req, ch)
+	}
 	if h.RedirectHTTPS {
 		return cc.redirect(req, h.RedirectCode, httpsURL(req, h.HTTPSPort))
 	}

@@ -272,12 +272,13 @@ func (lc *loopConn) own() {
 
 // servable reports whether req is one the loop serves, and its route: a
 // well-formed request without a body, not an upgrade, for a pool. Answers
-// wslb makes itself (errors, redirects, static files) and requests with a
-// body are the goroutine's.
+// wslb makes itself (errors, redirects, static files, ACME challenges) and
+// requests with a body are the goroutine's.
 func (lc *loopConn) servable(req *http.Request) (route.Result, bool) {
 	st := lc.cc.st
 	h := st.l.HTTP
-	if req.ContentLength != 0 || len(req.TransferEncoding) > 0 || h.RedirectHTTPS || checkRequest(req) != "" {
+	if req.ContentLength != 0 || len(req.TransferEncoding) > 0 || h.RedirectHTTPS || checkRequest(req) != "" ||
+		st.http01.Challenge(req) != nil {
 		return route.Result{}, false
 	}
 	if token, _ := header.UpgradeToken(req.Header, h.UpgradeProtocols); token != "" {

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/acme"
 	"github.com/wslb/wslb/config"
 	"github.com/wslb/wslb/frontend"
 	"github.com/wslb/wslb/handoff"
@@ -48,6 +49,12 @@ type Proxy struct {
 	// relay on goroutines.
 	handoff.Deps
 
+	// ACME is the process's ACME managers: a TLS listener with tls.acme
+	// gets its certificates from one, and a plain listener answers their
+	// HTTP-01 challenges. Set it before New's Update, or use a literal;
+	// required for a listener with tls.acme.
+	ACME *acme.Set
+
 	cur atomic.Pointer[state]
 
 	// loopConns counts the client conns the workers' event loops hold.
@@ -66,6 +73,9 @@ type state struct {
 	routes *route.Table
 	static map[staticKey]*static.Handler
 	tls    *tls.Config
+	// http01, on a plain listener, answers the HTTP-01 challenges of the
+	// process's ACME managers.
+	http01 *acme.Set
 	m      *metrics.Metrics
 	errs   metrics.Errors
 }
@@ -102,10 +112,15 @@ func (px *Proxy) Stage(l config.Listener, pools map[string]*pool.Pool) (commit f
 	st := &state{l: l, pools: pools, routes: route.New(l.Routes, l.Pool), static: map[staticKey]*static.Handler{}, m: px.Metrics}
 	if l.TLS != nil {
 		tc, err := tlsConfig(l.TLS)
+		if err == nil && l.TLS.ACME != nil {
+			tc, err = px.acmeTLS(l.TLS.ACME, tc)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
 		}
 		st.tls = tc
+	} else {
+		st.http01 = px.ACME
 	}
 	for _, r := range l.Routes {
 		k := staticKey{r.Static, r.Fallback}

@@ -29,6 +29,10 @@ func (in *instance) reload(acceptCtx, bg context.Context, trigger string) {
 		in.log.Warn("reload ignored: wslb was not started from a configuration file", "trigger", trigger)
 		return
 	}
+	// The ACME managers of the config that runs once the reload is done,
+	// applied or not: those of changed or removed blocks, or that a failed
+	// reload made, are retired.
+	defer func() { in.acme.Keep(in.gen.Load().cfg) }()
 	cfg, err := config.Load(in.path)
 	if err == nil {
 		err = in.apply(acceptCtx, bg, cfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/acme"
 	"github.com/wslb/wslb/admin"
 	"github.com/wslb/wslb/clock"
 	"github.com/wslb/wslb/config"
@@ -53,6 +54,9 @@ type instance struct {
 	// engine carries the established plain-TCP tunnels of every listener,
 	// across reloads; nil (goroutine relays) if it could not start.
 	engine *tunnel.Engine
+	// acme holds the ACME managers of the TLS listeners with tls.acme,
+	// across reloads (Keep after each), and answers HTTP-01 on plain ones.
+	acme *acme.Set
 	// closeWait is serveOptions.closeWait.
 	closeWait time.Duration
 	started   time.Time
@@ -130,6 +134,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 	in.metrics = metrics.New(in.reg)
 	metrics.RegisterBuildInfo(in.reg, buildVersion())
 	in.passive = &health.Passive{Log: log, Hooks: in.healthHooks()}
+	in.acme = &acme.Set{Log: log}
 	// First: the baseline is what is open before wslb opens anything of its
 	// own, which is counted from here on.
 	if fds, err := fdbudget.New(log); err != nil {
@@ -175,6 +180,7 @@ func newInstance(ctx context.Context, cfg *config.Config, log *slog.Logger, o se
 		return nil, err
 	}
 	in.gen.Store(g)
+	in.acme.Keep(cfg) // HTTP-01 on before the first handshake
 	in.listenerSeries(g)
 	in.refreshGauges()
 	if cfg.Admin.Listen != "" {
@@ -225,11 +231,11 @@ func (in *instance) attach(l *listener, pools map[string]*pool.Pool) error {
 		fl.OnLimit = px.OnLimit
 		l.l4 = px
 	case config.ModeL7:
-		px, err := l7.New(lc, pools, in.metrics, in.log)
-		if err != nil {
+		px := &l7.Proxy{Deps: handoff.Deps{Metrics: in.metrics, Log: in.log}, ACME: in.acme}
+		in.wire(&px.Deps)
+		if err := px.Update(lc, pools); err != nil {
 			return err
 		}
-		in.wire(&px.Deps)
 		fl.NewHandler = px.NewWorker
 		fl.OnLimit = px.OnLimit
 		fl.Refuse = px.Refuse
@@ -331,6 +337,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	// returns, so the page shows the conns go away during a drain.
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var background sync.WaitGroup
+	defer in.acme.Close()
 	defer func() {
 		stopBackground()
 		background.Wait()

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# HTTP/2 against HTTP/1.1 through one wslb TLS listener (see bench/README.md,
+# "HTTP/2"): keep-alive requests per CPU second (wrk over HTTPS/1.1, h2load
+# over h2, the same number of requests in flight) and memory per idle
+# WebSocket (loadgen idle over wss, one conn each, and over h2, many streams
+# per conn).
+#
+#   bench/h2.sh
+#   DURATION=10s IDLE=2000 bench/h2.sh
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+DURATION=${DURATION:-5s}      # each HTTP workload's window
+INFLIGHT=${INFLIGHT:-50}      # requests in flight: wrk conns; h2load conns x streams
+H2_CONNS=${H2_CONNS:-5}       # h2load's conns (INFLIGHT/H2_CONNS streams each)
+IDLE=${IDLE:-2000}            # idle WebSockets held, each way
+IDLE_H2_CONNS=${IDLE_H2_CONNS:-20}  # h2 conns carrying them (IDLE/IDLE_H2_CONNS each)
+HOST=127.0.0.1 PORT=18443 ADMIN=18090 BACKENDS=(19001 19002 19003)
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  echo "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+TMP=$(mktemp -d /tmp/wslb-h2.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+(cd "$ROOT" && go build -o "$TMP/wslb" ./cmd/wslb && go build -o "$TMP/backend" ./bench/backend && go build -o "$TMP/loadgen" ./bench/loadgen)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+cat >"$TMP/wslb.yaml" <<YAML
+shutdown: {drain_timeout: 0s, close_spread: 0s}
+admin: {listen: "$HOST:$ADMIN"}
+listeners:
+  - name: https
+    listen: $HOST:$PORT
+    mode: l7
+    pool: web
+    tls: {cert: $TMP/cert.pem, key: $TMP/key.pem}
+    timeouts: {idle: 1h}
+pools:
+  - name: web
+    backends:
+$(for p in "${BACKENDS[@]}"; do echo "      - address: $HOST:$p"; done)
+YAML
+for p in "${BACKENDS[@]}"; do "$TMP/backend" -http "$HOST:$p" -tcp "$HOST:$((p + 100))" >/dev/null 2>&1 & PIDS+=($!); done
+"$TMP/wslb" -config "$TMP/wslb.yaml" -access-log off >"$TMP/wslb.log" 2>&1 & WSLB=$!; PIDS+=($WSLB)
+for _ in $(seq 50); do curl -sk "https://$HOST:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+cpu() { awk '{print $14 + $15}' "/proc/$WSLB/stat"; }   # clock ticks (USER_HZ, 100/s)
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$WSLB/status"; }
+TICKS=$(getconf CLK_TCK)
+
+http_row() { # name requests cpu_ticks
+  awk -v n="$1" -v r="$2" -v c="$3" -v hz="$TICKS" -v d="$DURATION" \
+    'BEGIN { printf "| %s | %d | %.0f | %.1f |\n", n, r, r / (c / hz), (c / hz) * 1e6 / r }'
+}
+
+echo "## keep-alive requests, $INFLIGHT in flight, $DURATION each"
+echo "| client | requests | requests per wslb CPU second | wslb CPU µs per request |"
+echo "| --- | --: | --: | --: |"
+c0=$(cpu); out=$(wrk -t2 -c"$INFLIGHT" -d"$DURATION" "https://$HOST:$PORT/"); c1=$(cpu)
+http_row "HTTP/1.1 (wrk, $INFLIGHT conns)" "$(awk '/requests in/ {print $1}' <<<"$out")" $((c1 - c0))
+c0=$(cpu); out=$(h2load -c"$H2_CONNS" -m$((INFLIGHT / H2_CONNS)) -D"${DURATION%s}" "https://$HOST:$PORT/" 2>&1); c1=$(cpu)
+http_row "HTTP/2 (h2load, $H2_CONNS conns x $((INFLIGHT / H2_CONNS)) streams)" "$(awk '/^requests:/ {print $8}' <<<"$out")" $((c1 - c0))
+
+echo
+echo "## idle WebSockets: wslb RSS per WebSocket, $IDLE held"
+echo "| carried over | RSS KB per WebSocket |"
+echo "| --- | --: |"
+for proto in h1 h2; do
+  r0=$(rss)
+  "$TMP/loadgen" idle -tls -proto "$proto" -h2-conns "$IDLE_H2_CONNS" -addr "$HOST:$PORT" -n "$IDLE" -d 3s \
+    -hold 30s -target wslb >"$TMP/idle-$proto.json" 2>"$TMP/idle-$proto.log" & L=$!
+  for _ in $(seq 600); do grep -q READY "$TMP/idle-$proto.log" 2>/dev/null && break; sleep 0.1; done
+  sleep 3 # settle: the last conns' buffers return to their pools
+  r1=$(rss)
+  kill -USR1 "$L" 2>/dev/null || true; wait "$L" || true
+  awk -v a="$r0" -v b="$r1" -v n="$IDLE" -v p="$proto" \
+    'BEGIN { printf "| %s | %.2f |\n", (p == "h1" ? "HTTP/1.1 (a conn each)" : "HTTP/2 (streams)"), (b - a) / n }'
+  sleep 2 # let the closed conns' memory go before the next round
+done
