@@ -23,6 +23,9 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	length, chunkedIn := resp.ContentLength, len(resp.TransferEncoding) > 0
 	header.RemoveHopByHop(resp.Header)
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
+	if cc.stream != nil {
+		return cc.relayH2(req, resp, poolName, bc, idle)
+	}
 	keep = !req.Close
 	client11 := req.ProtoAtLeast(1, 1)
 	resp.ProtoMajor, resp.ProtoMinor = 1, 1
