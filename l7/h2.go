@@ -3,6 +3,7 @@ package l7
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -64,7 +65,12 @@ func (w *worker) serveH2(ctx context.Context, cc *clientConn) {
 	_ = conn.SetWriteDeadline(time.Time{})
 	_ = conn.SetReadDeadline(cc.accepted.Add(t.Handshake))
 
-	hs := &http.Server{MaxHeaderBytes: int(st.l.HTTP.MaxHeaderBytes)}
+	hs := &http.Server{
+		MaxHeaderBytes: int(st.l.HTTP.MaxHeaderBytes),
+		// What Go's server logs (a client's protocol error, a handler's
+		// panic) is the client's doing, noted at debug.
+		ErrorLog: slog.NewLogLogger(w.px.Log.Handler(), slog.LevelDebug),
+	}
 	h2s := &http2.Server{
 		MaxConcurrentStreams:         h2MaxStreams,
 		MaxUploadBufferPerStream:     h2StreamWindow,

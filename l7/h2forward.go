@@ -39,6 +39,13 @@ func (w *worker) h2Request(h *h2Handler, rw http.ResponseWriter, r *http.Request
 	}
 	defer cc.endStream()
 	cc.e.Method, cc.e.Path, cc.e.Proto = r.Method, r.URL.Path, r.Proto
+	if r.Context().Err() != nil {
+		// Reset before its handler began (a rapid reset): no backend
+		// is troubled for it.
+		cc.e.Status, cc.e.Reason = statusClientClosed, "client"
+		w.logRequest(cc, cc.begin)
+		return
+	}
 	w.serveRequest(r.Context(), cc, r)
 	w.logRequest(cc, cc.begin)
 	if cc.stream.broken {
