@@ -318,3 +318,28 @@ func TestH2Answers(t *testing.T) {
 	}
 	lines.waitLines(t, 6)
 }
+
+// TestH2BodyStalls: a stream's request body that stalls past
+// timeouts.client_body gets 408, as an HTTP/1.1 body does, and the backend
+// conn is not kept.
+func TestH2BodyStalls(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	var lines accessLines
+	l, c := h2LB(t, "    timeouts: {client_body: 300ms}\n    http: {min_body_rate: 0}\n", lines.setup, be.addr())
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.WriteString(pw, "first bytes, then nothing")
+	resp, body := do(t, c, newReq(t, "POST", "https://"+l.addr+"/up", pr))
+	if want := errorBody(408, "request body not received in time"); resp.StatusCode != 408 || body != want {
+		t.Fatalf("stalled body: %d %q, want 408 %q", resp.StatusCode, body, want)
+	}
+	got := lines.waitLines(t, 1)[0]
+	if got["reason"] != "timeout" || got["proto"] != "HTTP/2.0" {
+		t.Errorf("access line %v: want reason timeout, proto HTTP/2.0", got)
+	}
+	if n := l.errs("timeout"); n != 1 {
+		t.Errorf("errors_total{timeout} = %v, want 1", n)
+	}
+}

@@ -304,3 +304,64 @@ func TestH2CNeverServed(t *testing.T) {
 			resp.StatusCode, body, upgrade)
 	}
 }
+
+// TestH2Drain: a drained h2 conn is told GOAWAY (NO_ERROR), its open
+// stream finishes, and then it closes.
+func TestH2Drain(t *testing.T) {
+	requested := make(chan struct{}, 1)
+	release := make(chan struct{})
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requested <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "finished")
+	}))
+	l, roots := h2TLSLB(t, "", be.addr())
+	h := dialH2(t, l.addr, roots)
+	if err := h.get(1, "/wait"); err != nil {
+		t.Fatal(err)
+	}
+	<-requested
+
+	l.fl.Close() // stop accepting, as a shutdown does first
+	drained := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		l.fl.Drain(ctx, 0, 0)
+		close(drained)
+	}()
+	var goaway *http2.GoAwayFrame
+	var status, body string
+	for range 100 {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			if status == "" {
+				t.Fatalf("conn ended before the stream's answer: %v", err)
+			}
+			break
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			goaway = f
+			close(release) // the stream may end now
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		case *http2.DataFrame:
+			body += string(f.Data())
+		}
+	}
+	if goaway == nil || goaway.ErrCode != http2.ErrCodeNo || goaway.LastStreamID != 1 {
+		t.Fatalf("GOAWAY %v, want NO_ERROR with last stream 1", goaway)
+	}
+	if status != "200" || body != "finished" {
+		t.Fatalf("the open stream got %q %q, want 200 finished", status, body)
+	}
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain still running after the conn's last stream ended")
+	}
+}

@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -105,7 +104,7 @@ func (s *h2Stream) interim(resp *http.Response) {
 // relayH2 is relayResponse for a stream: the head (hop-by-hop fields
 // already gone) becomes the stream's, the body streams as it comes, each
 // piece flushed before a read of the backend may wait, and trailers follow.
-func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName string, bc *backendConn, idle time.Duration) (keep, reusable bool, err error) {
+func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName string, body *backendBody) (keep, reusable bool, err error) {
 	s := cc.stream
 	hdr := s.rw.Header()
 	copyH2Header(hdr, resp.Header)
@@ -113,9 +112,6 @@ func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName s
 	if resp.ContentLength >= 0 && (allowed || req.Method == http.MethodHead) {
 		hdr["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
-	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: resp.ContentLength,
-		chunked: len(resp.TransferEncoding) > 0, whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
-	cc.txBytes = nil
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
 	s.rw.WriteHeader(resp.StatusCode)
@@ -133,14 +129,7 @@ func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName s
 	}
 	cc.e.Tx += body.n
 	if err != nil {
-		switch {
-		case errors.Is(body.err, os.ErrDeadlineExceeded):
-			cc.e.Reason, s.broken = "idle", true
-		case body.err != nil:
-			cc.e.Reason, s.broken = "backend", true
-		default:
-			cc.clientWriteFailed(err)
-		}
+		s.broken = cc.relayFailed(body, err)
 		return false, false, err
 	}
 	for name, vv := range resp.Trailer {
