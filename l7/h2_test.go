@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 
 	"github.com/wslb/wslb/internal/certtest"
@@ -37,7 +39,9 @@ func h2LB(t *testing.T, extra string, setup func(*Proxy), backends ...string) (*
 }
 
 // h2Client speaks HTTP/2 over TLS, trusting roots, and nothing else.
-func h2Client(t *testing.T, roots *x509.CertPool) *http.Client {
+func h2Client(t *testing.T, roots *x509.CertPool) *http.Client { return h2ClientTB(t, roots) }
+
+func h2ClientTB(t testing.TB, roots *x509.CertPool) *http.Client {
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
@@ -137,6 +141,9 @@ func TestH2Forward(t *testing.T) {
 		t.Errorf("X-Forwarded-Host %q from :authority example.test", fwdHost)
 	}
 
+	if n := testutil.ToFloat64(l.metrics.HTTPRequests.WithLabelValues("web", "p", "200")); n != 4 {
+		t.Errorf("wslb_http_requests_total{200} = %v, want 4", n)
+	}
 	got := lines.waitLines(t, 4)
 	for _, e := range got {
 		if e["proto"] != "HTTP/2.0" || e["status"] != float64(200) {
@@ -311,12 +318,18 @@ func TestH2Answers(t *testing.T) {
 	if resp.StatusCode != 413 {
 		t.Errorf("streamed body past max_body_bytes: %d, want 413", resp.StatusCode)
 	}
+	nc := *c
+	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, body = do(t, &nc, newReq(t, "GET", url+"/api?q=1", nil))
+	if resp.StatusCode != 308 || resp.Header.Get("Location") != "/api/?q=1" {
+		t.Errorf("bare prefix: %d Location %q, want 308 /api/?q=1", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	// The conn carried all of that and still serves.
 	resp, body = do(t, c, newReq(t, "GET", url+"/api/x", nil))
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Errorf("after the errors: %d %q", resp.StatusCode, body)
 	}
-	lines.waitLines(t, 6)
+	lines.waitLines(t, 7)
 }
 
 // TestH2BodyStalls: a stream's request body that stalls past
@@ -341,5 +354,39 @@ func TestH2BodyStalls(t *testing.T) {
 	}
 	if n := l.errs("timeout"); n != 1 {
 		t.Errorf("errors_total{timeout} = %v, want 1", n)
+	}
+}
+
+// TestH2BackendBreaksOff: a backend that fails in the middle of a body
+// resets the client's stream rather than ending it, so that the client
+// never takes the part for the whole; the conn goes on.
+func TestH2BackendBreaksOff(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ok" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.WriteHeader(200)
+		io.WriteString(w, "part of it")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // Go's server drops the conn mid-chunks
+	}))
+	be.Config.ErrorLog = log.New(io.Discard, "", 0)
+	var lines accessLines
+	l, c := h2LB(t, "", lines.setup, be.addr())
+	resp, err := c.Get("https://" + l.addr + "/broken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || !strings.Contains(err.Error(), "INTERNAL_ERROR") {
+		t.Fatalf("body %q, %v; want the stream reset (INTERNAL_ERROR)", got, err)
+	}
+	if e := lines.waitLines(t, 1)[0]; e["reason"] != "backend" {
+		t.Errorf("access line %v: want reason backend", e)
+	}
+	if resp, body := do(t, c, newReq(t, "GET", "https://"+l.addr+"/ok", nil)); resp.StatusCode != 200 || body != "ok" {
+		t.Errorf("next request: %d %q", resp.StatusCode, body)
 	}
 }
