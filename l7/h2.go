@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"log/slog"
@@ -92,7 +93,7 @@ func (w *worker) serveH2(ctx context.Context, cc *clientConn) {
 	stopDrain := context.AfterFunc(ctx, func() {
 		defer close(drained)
 		_ = hs.Shutdown(context.Background()) // GOAWAY; returns at once
-		t := time.NewTimer(h2DrainGrace)
+		t := time.NewTimer(cmp.Or(w.px.h2Grace, h2DrainGrace))
 		defer t.Stop()
 		select {
 		case <-t.C:

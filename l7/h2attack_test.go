@@ -365,3 +365,51 @@ func TestH2Drain(t *testing.T) {
 		t.Fatal("Drain still running after the conn's last stream ended")
 	}
 }
+
+// TestH2DrainGraceRunsOut: a stream still open when the drain's grace
+// ends is cut: the conn closes, the backend conn too, and the access line
+// says drain.
+func TestH2DrainGraceRunsOut(t *testing.T) {
+	requested := make(chan struct{}, 1)
+	backendGone := make(chan struct{})
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requested <- struct{}{}
+		<-r.Context().Done() // wslb closes the backend conn
+		close(backendGone)
+	}))
+	certFile, keyFile, roots := certtest.SelfSigned(t)
+	var lines accessLines
+	l := startLB(t, simpleYAML(fmt.Sprintf("    tls: {cert: %s, key: %s}\n", certFile, keyFile), be.addr()),
+		lines.setup, func(px *Proxy) { px.h2Grace = 100 * time.Millisecond })
+	h := dialH2(t, l.addr, roots)
+	if err := h.get(1, "/forever"); err != nil {
+		t.Fatal(err)
+	}
+	<-requested
+	l.fl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	l.fl.Drain(ctx, 0, 0)
+	var goaway bool
+	for range 100 {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			break // closed
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			goaway = f.ErrCode == http2.ErrCodeNo
+		case *http2.MetaHeadersFrame:
+			t.Errorf("the cut stream got an answer: %v", f.PseudoValue("status"))
+		}
+	}
+	if !goaway {
+		t.Error("no GOAWAY (NO_ERROR) before the close")
+	}
+	select {
+	case <-backendGone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend conn is still open")
+	}
+	checkFields(t, lines.waitLines(t, 1)[0], map[string]any{"path": "/forever", "status": 499.0, "reason": "drain", "proto": "HTTP/2.0"})
+}

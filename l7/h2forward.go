@@ -46,6 +46,10 @@ func (w *worker) h2Request(h *h2Handler, rw http.ResponseWriter, r *http.Request
 		return
 	}
 	w.serveRequest(r.Context(), cc, r)
+	if reason := endReason(r.Context(), ""); reason != "" {
+		// A drain's grace ran out: whatever the answer was, it was cut.
+		cc.e.Status, cc.e.Reason = statusClientClosed, reason
+	}
 	w.logRequest(cc, cc.begin)
 	if cc.stream.broken {
 		panic(http.ErrAbortHandler) // Go's server resets the stream, quietly
