@@ -15,7 +15,6 @@ DURATION=${DURATION:-5s}      # each HTTP workload's window
 INFLIGHT=${INFLIGHT:-50}      # requests in flight: wrk conns; h2load conns x streams
 H2_CONNS=${H2_CONNS:-5}       # h2load's conns (INFLIGHT/H2_CONNS streams each)
 IDLE=${IDLE:-2000}            # idle WebSockets held, each way
-IDLE_H2_CONNS=${IDLE_H2_CONNS:-20}  # h2 conns carrying them (IDLE/IDLE_H2_CONNS each)
 HOST=127.0.0.1 PORT=18443 ADMIN=18090 BACKENDS=(19001 19002 19003)
 
 need=()
@@ -55,7 +54,6 @@ for p in "${BACKENDS[@]}"; do "$TMP/backend" -http "$HOST:$p" -tcp "$HOST:$((p +
 for _ in $(seq 50); do curl -sk "https://$HOST:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$WSLB/stat"; }   # clock ticks (USER_HZ, 100/s)
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$WSLB/status"; }
 TICKS=$(getconf CLK_TCK)
 
 http_row() { # name requests cpu_ticks
@@ -72,18 +70,17 @@ c0=$(cpu); out=$(h2load -c"$H2_CONNS" -m$((INFLIGHT / H2_CONNS)) -D"${DURATION%s
 http_row "HTTP/2 (h2load, $H2_CONNS conns x $((INFLIGHT / H2_CONNS)) streams)" "$(awk '/^requests:/ {print $8}' <<<"$out")" $((c1 - c0))
 
 echo
-echo "## idle WebSockets: wslb RSS per WebSocket, $IDLE held"
-echo "| carried over | RSS KB per WebSocket |"
-echo "| --- | --: |"
-for proto in h1 h2; do
-  r0=$(rss)
-  "$TMP/loadgen" idle -tls -proto "$proto" -h2-conns "$IDLE_H2_CONNS" -addr "$HOST:$PORT" -n "$IDLE" -d 3s \
-    -hold 30s -target wslb >"$TMP/idle-$proto.json" 2>"$TMP/idle-$proto.log" & L=$!
-  for _ in $(seq 600); do grep -q READY "$TMP/idle-$proto.log" 2>/dev/null && break; sleep 0.1; done
-  sleep 3 # settle: the last conns' buffers return to their pools
-  r1=$(rss)
-  kill -USR1 "$L" 2>/dev/null || true; wait "$L" || true
-  awk -v a="$r0" -v b="$r1" -v n="$IDLE" -v p="$proto" \
-    'BEGIN { printf "| %s | %.2f |\n", (p == "h1" ? "HTTP/1.1 (a conn each)" : "HTTP/2 (streams)"), (b - a) / n }'
-  sleep 2 # let the closed conns' memory go before the next round
+echo "## idle WebSockets through the TLS listener: $IDLE held, wslb's RSS and descriptors per WebSocket"
+echo "| carried over | RSS KB per WebSocket | descriptors per WebSocket |"
+echo "| --- | --: | --: |"
+for mode in wss h2; do
+  "$TMP/loadgen" idle -mode "$mode" -addr "$HOST:$PORT" -n "$IDLE" -d 3s -target wslb -proxy-pid "$WSLB" \
+    >"$TMP/idle-$mode.json" 2>"$TMP/idle-$mode.log" || { cat "$TMP/idle-$mode.log" >&2; exit 1; }
+  python3 - "$TMP/idle-$mode.json" "$mode" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+what = {"wss": "HTTP/1.1 (a TLS conn each)", "h2": "HTTP/2 (streams sharing conns)"}[sys.argv[2]]
+print("| %s | %.1f | %.2f |" % (what, r["rss_kb_per_conn"], r["fds_per_conn"]))
+PY
+  sleep 2 # the closed conns' memory goes back before the next mode is measured
 done

@@ -56,9 +56,12 @@ type clientBody struct {
 	count prometheus.Counter // wslb_bytes_total{direction="rx"}; set before the body is read
 
 	// What the deadlines need; conn is nil when there are none.
-	conn    net.Conn
-	br      *bufio.Reader // what r reads from: a read with bytes buffered waits on nobody
-	chunked bool          // r reads chunk framing a line at a time: any read may wait
+	conn readDeadliner
+	br   *bufio.Reader // what r reads from: a read with bytes buffered waits on nobody; nil: any read may wait
+	// stream: r is an HTTP/2 stream's body, which fails only when the
+	// client resets the stream or drops the conn (or breaks the protocol).
+	stream  bool
+	chunked bool // r reads chunk framing a line at a time: any read may wait
 	// trailer is the request's Trailer map, which net/http fills as the
 	// body ends, and announced the names the client's Trailer header gave.
 	trailer   http.Header
@@ -80,7 +83,7 @@ type clientBody struct {
 
 // newClientBody wraps req.Body, the body of a request read from br on conn
 // (nil: no deadlines).
-func newClientBody(req *http.Request, maxBytes int64, conn net.Conn, br *bufio.Reader) *clientBody {
+func newClientBody(req *http.Request, maxBytes int64, conn readDeadliner, br *bufio.Reader) *clientBody {
 	b := &clientBody{
 		r: req.Body, left: maxBytes, conn: conn, br: br,
 		chunked: len(req.TransferEncoding) > 0,
@@ -104,7 +107,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		return 0, errBodyTooLarge
 	}
 	var armed time.Time
-	if b.conn != nil && (b.chunked || b.br.Buffered() == 0) {
+	if b.conn != nil && (b.chunked || b.br == nil || b.br.Buffered() == 0) {
 		// Checked on both sides of arming: abort's deadline must not be
 		// replaced by this one.
 		if b.aborted.Load() {
@@ -184,7 +187,7 @@ func (b *clientBody) fault(err error) error {
 		}
 		return errBodyTimeout
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+	if b.stream || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("%w: %w", errClientGone, err)
 	}
 	if _, ok := errors.AsType[*net.OpError](err); ok {

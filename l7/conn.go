@@ -108,6 +108,9 @@ type clientConn struct {
 	// rateGrace is how long a request body is waited for before
 	// http.min_body_rate applies (defaultRateGrace; shorter in tests).
 	rateGrace time.Duration
+	// stream is set on the clientConn of one HTTP/2 stream (h2Request),
+	// which answers through it; such a clientConn has no conn or br.
+	stream *h2Stream
 }
 
 // backendSeries are the series of requests that b of p serves.
@@ -332,7 +335,7 @@ func endReason(ctx context.Context, fallback string) string {
 func (w *worker) serveRequest(ctx context.Context, cc *clientConn, req *http.Request) bool {
 	st := cc.st
 	h := st.l.HTTP
-	if msg := checkRequest(req); msg != "" {
+	if msg := checkRequestOf(req, cc.major()); msg != "" {
 		st.errs.BadRequest.Inc()
 		return cc.respondError(req, http.StatusBadRequest, msg)
 	}

@@ -139,14 +139,18 @@ func hasField(head []byte, name string) bool {
 // checkRequest returns why a parsed request must get a 400, or "".
 // http.ReadRequest leaves these checks to net/http's server, which wslb does
 // not use.
-func checkRequest(req *http.Request) string {
+func checkRequest(req *http.Request) string { return checkRequestOf(req, 1) }
+
+// checkRequestOf is checkRequest for a conn that speaks HTTP/major: 1, or
+// 2 for a stream of an HTTP/2 conn.
+func checkRequestOf(req *http.Request, major int) string {
 	if req.ProtoAtLeast(1, 1) && req.Host == "" {
 		return "missing Host header" // RFC 9112 §3.2
 	}
 	if req.Method == http.MethodConnect {
 		return "CONNECT is not supported"
 	}
-	if req.ProtoMajor != 1 {
+	if req.ProtoMajor != major {
 		// net/http parses any HTTP/x.y; wslb would forward it as HTTP/1.1.
 		return "unsupported HTTP version"
 	}

@@ -30,7 +30,11 @@ func (cc *clientConn) relayInterim(req *http.Request, resp *http.Response, n int
 	if n > maxInterim {
 		return errTooManyInterim
 	}
-	if req.ProtoAtLeast(1, 1) {
+	switch {
+	case cc.stream != nil:
+		header.RemoveHopByHop(resp.Header)
+		cc.stream.interim(resp)
+	case req.ProtoAtLeast(1, 1):
 		header.RemoveHopByHop(resp.Header)
 		if err := resp.Write(cc.bw); err == nil {
 			_ = cc.bw.Flush()

@@ -56,7 +56,9 @@ func outgoing(cc *clientConn, req *http.Request, res route.Result) (*http.Reques
 		}
 	}
 	if req.Body != nil && req.Body != http.NoBody {
-		body := newClientBody(req, int64(h.MaxBodyBytes), cc.conn, cc.br)
+		src, stream := cc.bodySource()
+		body := newClientBody(req, int64(h.MaxBodyBytes), src, cc.br)
+		body.stream = stream
 		body.limit(cc.st.l.Timeouts.ClientBody, h.MinBodyRate, cc.rateGrace)
 		out.Body = body
 		// Request.Write, which writes requests with a body, adds a Go

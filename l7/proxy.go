@@ -63,6 +63,8 @@ type Proxy struct {
 	// rateGrace, when set, replaces defaultRateGrace: tests shorten it
 	// rather than wait 5 s for http.min_body_rate to apply.
 	rateGrace time.Duration
+	// h2Grace, when set, replaces h2DrainGrace: tests shorten it.
+	h2Grace time.Duration
 }
 
 // state is everything a conn reads once when it starts.

@@ -49,6 +49,10 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
 	cc.count(req, poolName, status)
 	cc.firstByte()
+	if cc.stream != nil {
+		cc.stream.answer(cc, status, resp.Header, body)
+		return false
+	}
 	err := resp.Write(cc.bw)
 	if err == nil {
 		err = cc.bw.Flush()
@@ -130,6 +134,10 @@ func lingerClose(c net.Conn) {
 // firstByte records wslb_handshake_seconds once per conn: accept to the
 // first response byte sent.
 func (cc *clientConn) firstByte() {
+	if cc.stream != nil {
+		cc.stream.h.first.Do(cc.stream.h.cc.firstByte)
+		return
+	}
 	if cc.answered {
 		return
 	}

@@ -20,9 +20,14 @@ import (
 // reused (its body was read to the end and it did not ask to close).
 func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, poolName string, bc *backendConn, idle time.Duration) (keep, reusable bool, err error) {
 	backendClose := resp.Close
-	length, chunkedIn := resp.ContentLength, len(resp.TransferEncoding) > 0
+	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: resp.ContentLength,
+		chunked: len(resp.TransferEncoding) > 0, whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
+	cc.txBytes = nil
 	header.RemoveHopByHop(resp.Header)
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
+	if cc.stream != nil {
+		return cc.relayH2(req, resp, poolName, body)
+	}
 	keep = !req.Close
 	client11 := req.ProtoAtLeast(1, 1)
 	resp.ProtoMajor, resp.ProtoMinor = 1, 1
@@ -42,9 +47,6 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 		resp.Header.Set("Connection", "keep-alive")
 	}
 	resp.Close = !keep
-	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: length, chunked: chunkedIn,
-		whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
-	cc.txBytes = nil
 	resp.Body = body
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
@@ -58,21 +60,29 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	}
 	cc.e.Tx += body.n
 	if err != nil {
-		// The body's own read error means the backend failed the stream;
-		// any other error is the client's side.
-		switch {
-		case errors.Is(body.err, os.ErrDeadlineExceeded):
-			cc.e.Reason = "idle"
-		case body.err != nil:
-			cc.e.Reason = "backend"
-		default:
-			// The rest of the answer is not drained: both conns close.
-			cc.clientWriteFailed(err)
-		}
+		// The rest of the answer is not drained: both conns close.
+		cc.relayFailed(body, err)
 		return false, false, err
 	}
 	done := body.eof || !bodyAllowed(req, resp)
 	return keep, done && !backendClose, nil
+}
+
+// relayFailed notes in the access line why relaying an answer failed with
+// err, and reports whether the backend broke it off: the body's own read
+// error means the backend failed the stream; any other error is the
+// client's side.
+func (cc *clientConn) relayFailed(body *backendBody, err error) (backend bool) {
+	switch {
+	case errors.Is(body.err, os.ErrDeadlineExceeded):
+		cc.e.Reason = "idle"
+	case body.err != nil:
+		cc.e.Reason = "backend"
+	default:
+		cc.clientWriteFailed(err)
+		return false
+	}
+	return true
 }
 
 // bodyAllowed reports whether a response to req carries a body.

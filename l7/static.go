@@ -45,6 +45,13 @@ func (w *staticWriter) WriteHeader(status int) {
 	w.streaming = true
 	cc := w.cc
 	header.SetResponseHeaders(w.header, cc.st.l.HTTP.ResponseHeaders)
+	if cc.stream != nil {
+		cc.count(w.req, "", status)
+		cc.firstByte()
+		copyH2Header(cc.stream.rw.Header(), w.header)
+		cc.stream.rw.WriteHeader(status)
+		return
+	}
 	minor := 1
 	if !w.req.ProtoAtLeast(1, 1) {
 		minor = 0
