@@ -45,6 +45,9 @@ type streamConn struct {
 	// which the handler may return and a write would panic the server.
 	wmu   sync.Mutex
 	wdone bool
+	// linger, set by Close, closes the body if the client has not ended
+	// its side within lingerWait.
+	linger *time.Timer
 }
 
 func newStreamConn(rw http.ResponseWriter, r *http.Request, c net.Conn) *streamConn {
@@ -57,8 +60,8 @@ func newStreamConn(rw http.ResponseWriter, r *http.Request, c net.Conn) *streamC
 }
 
 // pull reads the stream's body for Read, a byte at a time, until the body
-// ends or the conn closes, then waits for the close. It runs on the
-// stream's handler goroutine, which must not return before then.
+// ends or the conn closes, then lingers (linger). It runs on the stream's
+// handler goroutine, which must not return before then.
 func (c *streamConn) pull() {
 	var one [1]byte
 	for {
@@ -77,10 +80,36 @@ func (c *streamConn) pull() {
 		case <-c.taken:
 			continue
 		case <-c.closed:
-			return
 		}
+		break
 	}
 	<-c.closed
+	c.drain()
+}
+
+// lingerWait bounds how long a closed stream waits for the client to end
+// its side. A stream ended while the client's side is open is reset, and a
+// browser that gets the reset before it has read the WebSocket's last
+// frames (the Close) loses them: its WebSocket then reports 1006, not a
+// clean close. It is HTTP/1.1's lingering close (lingerClose), for a
+// stream.
+const lingerWait = time.Second
+
+// drain reads what the client still sends on the closed stream until it
+// ends its side (END_STREAM, or a reset) or Close's linger timer closes the
+// body.
+func (c *streamConn) drain() {
+	c.mu.Lock()
+	err := c.rerr
+	c.mu.Unlock()
+	var buf [512]byte
+	for n := 0; err == nil && n < 1<<20; {
+		var k int
+		k, err = c.body.Read(buf[:])
+		n += k
+	}
+	c.body.Close()
+	c.linger.Stop()
 }
 
 // WaitReadable waits, within the read deadline, until Read has a byte or an
@@ -153,20 +182,20 @@ func (c *streamConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Close ends the conn: pull returns, and so the handler, which ends the
-// stream. A write blocked on the client's flow control is cut by resetting
-// the stream: it must end before the handler returns.
+// Close ends the conn: pull lingers, then returns, and so the handler,
+// which ends the stream. A write blocked on the client's flow control is cut
+// by resetting the stream: it must end before the handler returns.
 func (c *streamConn) Close() error {
 	c.once.Do(func() {
-		c.body.Close()
 		if !c.wmu.TryLock() {
 			_ = c.rc.SetWriteDeadline(time.Unix(1, 0))
 			c.wmu.Lock()
 		}
 		c.wdone = true
 		c.wmu.Unlock()
-		// Last: the handler returns on it, and no write may be under way
-		// then.
+		// The handler returns after these, and no write may be under way
+		// then: pull lingers for the client's end, within lingerWait.
+		c.linger = time.AfterFunc(lingerWait, func() { c.body.Close() })
 		close(c.closed)
 	})
 	return nil

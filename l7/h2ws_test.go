@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"errors"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -64,9 +65,16 @@ func TestH2WebSocketEcho(t *testing.T) {
 		c.echo(t, id, s, fmt.Sprintf("hello %d", i))
 	}
 	c.echo(t, id, s, strings.Repeat("x", 5000)) // more than one read
-	c.send(id, maskedFrame(byte(wsframe.OpClose), []byte{0x03, 0xe8}))
+	// The client's Close ends its side of the stream, as Chromium's does
+	// (END_STREAM is TCP's FIN): the backend's reply still comes back.
+	c.write(func() error {
+		return c.fr.WriteData(id, true, maskedFrame(byte(wsframe.OpClose), []byte{0x03, 0xe8}))
+	})
 	if m, err := s.readFrame(t); err != nil || m.op != wsframe.OpClose {
 		t.Fatalf("close reply: %v %v", m, err)
+	}
+	if _, err := s.readFrame(t); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the Close reply: %v, want the stream's end", err)
 	}
 	line := a.waitLines(t, 1)[0]
 	checkFields(t, line, map[string]any{"msg": "tunnel", "proto": "HTTP/2.0", "status": float64(200),

@@ -71,6 +71,9 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 		<-done
 	}
 	t.closeBoth()
+	if tm := t.afterClose.Load(); tm != nil {
+		tm.Stop()
+	}
 
 	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
 	first := t.first.Load()
@@ -121,6 +124,9 @@ type tunnel struct {
 	closing atomic.Pointer[shutting]
 	unknown atomic.Bool
 	lost    atomic.Bool
+	// afterClose ends the tunnel CloseWait after the client ended its
+	// side after its Close (clientSaidClose).
+	afterClose atomic.Pointer[time.Timer]
 }
 
 type ending struct {
@@ -189,6 +195,10 @@ func (t *tunnel) stop(d *pass, err error) {
 			closeWrite(d.dst)
 			return
 		}
+		if d.srcEnd == EndClient && d.fr != nil && d.fr.tr.Closed() && d.fr.tr.AtBoundary() {
+			t.clientSaidClose()
+			return
+		}
 	case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
 		t.record(EndIdle, nil)
 	case errors.As(err, &we):
@@ -198,6 +208,16 @@ func (t *tunnel) stop(d *pass, err error) {
 		t.record(classify(err, d.srcEnd, d.dstEnd), err)
 	}
 	t.closeBoth()
+}
+
+// clientSaidClose is a WebSocket client that ended its side after its
+// Close frame, as an HTTP/2 client ends its stream (RFC 8441 §4: END_STREAM
+// is TCP's FIN): the backend's Close reply still has to reach it. The
+// backend's end, which follows its reply, ends the tunnel, or CloseWait
+// does. (A backend that ends its side after its Close ends the tunnel at
+// once: the client waits for that.)
+func (t *tunnel) clientSaidClose() {
+	t.afterClose.Store(time.AfterFunc(t.r.closeWait(), t.closeBoth))
 }
 
 // writeError marks an error of dst's write where the copy can tell it apart.
