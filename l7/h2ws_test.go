@@ -2,8 +2,8 @@ package l7
 
 import (
 	"bufio"
-	"errors"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
