@@ -270,17 +270,9 @@ func TestH2ManyWebSocketsOneConn(t *testing.T) {
 // with a Close 1001 to the client, and its reservation released.
 func TestH2WebSocketIdle(t *testing.T) {
 	var a accessLines
-	l, roots := h2LB(t, &a, "    timeouts: {idle: 300ms}\n", echo.WS(t, echo.WSOptions{}))
-	c := dialH2(t, l.addr, roots)
-	id, s, h := c.connect("/", "websocket")
-	if st := status(t, h); st != http.StatusOK {
-		t.Fatalf(":status %d", st)
-	}
+	l, c, id, s := openH2WS(t, &a, "    timeouts: {idle: 300ms}\n")
 	c.echo(t, id, s, "one")
-	m, err := s.readFrame(t)
-	if err != nil || m.op != wsframe.OpClose || len(m.payload) < 2 || m.payload[0] != 0x03 || m.payload[1] != 0xe9 {
-		t.Fatalf("got %v (%v), want Close 1001", m, err)
-	}
+	s.awaitGoingAway(t)
 	c.send(id, maskedFrame(byte(wsframe.OpClose), []byte{0x03, 0xe9}))
 	line := a.waitLines(t, 1)[0]
 	checkFields(t, line, map[string]any{"msg": "tunnel", "reason": "idle", "close": float64(1001), "proto": "HTTP/2.0"})
@@ -292,12 +284,7 @@ func TestH2WebSocketIdle(t *testing.T) {
 // boundary: a frame under way when the close begins arrives whole first.
 func TestH2WebSocketGracefulClose(t *testing.T) {
 	var a accessLines
-	l, roots := h2LB(t, &a, "", echo.WS(t, echo.WSOptions{}))
-	c := dialH2(t, l.addr, roots)
-	id, s, h := c.connect("/", "websocket")
-	if st := status(t, h); st != http.StatusOK {
-		t.Fatalf(":status %d", st)
-	}
+	l, c, id, s := openH2WS(t, &a, "")
 	c.echo(t, id, s, "before")
 	// Half a frame from the client: the backend's Close must wait for the rest.
 	frame := maskedFrame(byte(wsframe.OpText), []byte("split message"))
@@ -306,16 +293,35 @@ func TestH2WebSocketGracefulClose(t *testing.T) {
 	for _, b := range l.pools["p"].Backends() {
 		b.CloseAll(t.Context(), 0, pool.ErrRemoved)
 	}
-	m, err := s.readFrame(t)
-	if err != nil || m.op != wsframe.OpClose || m.payload[0] != 0x03 || m.payload[1] != 0xe9 {
-		t.Fatalf("got %v (%v), want Close 1001", m, err)
-	}
+	s.awaitGoingAway(t)
 	c.send(id, frame[5:])
 	c.send(id, maskedFrame(byte(wsframe.OpClose), []byte{0x03, 0xe9}))
 	line := a.waitLines(t, 1)[0]
 	checkFields(t, line, map[string]any{"msg": "tunnel", "reason": "removed", "close": float64(1001)})
 	if rx := line["rx"].(float64); int(rx) < len(frameBytes("before"))+len(frame) {
 		t.Errorf("rx %v: the split frame did not reach the backend whole", rx)
+	}
+}
+
+// openH2WS is an h2 listener with extra keys in front of an echo backend,
+// logging to a, and one WebSocket opened through it on a conn of its own.
+func openH2WS(t *testing.T, a *accessLines, extra string) (*lb, *h2Client, uint32, *h2Stream) {
+	t.Helper()
+	l, roots := h2LB(t, a, extra, echo.WS(t, echo.WSOptions{}))
+	c := dialH2(t, l.addr, roots)
+	id, s, h := c.connect("/", "websocket")
+	if st := status(t, h); st != http.StatusOK {
+		t.Fatalf(":status %d, want 200", st)
+	}
+	return l, c, id, s
+}
+
+// awaitGoingAway reads the stream's next frame, which must be Close 1001.
+func (s *h2Stream) awaitGoingAway(t *testing.T) {
+	t.Helper()
+	m, err := s.readFrame(t)
+	if err != nil || m.op != wsframe.OpClose || len(m.payload) < 2 || m.payload[0] != 0x03 || m.payload[1] != 0xe9 {
+		t.Fatalf("got %v (%v), want Close 1001", m, err)
 	}
 }
 
