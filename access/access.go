@@ -39,7 +39,8 @@ type Entry struct {
 	// HTTP/1.0, HTTP/1.1 or HTTP/2.0.
 	Proto string
 	Path  string // l7: the path only; the query may carry tokens
-	// Status is the status sent to the client (l7), 101 for a tunnel, 0
+	// Status is the status sent to the client (l7), 101 for a tunnel (200
+	// for one over HTTP/2, which has no 101), 0
 	// when none was sent (l4, or a conn cut before an answer), 499 when the
 	// client went away before its answer was complete (as nginx logs it).
 	Status  int

@@ -1,8 +1,322 @@
 package l7
 
-import "net/http"
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
 
-// h2Connect serves an extended CONNECT (RFC 8441) that came over HTTP/2.
+	"github.com/wslb/wslb/access"
+	"github.com/wslb/wslb/handoff"
+	"github.com/wslb/wslb/header"
+	"github.com/wslb/wslb/route"
+	"github.com/wslb/wslb/tunnel"
+)
+
+// WebSockets over HTTP/2 (RFC 8441). The client asks with an extended
+// CONNECT (`:protocol websocket`) on a stream of its h2 conn; the backend
+// gets an HTTP/1.1 Upgrade on a conn of its own, with a Sec-WebSocket-Key
+// wslb makes and whose Sec-WebSocket-Accept it checks, as it checks a
+// client's on HTTP/1.1. Only a valid switch answers the stream 200 and opens
+// a tunnel between the stream (streamConn) and the backend conn, which then
+// lives as an HTTP/1.1 tunnel on TLS does: the goroutine relay, with the
+// same idle timeout, counts, registry and graceful close.
+
+// h2Connect serves an extended CONNECT (RFC 8441) that came over HTTP/2. It
+// returns when the stream is answered, or, for a tunnel, when it ended.
 func (w *worker) h2Connect(cc *clientConn, rw http.ResponseWriter, r *http.Request) {
-	http.Error(rw, "not yet", http.StatusNotImplemented) // being built
+	s := cc.streamView()
+	s.e = access.Entry{Kind: access.KindRequest, Listener: s.st.l.Name, Client: s.peer,
+		Method: r.Method, Path: r.URL.Path, Proto: r.Proto}
+	if sc := w.h2Switch(s, rw, r); sc != nil {
+		sc.pull() // the stream lives as long as this handler
+		return
+	}
+	w.logRequest(s, s.begin)
+}
+
+// streamView is a clientConn for one stream of cc, an h2 conn: the conn's
+// addresses and settings, with an access line and series of its own, since
+// the streams are served at once on goroutines of their own.
+func (cc *clientConn) streamView() *clientConn {
+	return &clientConn{st: cc.st, conn: cc.conn, peer: cc.peer, local: cc.local, dest: cc.dest,
+		tls: cc.tls, accepted: cc.accepted, answered: true, begin: time.Now()}
+}
+
+// h2Switch checks an extended CONNECT, asks the backend to switch, and
+// answers the stream: 200 and a tunnel, whose streamConn it returns, or an
+// error or the backend's refusal, and nil.
+func (w *worker) h2Switch(s *clientConn, rw http.ResponseWriter, r *http.Request) *streamConn {
+	st := s.st
+	if status, reason := checkConnect(r, st.l.HTTP.UpgradeProtocols); status != 0 {
+		hdr := http.Header{}
+		switch status {
+		case http.StatusBadRequest:
+			st.errs.BadRequest.Inc()
+		case http.StatusUpgradeRequired:
+			hdr.Set("Sec-WebSocket-Version", "13")
+			fallthrough
+		default:
+			st.errs.BadHandshake.Inc()
+		}
+		s.h2Respond(rw, r, "", status, hdr, reason)
+		return nil
+	}
+	res := st.routes.Match(r.URL)
+	s.e.Route = res.Prefix
+	switch res.Kind {
+	case route.BadPath:
+		st.errs.BadRequest.Inc()
+		s.h2Respond(rw, r, "", http.StatusBadRequest, nil, "invalid path")
+		return nil
+	case route.NotFound, route.Static:
+		s.h2Respond(rw, r, "", http.StatusNotFound, nil, "no WebSocket route for this path")
+		return nil
+	case route.Redirect:
+		s.h2Respond(rw, r, "", http.StatusPermanentRedirect, http.Header{"Location": {res.Location}}, res.Location)
+		return nil
+	}
+	out, key := s.connectOutgoing(r, res)
+	p := st.pools[res.Pool]
+	bc, err := w.connect(r.Context(), s, p, out.client, false)
+	if err != nil {
+		reason, status, text := connectFailure(err)
+		s.e.Reason = reason
+		s.h2Respond(rw, r, res.Pool, status, nil, text)
+		return nil
+	}
+	if !st.l.HTTP.PreserveHost {
+		out.req.Host = bc.b.String()
+	}
+	sc := w.h2Answer(s, rw, r, res.Pool, bc, out.req, key)
+	if sc == nil {
+		bc.b.Release()
+	}
+	return sc
+}
+
+// checkConnect checks an extended CONNECT before any backend sees it, and
+// returns the status and reason it is refused with, or 0. A CONNECT without
+// :protocol is refused as on HTTP/1.1 (400); a :protocol other than
+// websocket, or websocket where upgrade_protocols leaves it out, gets 501:
+// the request is well formed, and wslb does not carry that protocol.
+func checkConnect(r *http.Request, allowed []string) (status int, reason string) {
+	proto := r.Header.Get(":protocol")
+	switch {
+	case proto == "":
+		return http.StatusBadRequest, "CONNECT is not supported"
+	case !strings.EqualFold(proto, "websocket"):
+		return http.StatusNotImplemented, "only the websocket protocol can be tunnelled over HTTP/2"
+	}
+	ok := false
+	for _, a := range allowed {
+		ok = ok || strings.EqualFold(a, "websocket")
+	}
+	if !ok {
+		return http.StatusNotImplemented, "WebSocket is not enabled on this listener (http.upgrade_protocols)"
+	}
+	// RFC 8441 §5: the rest of the RFC 6455 handshake, less the key.
+	switch v := r.Header["Sec-Websocket-Version"]; {
+	case len(v) == 0:
+		return http.StatusBadRequest, "invalid WebSocket handshake"
+	case len(v) > 1 || strings.TrimSpace(v[0]) != "13":
+		return http.StatusUpgradeRequired, "only WebSocket version 13 is supported"
+	}
+	return 0, ""
+}
+
+// upgradeOut is what the backend of an extended CONNECT is sent.
+type upgradeOut struct {
+	req    *http.Request
+	client netip.Addr
+}
+
+// connectOutgoing builds the backend's upgrade request from r: a GET of the
+// same path with the client's end-to-end headers (Sec-WebSocket-Protocol and
+// -Extensions among them), forwarding headers, and a Sec-WebSocket-Key of
+// wslb's own, which it returns.
+func (s *clientConn) connectOutgoing(r *http.Request, res route.Result) (upgradeOut, string) {
+	h := r.Header
+	delete(h, ":protocol")
+	delete(h, "Sec-Websocket-Key") // a client's own would be a lie about ours
+	get := &http.Request{Method: http.MethodGet, URL: r.URL, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Host: r.Host}
+	out, client := outgoing(s, get, res)
+	key := newWebSocketKey()
+	out.Header.Set("Upgrade", "websocket")
+	out.Header.Set("Connection", "Upgrade")
+	out.Header.Set("Sec-WebSocket-Version", "13")
+	out.Header.Set("Sec-WebSocket-Key", key)
+	return upgradeOut{req: out, client: client}, key
+}
+
+// newWebSocketKey returns a fresh Sec-WebSocket-Key: 16 random bytes in
+// base64 (RFC 6455 §4.1).
+func newWebSocketKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// h2Answer sends the upgrade out to bc and answers the stream from what the
+// backend says. On a valid switch it answers 200 and starts the tunnel,
+// which then owns bc and its reservation, and returns the stream's conn;
+// otherwise it returns nil, and the caller releases the reservation.
+func (w *worker) h2Answer(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, out *http.Request, key string) *streamConn {
+	st := s.st
+	resp, err := backendHandshake(bc, out, st.l.Timeouts.Handshake)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		bc.close()
+		st.errs.Timeout.Inc()
+		s.e.Reason = "idle"
+		s.h2Respond(rw, r, poolName, http.StatusGatewayTimeout, nil, "backend did not answer in time")
+		return nil
+	case err != nil:
+		bc.close()
+		s.e.Reason = "backend"
+		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "invalid or no answer from backend")
+		return nil
+	case resp.StatusCode != http.StatusSwitchingProtocols:
+		w.relayRefusal(s, rw, r, poolName, bc, resp)
+		return nil
+	}
+	if err := header.CheckSwitch(resp.Header, "websocket", key); err != nil {
+		bc.close()
+		st.errs.BadUpgradeResponse.Inc()
+		s.e.Reason = "bad_upgrade_response"
+		w.px.Log.Warn("backend sent an invalid 101; no tunnel opened", "listener", st.l.Name,
+			"pool", poolName, "backend", bc.b.String(), "err", err)
+		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "invalid upgrade response from backend")
+		return nil
+	}
+	return w.h2Tunnel(s, rw, r, poolName, bc, resp)
+}
+
+// backendHandshake sends out, an upgrade without a body, on bc and reads the
+// backend's final answer within timeout. Interim (1xx) answers are dropped:
+// an extended CONNECT is answered by its final status.
+func backendHandshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
+	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
+	if err := sendHead(bc.conn, out); err != nil {
+		return nil, err
+	}
+	for n := 1; ; n++ {
+		resp, err := http.ReadResponse(bc.br, out)
+		if err != nil {
+			return nil, err
+		}
+		if !interim(resp) {
+			_ = bc.conn.SetDeadline(time.Time{})
+			return resp, nil
+		}
+		if n == maxInterim {
+			return nil, errTooManyInterim
+		}
+	}
+}
+
+// relayRefusal relays a backend's answer other than 101 (403, 426, a
+// redirect) to the stream, body and all, as HTTP/1.1 relays it. A 2xx is
+// the one exception: on h2 it would tell the client its WebSocket is open,
+// so it becomes a 502.
+func (w *worker) relayRefusal(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, resp *http.Response) {
+	if resp.StatusCode < 300 {
+		bc.close()
+		s.e.Reason = "bad_upgrade_response"
+		s.st.errs.BadUpgradeResponse.Inc()
+		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "backend did not switch protocols")
+		return
+	}
+	header.RemoveHopByHop(resp.Header)
+	header.SetResponseHeaders(resp.Header, s.st.l.HTTP.ResponseHeaders)
+	for k, v := range resp.Header {
+		rw.Header()[k] = v
+	}
+	s.count(r, poolName, resp.StatusCode)
+	rw.WriteHeader(resp.StatusCode)
+	_ = bc.conn.SetReadDeadline(time.Now().Add(s.st.l.Timeouts.Idle))
+	n, err := io.Copy(rw, resp.Body)
+	s.e.Tx = n
+	if err != nil {
+		s.e.Reason = "backend"
+	}
+	w.putBack(s, bc, err == nil && !resp.Close)
+}
+
+// h2Tunnel answers the stream 200 with the backend's 101's end-to-end
+// headers (its Sec-WebSocket-Protocol and -Extensions among them) and starts
+// the tunnel, which owns bc and its reservation from then on.
+func (w *worker) h2Tunnel(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, resp *http.Response) *streamConn {
+	st := s.st
+	header.RemoveHopByHop(resp.Header)
+	delete(resp.Header, "Sec-Websocket-Accept") // the client sent no key
+	header.SetResponseHeaders(resp.Header, st.l.HTTP.ResponseHeaders)
+	for k, v := range resp.Header {
+		rw.Header()[k] = v
+	}
+	// The access line says 200, what the client was answered and what its
+	// browser shows; kind tunnel and upgrade say it switched.
+	s.count(r, poolName, http.StatusOK)
+	s.e.Kind, s.e.Upgrade = access.KindTunnel, true
+	rw.WriteHeader(http.StatusOK)
+	sc := newStreamConn(rw, r, s.conn)
+	if err := sc.rc.Flush(); err != nil {
+		bc.close()
+		s.e.Status, s.e.Reason = statusClientClosed, "client"
+		return nil
+	}
+	p := st.pools[poolName]
+	w.px.Metrics.Upgrades.WithLabelValues(st.l.Name, p.Name()).Inc()
+	relay := tunnel.Relay{Idle: st.l.Timeouts.Idle, ToClient: buffered(bc.br), WebSocket: true}
+	putReader(bc.br)
+	bc.br = nil
+	ctx, release := tunnelContext(r.Context())
+	w.px.StartTunnel(handoff.Pair{
+		Client: sc, Lease: handoff.Lease{Ctx: ctx, Release: release}, Backend: bc.conn, B: bc.b,
+		Listener: st.l.Name, Pool: p.Name(), Relay: relay, Ended: w.tunnelEnded(s),
+	})
+	return sc
+}
+
+// tunnelContext returns the context of a stream's tunnel, and what lets go
+// of it: it ends with the conn's (a drain, and its cause), but not with the
+// stream's own, which ends as the tunnel's client side does and is told by
+// the stream's reads.
+func tunnelContext(stream context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(stream))
+	stop := context.AfterFunc(stream, func() {
+		if cause := context.Cause(stream); !errors.Is(cause, context.Canceled) {
+			cancel(cause)
+		}
+	})
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// h2Respond answers the stream with an answer wslb makes: status and a
+// one-line reason, as respond answers on HTTP/1.1.
+func (s *clientConn) h2Respond(rw http.ResponseWriter, r *http.Request, poolName string, status int, hdr http.Header, reason string) {
+	h := rw.Header()
+	for k, v := range hdr {
+		h[k] = v
+	}
+	body := errorBody(status, reason)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	header.SetResponseHeaders(h, s.st.l.HTTP.ResponseHeaders)
+	s.count(r, poolName, status)
+	rw.WriteHeader(status)
+	if _, err := io.WriteString(rw, body); err != nil {
+		s.e.Status, s.e.Reason = statusClientClosed, "client"
+	}
 }

@@ -160,17 +160,26 @@ func (cc *clientConn) count(req *http.Request, pool string, status int) {
 	}
 }
 
-// respondConnectError answers when no backend conn could be had: 503 when
-// no backend was eligible or wslb is out of descriptors (nothing was dialed),
-// 502 when the dials failed (DESIGN: "502 or 503").
+// respondConnectError answers when no backend conn could be had
+// (connectFailure).
 func (cc *clientConn) respondConnectError(req *http.Request, poolName string, err error) bool {
-	switch cc.e.Reason = upstream.Reason(err); cc.e.Reason {
+	reason, status, text := connectFailure(err)
+	cc.e.Reason = reason
+	return cc.respondPool(req, poolName, status, text)
+}
+
+// connectFailure is the answer to a request that got no backend conn: 503
+// when no backend was eligible or wslb is out of descriptors (nothing was
+// dialed), 502 when the dials failed (DESIGN: "502 or 503"); and the access
+// line's reason.
+func connectFailure(err error) (reason string, status int, text string) {
+	switch reason = upstream.Reason(err); reason {
 	case upstream.ReasonNoBackend:
-		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "no healthy backend")
+		return reason, http.StatusServiceUnavailable, "no healthy backend"
 	case upstream.ReasonLimit:
-		return cc.respondPool(req, poolName, http.StatusServiceUnavailable, "too many connections")
+		return reason, http.StatusServiceUnavailable, "too many connections"
 	}
-	return cc.respondPool(req, poolName, http.StatusBadGateway, "backend unreachable")
+	return reason, http.StatusBadGateway, "backend unreachable"
 }
 
 // respondBackendError answers when the request failed before the response

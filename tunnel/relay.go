@@ -46,7 +46,7 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 	t.touch()
 	up := &pass{dst: backend, src: client, count: &t.rx, live: r.Rx, srcEnd: EndClient, dstEnd: EndBackend}
 	down := &pass{dst: client, src: backend, count: &t.tx, live: r.Tx, srcEnd: EndBackend, dstEnd: EndClient}
-	if r.WebSocket && socketOf(client) != nil && socketOf(backend) != nil {
+	if r.WebSocket && readiness(client) != nil && readiness(backend) != nil {
 		t.ws = true
 		up.fr, down.fr = &passFrames{}, &passFrames{}
 		// The first frames may be among the bytes read ahead.
@@ -71,6 +71,9 @@ func (r *Relay) run(ctx context.Context, client, backend net.Conn) Stats {
 		<-done
 	}
 	t.closeBoth()
+	if tm := t.afterClose.Load(); tm != nil {
+		tm.Stop()
+	}
 
 	st := Stats{Rx: t.rx.Load(), Tx: t.tx.Load()}
 	first := t.first.Load()
@@ -121,6 +124,9 @@ type tunnel struct {
 	closing atomic.Pointer[shutting]
 	unknown atomic.Bool
 	lost    atomic.Bool
+	// afterClose ends the tunnel CloseWait after the client ended its
+	// side after its Close (clientSaidClose).
+	afterClose atomic.Pointer[time.Timer]
 }
 
 type ending struct {
@@ -189,6 +195,10 @@ func (t *tunnel) stop(d *pass, err error) {
 			closeWrite(d.dst)
 			return
 		}
+		if d.srcEnd == EndClient && d.fr != nil && d.fr.tr.Closed() && d.fr.tr.AtBoundary() {
+			t.clientSaidClose()
+			return
+		}
 	case errors.Is(err, os.ErrDeadlineExceeded) && !t.closed.Load():
 		t.record(EndIdle, nil)
 	case errors.As(err, &we):
@@ -198,6 +208,16 @@ func (t *tunnel) stop(d *pass, err error) {
 		t.record(classify(err, d.srcEnd, d.dstEnd), err)
 	}
 	t.closeBoth()
+}
+
+// clientSaidClose is a WebSocket client that ended its side after its
+// Close frame, as an HTTP/2 client ends its stream (RFC 8441 §4: END_STREAM
+// is TCP's FIN): the backend's Close reply still has to reach it. The
+// backend's end, which follows its reply, ends the tunnel, or CloseWait
+// does. (A backend that ends its side after its Close ends the tunnel at
+// once: the client waits for that.)
+func (t *tunnel) clientSaidClose() {
+	t.afterClose.Store(time.AfterFunc(t.r.closeWait(), t.closeBoth))
 }
 
 // writeError marks an error of dst's write where the copy can tell it apart.
@@ -228,8 +248,8 @@ func (t *tunnel) early(dst net.Conn, p []byte, count *atomic.Int64, live Adder, 
 
 // pump copies d.src to d.dst until the direction ends; see stop.
 func (t *tunnel) pump(d *pass) {
-	if raw := socketOf(d.src); raw != nil && (d.fr != nil || !spliceable(d.dst, d.src)) {
-		t.pumpPooled(d, raw)
+	if ready := readiness(d.src); ready != nil && (d.fr != nil || !spliceable(d.dst, d.src)) {
+		t.pumpPooled(d, ready)
 		return
 	}
 	wake, longest := t.wakes()
@@ -301,7 +321,7 @@ const pause = 5 * time.Millisecond
 // it may hold whole records it read from the socket along with the last
 // bytes before the tunnel (a backend's first frame right behind its 101),
 // which the socket's readiness does not show.
-func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
+func (t *tunnel) pumpPooled(d *pass, ready func() error) {
 	wake, longest := t.wakes()
 	var err error
 	if !Plain(d.src) {
@@ -316,7 +336,7 @@ func (t *tunnel) pumpPooled(d *pass, raw syscall.RawConn) {
 				break
 			}
 		}
-		err = waitReadable(raw)
+		err = ready()
 		switch {
 		case err == nil:
 			wake = min(liveWake, longest)
@@ -359,6 +379,27 @@ func (t *tunnel) burst(d *pass) error {
 			return err
 		}
 	}
+}
+
+// Waiter is a conn that is no socket but can wait for bytes without reading
+// them (an HTTP/2 stream): the goroutine relay then holds no buffer while it
+// waits, and follows a WebSocket tunnel's frames on it as on a socket.
+type Waiter interface {
+	// WaitReadable waits, within the read deadline, until the next Read
+	// has bytes, an EOF or an error to give.
+	WaitReadable() error
+}
+
+// readiness returns what waits for c to have bytes to read: its Waiter, or
+// its socket's readiness; nil when c has neither.
+func readiness(c net.Conn) func() error {
+	if w, ok := c.(Waiter); ok {
+		return w.WaitReadable
+	}
+	if raw := socketOf(c); raw != nil {
+		return func() error { return waitReadable(raw) }
+	}
+	return nil
 }
 
 // waitReadable waits, within the read deadline, until the socket has bytes

@@ -98,7 +98,7 @@ func runIdle(args []string) error {
 	c.register(fs, "127.0.0.1:18080")
 	fs.Set("d", "3s")
 	fs.Set("deadline", "10m")
-	mode := fs.String("mode", "ws", "ws: WebSockets on -path (l7); tcp: raw echo conns (l4)")
+	mode := fs.String("mode", "ws", "ws: WebSockets on -path (l7); wss: the same over TLS, a conn each; h2: over TLS as HTTP/2 streams (RFC 8441), many per conn; tcp: raw echo conns (l4)")
 	n := fs.Int("n", 9000, "conns to open")
 	par := fs.Int("par", 100, "dials at once")
 	sample := fs.Int("sample", 100, "conns checked for an echo after the wait")
@@ -114,9 +114,9 @@ func runIdle(args []string) error {
 	if *maxFail <= 0 {
 		*maxFail = max(50, *n/50)
 	}
-	name := map[string]string{"ws": "idle-l7", "tcp": "idle-l4"}[*mode]
+	name := map[string]string{"ws": "idle-l7", "wss": "idle-wss", "h2": "idle-h2", "tcp": "idle-l4"}[*mode]
 	if name == "" {
-		return fmt.Errorf("-mode %q: want ws or tcp", *mode)
+		return fmt.Errorf("-mode %q: want ws, wss, h2 or tcp", *mode)
 	}
 	r := &Result{Target: c.target, Round: c.round, Name: name, Addr: c.addrFlag, Requested: *n, RateUnit: "conns"}
 
@@ -130,12 +130,19 @@ func runIdle(args []string) error {
 	}
 
 	hc := wsClient()
+	h2d := newH2Dialer()
 	dial := func(i int) (idleConn, error) {
 		if *mode == "tcp" {
 			return dialTCPEcho(c.addr(i))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		switch *mode {
+		case "wss":
+			return wssDial(ctx, c.addr(i), *path)
+		case "h2":
+			return h2d.dial(ctx, c.addr(i), *path)
+		}
 		x, err := wsDial(ctx, hc, c.addr(i), *path)
 		if err != nil {
 			return nil, err

@@ -7,7 +7,8 @@
 //	loadgen wsecho    WebSocket echo msgs/s over N conns; -rate R paces R msgs/s
 //	                  in total and reports the round-trip p50/p99/max
 //	loadgen bulk      raw TCP bulk MiB/s over -streams streams into a sink
-//	loadgen idle      open N WebSockets (-mode ws) or raw TCP conns (-mode tcp),
+//	loadgen idle      open N WebSockets (-mode ws; over TLS: wss, one conn each, or h2,
+//	                  RFC 8441 streams sharing conns) or raw TCP conns (-mode tcp),
 //	                  measure the proxy's RSS and fds per conn, check a sample
 //	loadgen storm     N WebSocket clients at once (a reconnect storm), each
 //	                  doing its handshake and one echo: time until all have,

@@ -144,11 +144,11 @@ func browserDial(ctx context.Context, t *testing.T, url string) *websocket.Conn 
 
 // browserStart launches headless Chromium in a fresh profile and returns its
 // context, which ends with ctx or the test, and a record of the page's
-// console.
-func browserStart(ctx context.Context, t *testing.T, exe string) (context.Context, *browserConsole) {
+// console. extra are more flags, after the usual ones.
+func browserStart(ctx context.Context, t *testing.T, exe string, extra ...chromedp.ExecAllocatorOption) (context.Context, *browserConsole) {
 	t.Helper()
 	out := &syncbuf.Buffer{}
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -165,7 +165,8 @@ func browserStart(ctx context.Context, t *testing.T, exe string) (context.Contex
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 		chromedp.CombinedOutput(out),
-	)
+	}, extra...)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	// Cleanups run last-in first-out: the browser must be gone before
 	// t.TempDir removes its profile.
