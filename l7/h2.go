@@ -102,7 +102,7 @@ func (w *worker) serveH2(ctx context.Context, cc *clientConn) {
 		stop(context.Cause(ctx))
 		conn.Close()
 	})
-	h := &h2Handler{w: w, cc: cc}
+	h := &h2Handler{w: w, cc: cc, drain: ctx}
 	h2s.ServeConn(&prefaceConn{Conn: conn, left: len(http2.ClientPreface)}, &http2.ServeConnOpts{
 		Context:    hard,
 		BaseConfig: hs,
@@ -138,8 +138,12 @@ func (c *prefaceConn) Read(p []byte) (int, error) {
 
 // h2Handler serves the streams of one HTTP/2 client conn.
 type h2Handler struct {
-	w       *worker
-	cc      *clientConn
+	w  *worker
+	cc *clientConn
+	// drain is the conn's context, which a drain ends with its cause
+	// (frontend.ErrDrain) as soon as it reaches the conn: a stream's
+	// tunnel sends its Close 1001 then, within h2DrainGrace.
+	drain   context.Context
 	streams streamGroup // the handlers running, which serveH2 waits for
 	first   sync.Once   // wslb_handshake_seconds, at the conn's first answer
 }
@@ -150,7 +154,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	defer h.streams.leave()
 	if r.Method == http.MethodConnect {
-		h.w.h2Connect(h.cc, rw, r)
+		h.w.h2Connect(h, rw, r)
 		return
 	}
 	h.w.h2Request(h, rw, r)

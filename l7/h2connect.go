@@ -31,29 +31,21 @@ import (
 
 // h2Connect serves an extended CONNECT (RFC 8441) that came over HTTP/2. It
 // returns when the stream is answered, or, for a tunnel, when it ended.
-func (w *worker) h2Connect(cc *clientConn, rw http.ResponseWriter, r *http.Request) {
-	s := cc.streamView()
-	s.e = access.Entry{Kind: access.KindRequest, Listener: s.st.l.Name, Client: s.peer,
-		Method: r.Method, Path: r.URL.Path, Proto: r.Proto}
-	if sc := w.h2Switch(s, rw, r); sc != nil {
+func (w *worker) h2Connect(h *h2Handler, rw http.ResponseWriter, r *http.Request) {
+	s := h.streamBase()
+	s.answered = true // the conn's first answer was counted (wslb_handshake_seconds)
+	s.e.Method, s.e.Path, s.e.Proto = r.Method, r.URL.Path, r.Proto
+	if sc := w.h2Switch(h, s, rw, r); sc != nil {
 		sc.pull() // the stream lives as long as this handler
 		return
 	}
 	w.logRequest(s, s.begin)
 }
 
-// streamView is a clientConn for one stream of cc, an h2 conn: the conn's
-// addresses and settings, with an access line and series of its own, since
-// the streams are served at once on goroutines of their own.
-func (cc *clientConn) streamView() *clientConn {
-	return &clientConn{st: cc.st, conn: cc.conn, peer: cc.peer, local: cc.local, dest: cc.dest,
-		tls: cc.tls, accepted: cc.accepted, answered: true, begin: time.Now()}
-}
-
 // h2Switch checks an extended CONNECT, asks the backend to switch, and
 // answers the stream: 200 and a tunnel, whose streamConn it returns, or an
 // error or the backend's refusal, and nil.
-func (w *worker) h2Switch(s *clientConn, rw http.ResponseWriter, r *http.Request) *streamConn {
+func (w *worker) h2Switch(h *h2Handler, s *clientConn, rw http.ResponseWriter, r *http.Request) *streamConn {
 	st := s.st
 	if status, reason := checkConnect(r, st.l.HTTP.UpgradeProtocols); status != 0 {
 		hdr := http.Header{}
@@ -95,7 +87,7 @@ func (w *worker) h2Switch(s *clientConn, rw http.ResponseWriter, r *http.Request
 	if !st.l.HTTP.PreserveHost {
 		out.req.Host = bc.b.String()
 	}
-	sc := w.h2Answer(s, rw, r, res.Pool, bc, out.req, key)
+	sc := w.h2Answer(h, s, rw, r, res.Pool, bc, out.req, key)
 	if sc == nil {
 		bc.b.Release()
 	}
@@ -169,7 +161,7 @@ func newWebSocketKey() string {
 // backend says. On a valid switch it answers 200 and starts the tunnel,
 // which then owns bc and its reservation, and returns the stream's conn;
 // otherwise it returns nil, and the caller releases the reservation.
-func (w *worker) h2Answer(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, out *http.Request, key string) *streamConn {
+func (w *worker) h2Answer(h *h2Handler, s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, out *http.Request, key string) *streamConn {
 	st := s.st
 	resp, err := backendHandshake(bc, out, st.l.Timeouts.Handshake)
 	switch {
@@ -197,7 +189,7 @@ func (w *worker) h2Answer(s *clientConn, rw http.ResponseWriter, r *http.Request
 		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "invalid upgrade response from backend")
 		return nil
 	}
-	return w.h2Tunnel(s, rw, r, poolName, bc, resp)
+	return w.h2Tunnel(h, s, rw, r, poolName, bc, resp)
 }
 
 // backendHandshake sends out, an upgrade without a body, on bc and reads the
@@ -254,7 +246,7 @@ func (w *worker) relayRefusal(s *clientConn, rw http.ResponseWriter, r *http.Req
 // h2Tunnel answers the stream 200 with the backend's 101's end-to-end
 // headers (its Sec-WebSocket-Protocol and -Extensions among them) and starts
 // the tunnel, which owns bc and its reservation from then on.
-func (w *worker) h2Tunnel(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, resp *http.Response) *streamConn {
+func (w *worker) h2Tunnel(h *h2Handler, s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, resp *http.Response) *streamConn {
 	st := s.st
 	header.RemoveHopByHop(resp.Header)
 	delete(resp.Header, "Sec-Websocket-Accept") // the client sent no key
@@ -267,7 +259,7 @@ func (w *worker) h2Tunnel(s *clientConn, rw http.ResponseWriter, r *http.Request
 	s.count(r, poolName, http.StatusOK)
 	s.e.Kind, s.e.Upgrade = access.KindTunnel, true
 	rw.WriteHeader(http.StatusOK)
-	sc := newStreamConn(rw, r, s.conn)
+	sc := newStreamConn(rw, r, h.cc.conn)
 	if err := sc.rc.Flush(); err != nil {
 		bc.close()
 		s.e.Status, s.e.Reason = statusClientClosed, "client"
@@ -278,7 +270,7 @@ func (w *worker) h2Tunnel(s *clientConn, rw http.ResponseWriter, r *http.Request
 	relay := tunnel.Relay{Idle: st.l.Timeouts.Idle, ToClient: buffered(bc.br), WebSocket: true}
 	putReader(bc.br)
 	bc.br = nil
-	ctx, release := tunnelContext(r.Context())
+	ctx, release := tunnelContext(h.drain)
 	w.px.StartTunnel(handoff.Pair{
 		Client: sc, Lease: handoff.Lease{Ctx: ctx, Release: release}, Backend: bc.conn, B: bc.b,
 		Listener: st.l.Name, Pool: p.Name(), Relay: relay, Ended: w.tunnelEnded(s),
@@ -287,13 +279,15 @@ func (w *worker) h2Tunnel(s *clientConn, rw http.ResponseWriter, r *http.Request
 }
 
 // tunnelContext returns the context of a stream's tunnel, and what lets go
-// of it: it ends with the conn's (a drain, and its cause), but not with the
-// stream's own, which ends as the tunnel's client side does and is told by
-// the stream's reads.
-func tunnelContext(stream context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(stream))
-	stop := context.AfterFunc(stream, func() {
-		if cause := context.Cause(stream); !errors.Is(cause, context.Canceled) {
+// of it: it ends when a drain reaches the conn (drain, ended with
+// frontend.ErrDrain), at once rather than when the drain's grace closes the
+// conn, so that the tunnel's Close 1001 and the client's reply fit in the
+// grace; but not when the conn simply ends (cause context.Canceled): the
+// stream's reads tell the tunnel that.
+func tunnelContext(drain context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(drain))
+	stop := context.AfterFunc(drain, func() {
+		if cause := context.Cause(drain); !errors.Is(cause, context.Canceled) {
 			cancel(cause)
 		}
 	})

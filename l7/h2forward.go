@@ -31,10 +31,17 @@ type h2Stream struct {
 // reader: the request body is the stream's.
 func (w *worker) h2Request(h *h2Handler, rw http.ResponseWriter, r *http.Request) {
 	cc := h.stream(rw)
-	if r.ContentLength == 0 {
+	switch {
+	case r.ContentLength == 0:
 		// Go's server gives a stream that ended with its headers an empty
 		// body of its own; forward sends a request with NoBody in one write.
 		r.Body = http.NoBody
+	case r.ContentLength < 0:
+		// A body of no declared length goes to the backend chunked, as
+		// HAProxy and nginx send one. Said here, before net/http would
+		// guess: its guess reads the body on a goroutine of its own while
+		// the head is being written, and reading flushes that same writer.
+		r.TransferEncoding = []string{"chunked"}
 	}
 	defer cc.endStream()
 	cc.e.Method, cc.e.Path, cc.e.Proto = r.Method, r.URL.Path, r.Proto
@@ -56,17 +63,26 @@ func (w *worker) h2Request(h *h2Handler, rw http.ResponseWriter, r *http.Request
 	}
 }
 
-// stream makes the clientConn of one stream of h's conn.
+// stream makes the clientConn of one stream of h's conn, a plain request.
 func (h *h2Handler) stream(rw http.ResponseWriter) *clientConn {
-	p := h.cc
-	s := &h2Stream{rw: rw, h: h, out: h2Writer{rw: rw, rc: http.NewResponseController(rw), send: p.st.l.Timeouts.Send}}
-	cc := &clientConn{
-		st: p.st, peer: p.peer, local: p.local, dest: p.dest, tls: p.tls,
-		accepted: p.accepted, rateGrace: p.rateGrace, stream: s, begin: time.Now(),
-	}
-	cc.e = access.Entry{Kind: access.KindRequest, Listener: p.st.l.Name, Client: p.peer}
+	cc := h.streamBase()
+	s := &h2Stream{rw: rw, h: h, out: h2Writer{rw: rw, rc: http.NewResponseController(rw), send: cc.st.l.Timeouts.Send}}
+	cc.stream = s
 	cc.bw = getWriter(&s.out)
 	return cc
+}
+
+// streamBase is a clientConn for one stream of h's conn: the conn's
+// addresses and settings, with an access line and series of its own, since
+// streams are served at once, each on a goroutine of its own. It has no
+// net.Conn: nothing of a stream may close or linger on the shared conn.
+func (h *h2Handler) streamBase() *clientConn {
+	p := h.cc
+	return &clientConn{
+		st: p.st, peer: p.peer, local: p.local, dest: p.dest, tls: p.tls,
+		accepted: p.accepted, rateGrace: p.rateGrace, begin: time.Now(),
+		e: access.Entry{Kind: access.KindRequest, Listener: p.st.l.Name, Client: p.peer},
+	}
 }
 
 // endStream lets go of what a stream's clientConn holds.

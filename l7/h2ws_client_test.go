@@ -20,10 +20,10 @@ import (
 	"github.com/wslb/wslb/wsframe"
 )
 
-// h2Client is a raw RFC 8441 client: an h2 conn driven frame by frame with
+// rawH2Client is a raw RFC 8441 client: an h2 conn driven frame by frame with
 // x/net's Framer, so that a test sees exactly what wslb sends (the
 // SETTINGS, each stream's :status, its DATA and RST_STREAM).
-type h2Client struct {
+type rawH2Client struct {
 	t        *testing.T
 	fr       *http2.Framer
 	settings map[http2.SettingID]uint32 // the server's first SETTINGS
@@ -33,13 +33,13 @@ type h2Client struct {
 	next     uint32 // the next stream id
 
 	mu      sync.Mutex
-	streams map[uint32]*h2Stream
+	streams map[uint32]*rawH2Stream
 	goAway  chan struct{}
 	done    chan struct{} // the read loop ended
 }
 
-// h2Stream is one stream's answer: its head, then its DATA.
-type h2Stream struct {
+// rawH2Stream is one stream's answer: its head, then its DATA.
+type rawH2Stream struct {
 	head chan http.Header // the decoded response head, with ":status"
 	body *streamBody
 	bw   *streamBody
@@ -103,7 +103,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 
 // dialH2 opens an h2 conn to addr over TLS (trusting roots), exchanges the
 // prefaces, and reads the server's SETTINGS.
-func dialH2(t *testing.T, addr string, roots *x509.CertPool) *h2Client {
+func dialRawH2(t *testing.T, addr string, roots *x509.CertPool) *rawH2Client {
 	t.Helper()
 	raw := tcptest.Dial(t, addr)
 	tc := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"h2"}})
@@ -118,8 +118,8 @@ func dialH2(t *testing.T, addr string, roots *x509.CertPool) *h2Client {
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	c := &h2Client{t: t, fr: http2.NewFramer(tc, tc), settings: map[http2.SettingID]uint32{}, next: 1,
-		streams: map[uint32]*h2Stream{}, goAway: make(chan struct{}), done: make(chan struct{})}
+	c := &rawH2Client{t: t, fr: http2.NewFramer(tc, tc), settings: map[http2.SettingID]uint32{}, next: 1,
+		streams: map[uint32]*rawH2Stream{}, goAway: make(chan struct{}), done: make(chan struct{})}
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if err := c.fr.WriteSettings(); err != nil {
@@ -146,7 +146,7 @@ func dialH2(t *testing.T, addr string, roots *x509.CertPool) *h2Client {
 }
 
 // write runs one frame write under the write lock.
-func (c *h2Client) write(f func() error) {
+func (c *rawH2Client) write(f func() error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := f(); err != nil {
@@ -156,7 +156,7 @@ func (c *h2Client) write(f func() error) {
 
 // readLoop reads frames until the conn ends: heads and DATA go to their
 // streams, DATA is credited back at once, SETTINGS and PINGs are acked.
-func (c *h2Client) readLoop() {
+func (c *rawH2Client) readLoop() {
 	defer close(c.done)
 	defer c.closeAll(io.ErrUnexpectedEOF)
 	for {
@@ -213,13 +213,13 @@ func (c *h2Client) readLoop() {
 	}
 }
 
-func (c *h2Client) stream(id uint32) *h2Stream {
+func (c *rawH2Client) stream(id uint32) *rawH2Stream {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.streams[id]
 }
 
-func (c *h2Client) closeAll(err error) {
+func (c *rawH2Client) closeAll(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, s := range c.streams {
@@ -229,13 +229,13 @@ func (c *h2Client) closeAll(err error) {
 
 // open starts a stream with the fields given in order (pseudo-headers
 // first), without ending it, and returns its id.
-func (c *h2Client) open(fields ...string) (uint32, *h2Stream) {
+func (c *rawH2Client) open(fields ...string) (uint32, *rawH2Stream) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	id := c.next
 	c.next += 2
 	body := newStreamBody()
-	s := &h2Stream{head: make(chan http.Header, 1), body: body, bw: body}
+	s := &rawH2Stream{head: make(chan http.Header, 1), body: body, bw: body}
 	c.mu.Lock()
 	c.streams[id] = s
 	c.mu.Unlock()
@@ -251,7 +251,7 @@ func (c *h2Client) open(fields ...string) (uint32, *h2Stream) {
 
 // connect opens an extended CONNECT for path with protocol and the extra
 // fields, and waits for its answer's head.
-func (c *h2Client) connect(path, protocol string, extra ...string) (uint32, *h2Stream, http.Header) {
+func (c *rawH2Client) connect(path, protocol string, extra ...string) (uint32, *rawH2Stream, http.Header) {
 	c.t.Helper()
 	fields := []string{":method", "CONNECT", ":protocol", protocol, ":scheme", "https", ":path", path,
 		":authority", "localhost", "sec-websocket-version", "13"}
@@ -260,7 +260,7 @@ func (c *h2Client) connect(path, protocol string, extra ...string) (uint32, *h2S
 }
 
 // awaitHead waits for the stream's response head.
-func (s *h2Stream) awaitHead(t *testing.T) http.Header {
+func (s *rawH2Stream) awaitHead(t *testing.T) http.Header {
 	t.Helper()
 	select {
 	case h := <-s.head:
@@ -282,12 +282,12 @@ func status(t *testing.T, h http.Header) int {
 }
 
 // send writes p as DATA on stream id.
-func (c *h2Client) send(id uint32, p []byte) {
+func (c *rawH2Client) send(id uint32, p []byte) {
 	c.write(func() error { return c.fr.WriteData(id, false, p) })
 }
 
 // sendText sends a masked text frame (a client's) with msg on stream id.
-func (c *h2Client) sendText(id uint32, msg string) {
+func (c *rawH2Client) sendText(id uint32, msg string) {
 	c.send(id, maskedFrame(0x1, []byte(msg)))
 }
 
@@ -316,7 +316,7 @@ type wsMessage struct {
 
 // readFrame reads one unmasked WebSocket frame (< 64 KiB) from the stream,
 // within 10 s.
-func (s *h2Stream) readFrame(t *testing.T) (wsMessage, error) {
+func (s *rawH2Stream) readFrame(t *testing.T) (wsMessage, error) {
 	t.Helper()
 	type result struct {
 		m   wsMessage
@@ -351,7 +351,7 @@ func (s *h2Stream) readFrame(t *testing.T) (wsMessage, error) {
 }
 
 // echo sends msg on the stream and checks that it comes back.
-func (c *h2Client) echo(t *testing.T, id uint32, s *h2Stream, msg string) {
+func (c *rawH2Client) echo(t *testing.T, id uint32, s *rawH2Stream, msg string) {
 	t.Helper()
 	c.sendText(id, msg)
 	m, err := s.readFrame(t)

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ import (
 
 // h2LB is an l7 TLS listener (h2 offered, the default) in front of
 // backends, with extra listener keys, logging access lines to a.
-func h2LB(t *testing.T, a *accessLines, extra string, backends ...string) (*lb, *x509.CertPool) {
+func h2wsLB(t *testing.T, a *accessLines, extra string, backends ...string) (*lb, *x509.CertPool) {
 	t.Helper()
 	certFile, keyFile, roots := certtest.SelfSigned(t)
 	tlsKey := fmt.Sprintf("    tls: {cert: %s, key: %s, redirect_http: false}\n", certFile, keyFile)
@@ -52,8 +53,8 @@ func (l *lb) tunnelsOpen() int {
 // to a real echo backend, and the access line says HTTP/2.0.
 func TestH2WebSocketEcho(t *testing.T) {
 	var a accessLines
-	l, roots := h2LB(t, &a, "", echo.WS(t, echo.WSOptions{}))
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, &a, "", echo.WS(t, echo.WSOptions{}))
+	c := dialRawH2(t, l.addr, roots)
 	if v := c.settings[http2.SettingEnableConnectProtocol]; v != 1 {
 		t.Fatalf("SETTINGS_ENABLE_CONNECT_PROTOCOL = %d, want 1 (settings %v)", v, c.settings)
 	}
@@ -113,8 +114,8 @@ func TestH2WebSocketBadAccept(t *testing.T) {
 	be := h2RawBackend(t, nil, func(*http.Request) string {
 		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
 	})
-	l, roots := h2LB(t, &a, "", be)
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, &a, "", be)
+	c := dialRawH2(t, l.addr, roots)
 	_, _, h := c.connect("/", "websocket")
 	if got := status(t, h); got != http.StatusBadGateway {
 		t.Fatalf(":status %d, want 502", got)
@@ -146,8 +147,8 @@ func TestH2WebSocketRefusalRelayed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			be := h2RawBackend(t, nil, func(*http.Request) string { return tc.answer })
-			l, roots := h2LB(t, nil, "", be)
-			c := dialH2(t, l.addr, roots)
+			l, roots := h2wsLB(t, nil, "", be)
+			c := dialRawH2(t, l.addr, roots)
 			_, s, h := c.connect("/", "websocket")
 			if got := status(t, h); got != tc.status {
 				t.Fatalf(":status %d, want %d", got, tc.status)
@@ -170,8 +171,8 @@ func TestH2WebSocketRefusalRelayed(t *testing.T) {
 func TestH2ConnectRefused(t *testing.T) {
 	reached := make(chan *http.Request, 4)
 	be := h2RawBackend(t, reached, func(*http.Request) string { return "HTTP/1.1 500 No\r\nContent-Length: 0\r\n\r\n" })
-	l, roots := h2LB(t, nil, "", be)
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, nil, "", be)
+	c := dialRawH2(t, l.addr, roots)
 
 	_, s := c.open(":method", "CONNECT", ":authority", "example.com:443")
 	if got := status(t, s.awaitHead(t)); got != http.StatusBadRequest {
@@ -204,8 +205,8 @@ func TestH2WebSocketHeaders(t *testing.T) {
 			"Sec-WebSocket-Accept: " + header.AcceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
 			"Sec-WebSocket-Protocol: chat.v2\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
 	})
-	l, roots := h2LB(t, nil, "", be)
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, nil, "", be)
+	c := dialRawH2(t, l.addr, roots)
 	_, _, h := c.connect("/room?id=7", "websocket", "sec-websocket-protocol", "chat.v1, chat.v2",
 		"sec-websocket-extensions", "permessage-deflate; client_max_window_bits", "origin", "https://localhost")
 	if st := status(t, h); st != http.StatusOK {
@@ -242,11 +243,11 @@ func TestH2WebSocketHeaders(t *testing.T) {
 // TestH2ManyWebSocketsOneConn: WebSockets on many streams of one conn,
 // beside a plain request, each echoing its own messages.
 func TestH2ManyWebSocketsOneConn(t *testing.T) {
-	l, roots := h2LB(t, nil, "", echo.WS(t, echo.WSOptions{}))
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, nil, "", echo.WS(t, echo.WSOptions{}))
+	c := dialRawH2(t, l.addr, roots)
 	const n = 20
 	ids := make([]uint32, n)
-	streams := make([]*h2Stream, n)
+	streams := make([]*rawH2Stream, n)
 	for i := range n {
 		var h http.Header
 		ids[i], streams[i], h = c.connect(fmt.Sprintf("/ws/%d", i), "websocket")
@@ -305,10 +306,10 @@ func TestH2WebSocketGracefulClose(t *testing.T) {
 
 // openH2WS is an h2 listener with extra keys in front of an echo backend,
 // logging to a, and one WebSocket opened through it on a conn of its own.
-func openH2WS(t *testing.T, a *accessLines, extra string) (*lb, *h2Client, uint32, *h2Stream) {
+func openH2WS(t *testing.T, a *accessLines, extra string) (*lb, *rawH2Client, uint32, *rawH2Stream) {
 	t.Helper()
-	l, roots := h2LB(t, a, extra, echo.WS(t, echo.WSOptions{}))
-	c := dialH2(t, l.addr, roots)
+	l, roots := h2wsLB(t, a, extra, echo.WS(t, echo.WSOptions{}))
+	c := dialRawH2(t, l.addr, roots)
 	id, s, h := c.connect("/", "websocket")
 	if st := status(t, h); st != http.StatusOK {
 		t.Fatalf(":status %d, want 200", st)
@@ -317,7 +318,7 @@ func openH2WS(t *testing.T, a *accessLines, extra string) (*lb, *h2Client, uint3
 }
 
 // awaitGoingAway reads the stream's next frame, which must be Close 1001.
-func (s *h2Stream) awaitGoingAway(t *testing.T) {
+func (s *rawH2Stream) awaitGoingAway(t *testing.T) {
 	t.Helper()
 	m, err := s.readFrame(t)
 	if err != nil || m.op != wsframe.OpClose || len(m.payload) < 2 || m.payload[0] != 0x03 || m.payload[1] != 0xe9 {
@@ -336,4 +337,29 @@ func tunnelRx(t *testing.T, l *lb) int64 {
 		n += testutil.ToFloat64(l.metrics.Bytes.WithLabelValues("web", "p", b.String(), "rx"))
 	}
 	return int64(n)
+}
+
+// TestH2WebSocketDrain: a drain tells an h2 WebSocket Close 1001, as it tells
+// one over HTTP/1.1, and the conn stays open for the client's Close reply.
+func TestH2WebSocketDrain(t *testing.T) {
+	var a accessLines
+	l, c, id, s := openH2WS(t, &a, "")
+	c.echo(t, id, s, "before")
+	l.fl.Close() // stop accepting, as a shutdown does first
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		l.fl.Drain(ctx, 0, 0)
+	}()
+	s.awaitGoingAway(t)
+	c.send(id, maskedFrame(byte(wsframe.OpClose), []byte{0x03, 0xe9}))
+	line := a.waitLines(t, 1)[0]
+	checkFields(t, line, map[string]any{"msg": "tunnel", "proto": "HTTP/2.0", "reason": "drain", "close": float64(1001)})
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain still running after the conn's only stream ended")
+	}
 }
