@@ -15,6 +15,7 @@ DURATION=${DURATION:-5s}      # each HTTP workload's window
 INFLIGHT=${INFLIGHT:-50}      # requests in flight: wrk conns; h2load conns x streams
 H2_CONNS=${H2_CONNS:-5}       # h2load's conns (INFLIGHT/H2_CONNS streams each)
 IDLE=${IDLE:-2000}            # idle WebSockets held, each way
+PARTS=${PARTS:-http idle}     # a subset for quick iteration
 HOST=127.0.0.1 PORT=18443 ADMIN=18090 BACKENDS=(19001 19002 19003)
 
 need=()
@@ -61,6 +62,7 @@ http_row() { # name requests cpu_ticks
     'BEGIN { printf "| %s | %d | %.0f | %.1f |\n", n, r, r / (c / hz), (c / hz) * 1e6 / r }'
 }
 
+if [[ " $PARTS " == *" http "* ]]; then
 echo "## keep-alive requests, $INFLIGHT in flight, $DURATION each"
 echo "| client | requests | requests per wslb CPU second | wslb CPU µs per request |"
 echo "| --- | --: | --: | --: |"
@@ -68,7 +70,9 @@ c0=$(cpu); out=$(wrk -t2 -c"$INFLIGHT" -d"$DURATION" "https://$HOST:$PORT/"); c1
 http_row "HTTP/1.1 (wrk, $INFLIGHT conns)" "$(awk '/requests in/ {print $1}' <<<"$out")" $((c1 - c0))
 c0=$(cpu); out=$(h2load -c"$H2_CONNS" -m$((INFLIGHT / H2_CONNS)) -D"${DURATION%s}" "https://$HOST:$PORT/" 2>&1); c1=$(cpu)
 http_row "HTTP/2 (h2load, $H2_CONNS conns x $((INFLIGHT / H2_CONNS)) streams)" "$(awk '/^requests:/ {print $8}' <<<"$out")" $((c1 - c0))
+fi
 
+[[ " $PARTS " == *" idle "* ]] || exit 0
 echo
 echo "## idle WebSockets through the TLS listener: $IDLE held, wslb's RSS and descriptors per WebSocket"
 echo "| carried over | RSS KB per WebSocket | descriptors per WebSocket |"

@@ -390,3 +390,39 @@ func TestH2BackendBreaksOff(t *testing.T) {
 		t.Errorf("next request: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestH2WholeAnswerFrames: an answer the backend sent whole goes out as a
+// HEADERS frame and one DATA frame that ends the stream, not as a DATA
+// frame of its own followed by an empty one (a round trip more through Go's
+// server for every request).
+func TestH2WholeAnswerFrames(t *testing.T) {
+	l, roots := h2TLSLB(t, "", okBackend(t).addr())
+	h := dialH2(t, l.addr, roots)
+	if err := h.get(1, "/"); err != nil {
+		t.Fatal(err)
+	}
+	var frames []string
+	for range 100 {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %v: %v", frames, err)
+		}
+		if f.Header().StreamID != 1 {
+			continue // SETTINGS acks, WINDOW_UPDATEs
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			frames = append(frames, fmt.Sprintf("HEADERS end=%v", f.StreamEnded()))
+		case *http2.DataFrame:
+			frames = append(frames, fmt.Sprintf("DATA %q end=%v", f.Data(), f.StreamEnded()))
+		default:
+			frames = append(frames, fmt.Sprintf("%T", f))
+		}
+		if f.Header().Flags.Has(http2.FlagDataEndStream) {
+			break
+		}
+	}
+	if got := strings.Join(frames, ", "); got != `HEADERS end=false, DATA "ok" end=true` {
+		t.Errorf("frames of stream 1: %s", got)
+	}
+}

@@ -145,7 +145,12 @@ func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName s
 		_, err = copyBody(cc.bw, body, math.MaxInt64)
 	}
 	if err == nil {
+		// What is left of a body read to its end goes out when the
+		// handler returns, in the frame that ends the stream, rather than
+		// in one of its own followed by an empty one.
+		s.out.hold = body.eof
 		err = cc.bw.Flush()
+		s.out.hold = false
 	}
 	cc.e.Tx += body.n
 	if err != nil {
@@ -179,6 +184,9 @@ type h2Writer struct {
 	rw   http.ResponseWriter
 	rc   *http.ResponseController
 	send time.Duration
+	// hold leaves what is written in Go's buffer, for the end of the
+	// stream to send.
+	hold bool
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
@@ -189,7 +197,7 @@ func (w *h2Writer) Write(p []byte) (int, error) {
 		_ = rc.SetWriteDeadline(deadline)
 	}
 	n, err := w.rw.Write(p)
-	if err == nil {
+	if err == nil && !w.hold {
 		err = rc.Flush()
 	}
 	if err != nil && !deadline.IsZero() && !time.Now().Before(deadline) {
