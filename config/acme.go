@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -39,4 +41,44 @@ func (v *checker) acmeDomains(c *Config) {
 func sameACME(a, b *ACME) bool {
 	return a.Email == b.Email && a.Directory == b.Directory && a.CA == b.CA && a.Cache == b.Cache &&
 		slices.Equal(a.Domains, b.Domains)
+}
+
+func (v *checker) acme(a *ACME, p string) {
+	if len(a.Domains) == 0 {
+		v.add(key(p, "domains"), "acme needs the domains to obtain certificates for")
+	}
+	for i, d := range a.Domains {
+		if !validDomain(d) {
+			v.add(item(key(p, "domains"), i), "invalid domain %q: use a DNS name such as chat.example.com (no wildcards: they need a DNS-01 challenge, which wslb does not answer)", d)
+		}
+	}
+	if u, err := url.Parse(a.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+		v.add(key(p, "directory"), "must be the https URL of an ACME directory, got %q", a.Directory)
+	}
+	if a.Cache == "" {
+		v.add(key(p, "cache"), "acme needs a cache folder for its account key and certificates")
+	}
+}
+
+// validDomain reports whether d is a DNS name ACME can issue for: labels of
+// letters, digits and hyphens, at least two of them, no IP address.
+func validDomain(d string) bool {
+	if len(d) > 253 || net.ParseIP(d) != nil {
+		return false
+	}
+	labels := strings.Split(strings.TrimSuffix(d, "."), ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

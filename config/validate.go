@@ -3,9 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -127,46 +125,6 @@ func (v *checker) tls(t *TLS, p string) {
 	if t.ACME != nil {
 		v.acme(t.ACME, key(p, "acme"))
 	}
-}
-
-func (v *checker) acme(a *ACME, p string) {
-	if len(a.Domains) == 0 {
-		v.add(key(p, "domains"), "acme needs the domains to obtain certificates for")
-	}
-	for i, d := range a.Domains {
-		if !validDomain(d) {
-			v.add(item(key(p, "domains"), i), "invalid domain %q: use a DNS name such as chat.example.com (no wildcards: they need a DNS-01 challenge, which wslb does not answer)", d)
-		}
-	}
-	if u, err := url.Parse(a.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
-		v.add(key(p, "directory"), "must be the https URL of an ACME directory, got %q", a.Directory)
-	}
-	if a.Cache == "" {
-		v.add(key(p, "cache"), "acme needs a cache folder for its account key and certificates")
-	}
-}
-
-// validDomain reports whether d is a DNS name ACME can issue for: labels of
-// letters, digits and hyphens, at least two of them, no IP address.
-func validDomain(d string) bool {
-	if len(d) > 253 || net.ParseIP(d) != nil {
-		return false
-	}
-	labels := strings.Split(strings.TrimSuffix(d, "."), ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for _, c := range l {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func (v *checker) http(h *HTTP, p string) {
