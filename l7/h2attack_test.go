@@ -31,6 +31,8 @@ type rawH2 struct {
 	fr   *http2.Framer
 	enc  *hpack.Encoder
 	buf  bytes.Buffer
+	// settings are the server's first SETTINGS.
+	settings map[http2.SettingID]uint32
 }
 
 // dialH2 opens a TLS conn to addr that chose h2, sends the preface and
@@ -50,7 +52,7 @@ func dialH2(t *testing.T, addr string, roots *x509.CertPool) *rawH2 {
 		t.Fatalf("ALPN chose %q, want h2", p)
 	}
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // the test's bound
-	h := &rawH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn)}
+	h := &rawH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn), settings: map[http2.SettingID]uint32{}}
 	h.enc = hpack.NewEncoder(&h.buf)
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
@@ -63,9 +65,11 @@ func dialH2(t *testing.T, addr string, roots *x509.CertPool) *rawH2 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := f.(*http2.SettingsFrame); !ok {
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
 		t.Fatalf("first frame %v, want SETTINGS", f)
 	}
+	_ = sf.ForeachSetting(func(s http2.Setting) error { h.settings[s.ID] = s.Val; return nil })
 	if err := h.fr.WriteSettingsAck(); err != nil {
 		t.Fatal(err)
 	}

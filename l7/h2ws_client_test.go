@@ -2,7 +2,6 @@ package l7
 
 import (
 	"bytes"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/wslb/wslb/internal/tcptest"
 	"github.com/wslb/wslb/wsframe"
 )
 
@@ -101,45 +99,17 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	}
 }
 
-// dialH2 opens an h2 conn to addr over TLS (trusting roots), exchanges the
-// prefaces, and reads the server's SETTINGS.
+// dialRawH2 opens an h2 conn to addr over TLS (trusting roots) as dialH2
+// does, and reads it from then on in a loop of its own.
 func dialRawH2(t *testing.T, addr string, roots *x509.CertPool) *rawH2Client {
 	t.Helper()
-	raw := tcptest.Dial(t, addr)
-	tc := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"h2"}})
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		t.Fatalf("TLS handshake: %v", err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN chose %q, want h2", p)
-	}
-	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	c := &rawH2Client{t: t, fr: http2.NewFramer(tc, tc), settings: map[http2.SettingID]uint32{}, next: 1,
+	h := dialH2(t, addr, roots)
+	c := &rawH2Client{t: t, fr: h.fr, settings: h.settings, next: 1,
 		streams: map[uint32]*rawH2Stream{}, goAway: make(chan struct{}), done: make(chan struct{})}
 	c.enc = hpack.NewEncoder(&c.encBuf)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	f, err := c.fr.ReadFrame()
-	if err != nil {
-		t.Fatalf("read the server's SETTINGS: %v", err)
-	}
-	sf, ok := f.(*http2.SettingsFrame)
-	if !ok || sf.IsAck() {
-		t.Fatalf("first frame %v, want SETTINGS", f)
-	}
-	_ = sf.ForeachSetting(func(s http2.Setting) error { c.settings[s.ID] = s.Val; return nil })
-	_ = tc.SetReadDeadline(time.Time{})
-	c.write(func() error { return c.fr.WriteSettingsAck() })
 	go c.readLoop()
 	t.Cleanup(func() {
-		tc.Close()
+		h.conn.Close()
 		<-c.done
 	})
 	return c
