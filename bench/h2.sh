@@ -51,8 +51,15 @@ pools:
 $(for p in "${BACKENDS[@]}"; do echo "      - address: $HOST:$p"; done)
 YAML
 for p in "${BACKENDS[@]}"; do "$TMP/backend" -http "$HOST:$p" -tcp "$HOST:$((p + 100))" >/dev/null 2>&1 & PIDS+=($!); done
-"$TMP/wslb" -config "$TMP/wslb.yaml" -access-log off >"$TMP/wslb.log" 2>&1 & WSLB=$!; PIDS+=($WSLB)
-for _ in $(seq 50); do curl -sk "https://$HOST:$PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+# start_wslb starts a fresh wslb (WSLB is its PID) and waits until it answers;
+# stop_wslb stops it. Each idle measurement gets a fresh one: memory an
+# earlier workload freed is not always back with the kernel yet.
+start_wslb() {
+  "$TMP/wslb" -config "$TMP/wslb.yaml" -access-log off >>"$TMP/wslb.log" 2>&1 & WSLB=$!; PIDS+=($WSLB)
+  for _ in $(seq 50); do curl -sk "https://$HOST:$PORT/" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "wslb did not start: $(tail -3 "$TMP/wslb.log")" >&2; exit 1
+}
+stop_wslb() { kill "$WSLB"; wait "$WSLB" 2>/dev/null || true; }
 
 cpu() { awk '{print $14 + $15}' "/proc/$WSLB/stat"; }   # clock ticks (USER_HZ, 100/s)
 TICKS=$(getconf CLK_TCK)
@@ -63,6 +70,7 @@ http_row() { # name requests cpu_ticks
 }
 
 if [[ " $PARTS " == *" http "* ]]; then
+start_wslb
 echo "## keep-alive requests, $INFLIGHT in flight, $DURATION each"
 echo "| client | requests | requests per wslb CPU second | wslb CPU µs per request |"
 echo "| --- | --: | --: | --: |"
@@ -70,6 +78,7 @@ c0=$(cpu); out=$(wrk -t2 -c"$INFLIGHT" -d"$DURATION" "https://$HOST:$PORT/"); c1
 http_row "HTTP/1.1 (wrk, $INFLIGHT conns)" "$(awk '/requests in/ {print $1}' <<<"$out")" $((c1 - c0))
 c0=$(cpu); out=$(h2load -c"$H2_CONNS" -m$((INFLIGHT / H2_CONNS)) -D"${DURATION%s}" "https://$HOST:$PORT/" 2>&1); c1=$(cpu)
 http_row "HTTP/2 (h2load, $H2_CONNS conns x $((INFLIGHT / H2_CONNS)) streams)" "$(awk '/^requests:/ {print $8}' <<<"$out")" $((c1 - c0))
+stop_wslb
 fi
 
 [[ " $PARTS " == *" idle "* ]] || exit 0
@@ -78,6 +87,7 @@ echo "## idle WebSockets through the TLS listener: $IDLE held, wslb's RSS and de
 echo "| carried over | RSS KB per WebSocket | descriptors per WebSocket |"
 echo "| --- | --: | --: |"
 for mode in wss h2; do
+  start_wslb
   "$TMP/loadgen" idle -mode "$mode" -addr "$HOST:$PORT" -n "$IDLE" -d 3s -target wslb -proxy-pid "$WSLB" \
     >"$TMP/idle-$mode.json" 2>"$TMP/idle-$mode.log" || { cat "$TMP/idle-$mode.log" >&2; exit 1; }
   python3 - "$TMP/idle-$mode.json" "$mode" <<'PY'
@@ -86,5 +96,5 @@ r = json.loads(open(sys.argv[1]).readline())
 what = {"wss": "HTTP/1.1 (a TLS conn each)", "h2": "HTTP/2 (streams sharing conns)"}[sys.argv[2]]
 print("| %s | %.1f | %.2f |" % (what, r["rss_kb_per_conn"], r["fds_per_conn"]))
 PY
-  sleep 2 # the closed conns' memory goes back before the next mode is measured
+  stop_wslb
 done
