@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -109,6 +111,54 @@ pools:
 	checkFields(t, got[2], map[string]any{"status": 400.0})
 	if strings.Contains(lines.buf.String(), "secret") {
 		t.Errorf("a query string reached the access log:\n%s", lines.buf.String())
+	}
+}
+
+// TestAccessLogAnswerBytes: tx counts the body of every answer, a static
+// file's and wslb's own too, not only a relayed one's (nginx's
+// body_bytes_sent); a HEAD's is 0.
+func TestAccessLogAnswerBytes(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("0123456789", 10_000) // streamed, not buffered
+	for name, body := range map[string]string{"small.txt": "0123456789", "big.txt": big} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines accessLines
+	l := startLB(t, fmt.Sprintf(`
+listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    mode: l7
+    routes:
+      - {path: /, static: %s}
+`, dir), lines.setup)
+	var bodies []int
+	for i, raw := range []string{
+		"GET /small.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /big.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n",
+	} {
+		_, body := exchange(t, l.addr, raw)
+		bodies = append(bodies, len(body))
+		lines.waitLines(t, i+1)
+	}
+	resp, _ := exchangeMethod(t, l.addr, "HEAD /small.txt HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD")
+	if resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+	got := lines.waitLines(t, 4)
+	if bodies[0] != 10 || bodies[1] != len(big) || bodies[2] == 0 {
+		t.Fatalf("bodies of %v bytes", bodies)
+	}
+	for i, want := range []map[string]any{
+		{"path": "/small.txt", "status": 200.0, "tx": 10.0},
+		{"path": "/big.txt", "status": 200.0, "tx": float64(len(big))},
+		{"path": "/nowhere", "status": 404.0, "tx": float64(bodies[2])},
+		{"method": "HEAD", "status": 200.0, "tx": 0.0},
+	} {
+		checkFields(t, got[i], want)
 	}
 }
 

@@ -49,6 +49,9 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
 	cc.count(req, poolName, status)
 	cc.firstByte()
+	if req == nil || req.Method != http.MethodHead {
+		cc.e.Tx += int64(len(body)) // the access line's response body bytes
+	}
 	if cc.stream != nil {
 		cc.stream.answer(cc, status, resp.Header, body)
 		return false

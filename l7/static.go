@@ -77,6 +77,7 @@ func (w *staticWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.cc.bw.Write(p)
 	w.err = err
+	w.cc.e.Tx += int64(n)
 	return n, err
 }
 
