@@ -100,7 +100,11 @@ func startServeLogged(t testing.TB, cfg *config.Config, so serveOptions, logs io
 	select {
 	case r.in = <-started:
 	case <-done:
-		t.Fatalf("serve exited with %d before starting", r.code)
+		log := "(not kept)"
+		if s, ok := logs.(fmt.Stringer); ok {
+			log = s.String()
+		}
+		t.Fatalf("serve exited with %d before starting; its log:\n%s", r.code, log)
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not start")
 	}

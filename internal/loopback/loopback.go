@@ -5,7 +5,9 @@ package loopback
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -21,9 +23,20 @@ func DeadAddr(t testing.TB) string {
 
 // FreeAddr returns a loopback address that was free a moment ago, for a
 // server whose port must be known before it starts (a port-0 listener's
-// port cannot be learnt through the command line).
+// port cannot be learnt through the command line). The port is picked
+// below Linux's ephemeral range (32768 and up): a port-0 listener's port
+// comes from that range, where any outgoing conn of a test running at the
+// same time may take it before the server binds it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	for range 50 {
+		port := 20000 + rand.IntN(32768-20000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String()
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
