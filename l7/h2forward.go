@@ -135,22 +135,16 @@ func (cc *clientConn) relayH2(req *http.Request, resp *http.Response, poolName s
 	cc.count(req, poolName, resp.StatusCode)
 	cc.firstByte()
 	s.rw.WriteHeader(resp.StatusCode)
-	if allowed && body.mayBlock() {
-		// The head goes out now, as an HTTP/1 head does before a read
-		// that waits: an event stream's client must see it before the
-		// first event.
-		err = s.out.rc.Flush()
-	}
-	if allowed && err == nil {
+	if allowed {
+		// The body flushes what it relayed before each read that may
+		// wait, the head included, as an HTTP/1 relay does: an event
+		// stream's client sees each event as it comes.
 		_, err = copyBody(cc.bw, body, math.MaxInt64)
 	}
 	if err == nil {
-		// What is left of a body read to its end goes out when the
-		// handler returns, in the frame that ends the stream, rather than
-		// in one of its own followed by an empty one.
-		s.out.hold = body.eof
+		// The rest goes into Go's buffer, and out when the handler
+		// returns, in the frame that ends the stream.
 		err = cc.bw.Flush()
-		s.out.hold = false
 	}
 	cc.e.Tx += body.n
 	if err != nil {
@@ -176,30 +170,25 @@ func copyH2Header(dst, src http.Header) {
 	}
 }
 
-// h2Writer writes a stream's answer, flushing each write into frames: what
-// the request's bufio.Writer flushes is what goes out. timeouts.send bounds
-// each write, as deadlineWriter bounds an HTTP/1 conn's: a client that
-// stops reading one stream holds its flow-control window shut.
+// h2Writer writes a stream's answer into Go's server, which frames it as
+// its buffer fills, and sends the rest with the frame that ends the stream;
+// before a read of the backend that may wait, the relay flushes it
+// (backendBody.flushed). timeouts.send bounds each write, as deadlineWriter
+// bounds an HTTP/1 conn's: a client that stops reading one stream holds its
+// flow-control window shut.
 type h2Writer struct {
 	rw   http.ResponseWriter
 	rc   *http.ResponseController
 	send time.Duration
-	// hold leaves what is written in Go's buffer, for the end of the
-	// stream to send.
-	hold bool
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
-	rc := w.rc
 	var deadline time.Time
 	if w.send > 0 {
 		deadline = time.Now().Add(w.send)
-		_ = rc.SetWriteDeadline(deadline)
+		_ = w.rc.SetWriteDeadline(deadline)
 	}
 	n, err := w.rw.Write(p)
-	if err == nil && !w.hold {
-		err = rc.Flush()
-	}
 	if err != nil && !deadline.IsZero() && !time.Now().Before(deadline) {
 		err = fmt.Errorf("%w: %w", os.ErrDeadlineExceeded, err)
 	}

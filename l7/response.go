@@ -22,6 +22,9 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	backendClose := resp.Close
 	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: resp.ContentLength,
 		chunked: len(resp.TransferEncoding) > 0, whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
+	if cc.stream != nil {
+		body.flushed = cc.stream.out.rc.Flush
+	}
 	cc.txBytes = nil
 	header.RemoveHopByHop(resp.Header)
 	header.SetResponseHeaders(resp.Header, cc.st.l.HTTP.ResponseHeaders)
@@ -218,6 +221,9 @@ type backendBody struct {
 	whole   bool          // r is all in br: no read waits (conn may be nil)
 	idle    time.Duration
 	bw      *bufio.Writer
+	// flushed, when set, sends on what bw's writer keeps after bw is
+	// flushed: an HTTP/2 stream's ResponseWriter buffers frames of its own.
+	flushed func() error
 	eof     bool
 	n       int64              // bytes read, for the access log
 	err     error              // the first read error other than EOF
@@ -243,10 +249,8 @@ func (b *backendBody) mayBlock() bool {
 
 func (b *backendBody) Read(p []byte) (int, error) {
 	if b.mayBlock() {
-		if b.bw.Buffered() > 0 {
-			if err := b.bw.Flush(); err != nil {
-				return 0, err
-			}
+		if err := b.flush(); err != nil {
+			return 0, err
 		}
 		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
@@ -265,6 +269,20 @@ func (b *backendBody) Read(p []byte) (int, error) {
 }
 
 func (b *backendBody) Close() error { return nil }
+
+// flush sends the client what was relayed so far, before a read that may
+// wait: the answer's head, the events of a stream.
+func (b *backendBody) flush() error {
+	if b.bw.Buffered() > 0 {
+		if err := b.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	if b.flushed != nil {
+		return b.flushed()
+	}
+	return nil
+}
 
 // writeStatusLine writes resp's status line as Response.Write does: the
 // backend's reason phrase, or the standard one when it gave none.
