@@ -426,3 +426,41 @@ func TestH2WholeAnswerFrames(t *testing.T) {
 		t.Errorf("frames of stream 1: %s", got)
 	}
 }
+
+// TestH2StreamQuietLongerThanSend: an event stream whose backend is quiet for
+// longer than timeouts.send goes on. timeouts.send bounds a write that makes
+// no progress, not the time between writes; a stream's write deadline in Go's
+// HTTP/2 server resets the stream when it passes, written or not, so it must
+// not stay armed while the relay waits for the backend.
+func TestH2StreamQuietLongerThanSend(t *testing.T) {
+	const send = 300 * time.Millisecond
+	next := make(chan string)
+	defer close(next) // ends the backend's handler, however the test ends
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for ev := range next {
+			fmt.Fprintf(w, "data: %s\n\n", ev)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	l, c := h2LB(t, fmt.Sprintf("    timeouts: {send: %v}\n", send), nil, be.addr())
+	resp, err := c.Get("https://" + l.addr + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for i := range 2 {
+		ev := fmt.Sprint("event ", i)
+		next <- ev
+		if line, err := br.ReadString('\n'); err != nil || line != "data: "+ev+"\n" {
+			t.Fatalf("event %d: %q, %v", i, line, err)
+		}
+		br.ReadString('\n')
+		if i == 0 {
+			time.Sleep(3 * send) // the backend's quiet spell: the point of the test
+		}
+	}
+}

@@ -180,6 +180,11 @@ type h2Writer struct {
 	rw   http.ResponseWriter
 	rc   *http.ResponseController
 	send time.Duration
+	// armed: a write set the stream's write deadline. Go's server resets
+	// the stream when that deadline passes, written or not, so flush
+	// disarms it before the relay waits for the backend: timeouts.send
+	// bounds a write, not the quiet between events.
+	armed bool
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
@@ -187,12 +192,24 @@ func (w *h2Writer) Write(p []byte) (int, error) {
 	if w.send > 0 {
 		deadline = time.Now().Add(w.send)
 		_ = w.rc.SetWriteDeadline(deadline)
+		w.armed = true
 	}
 	n, err := w.rw.Write(p)
 	if err != nil && !deadline.IsZero() && !time.Now().Before(deadline) {
 		err = fmt.Errorf("%w: %w", os.ErrDeadlineExceeded, err)
 	}
 	return n, err
+}
+
+// flush sends what Go's server holds of the answer, then lifts the write
+// deadline the writes set.
+func (w *h2Writer) flush() error {
+	err := w.rc.Flush()
+	if w.armed {
+		_ = w.rc.SetWriteDeadline(time.Time{})
+		w.armed = false
+	}
+	return err
 }
 
 // readDeadliner is what a request body's read deadlines are set on: the

@@ -23,7 +23,7 @@ func (cc *clientConn) relayResponse(req *http.Request, resp *http.Response, pool
 	body := &backendBody{r: resp.Body, conn: bc.conn, br: bc.br, length: resp.ContentLength,
 		chunked: len(resp.TransferEncoding) > 0, whole: bc.whole, idle: idle, bw: cc.bw, count: cc.txBytes}
 	if cc.stream != nil {
-		body.flushed = cc.stream.out.rc.Flush
+		body.flushed = cc.stream.out.flush
 	}
 	cc.txBytes = nil
 	header.RemoveHopByHop(resp.Header)
