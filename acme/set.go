@@ -24,15 +24,7 @@ type Set struct {
 
 	mu       sync.Mutex
 	http01   bool
-	managers map[blockKey]*Manager
-}
-
-// blockKey identifies an acme block: config.ACME with its domains joined,
-// so that it can key a map.
-type blockKey struct{ email, domains, directory, ca, cache string }
-
-func keyOf(c config.ACME) blockKey {
-	return blockKey{c.Email, strings.Join(c.Domains, "\n"), c.Directory, c.CA, c.Cache}
+	managers map[config.ACMEKey]*Manager
 }
 
 // Manager returns the manager of acme block c: the one the set holds for
@@ -40,7 +32,7 @@ func keyOf(c config.ACME) blockKey {
 func (s *Set) Manager(c config.ACME) (*Manager, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := keyOf(c)
+	k := c.Key()
 	if m := s.managers[k]; m != nil {
 		return m, nil
 	}
@@ -52,7 +44,7 @@ func (s *Set) Manager(c config.ACME) (*Manager, error) {
 		m.EnableHTTP01()
 	}
 	if s.managers == nil {
-		s.managers = map[blockKey]*Manager{}
+		s.managers = map[config.ACMEKey]*Manager{}
 	}
 	s.managers[k] = m
 	return m, nil
@@ -65,7 +57,7 @@ func (s *Set) Manager(c config.ACME) (*Manager, error) {
 // of cfg are built, and after every reload, applied or not, with the
 // config that then runs.
 func (s *Set) Keep(cfg *config.Config) {
-	used := map[blockKey]bool{}
+	used := map[config.ACMEKey]bool{}
 	plain := false
 	for _, l := range cfg.Listeners {
 		switch {
@@ -73,7 +65,7 @@ func (s *Set) Keep(cfg *config.Config) {
 		case l.TLS == nil:
 			plain = true
 		case l.TLS.ACME != nil:
-			used[keyOf(*l.TLS.ACME)] = true
+			used[l.TLS.ACME.Key()] = true
 		}
 	}
 	s.mu.Lock()

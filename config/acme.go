@@ -3,7 +3,6 @@ package config
 import (
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 )
 
@@ -28,7 +27,7 @@ func (v *checker) acmeDomains(c *Config) {
 			switch {
 			case !ok:
 				seen[d] = owner{i, a}
-			case !sameACME(o.block, a):
+			case o.block.Key() != a.Key():
 				v.add(item(key(key(key(item("listeners", i), "tls"), "acme"), "domains"), j),
 					"%s is also in listeners[%d].tls.acme, with other settings: give both listeners the same acme block (they then share its certificates), or the domain to one of them", d, o.listener)
 			}
@@ -36,11 +35,13 @@ func (v *checker) acmeDomains(c *Config) {
 	}
 }
 
-// sameACME reports whether two acme blocks are the same, and so are served
-// by one manager.
-func sameACME(a, b *ACME) bool {
-	return a.Email == b.Email && a.Directory == b.Directory && a.CA == b.CA && a.Cache == b.Cache &&
-		slices.Equal(a.Domains, b.Domains)
+// ACMEKey identifies an acme block: listeners whose blocks have equal keys
+// share one manager (one account, one order per domain, one renewal).
+type ACMEKey struct{ email, domains, directory, ca, cache string }
+
+// Key is a's ACMEKey.
+func (a *ACME) Key() ACMEKey {
+	return ACMEKey{a.Email, strings.Join(a.Domains, "\n"), a.Directory, a.CA, a.Cache}
 }
 
 func (v *checker) acme(a *ACME, p string) {
