@@ -94,6 +94,8 @@ for mode in wss h2; do
 import json, sys
 r = json.loads(open(sys.argv[1]).readline())
 what = {"wss": "HTTP/1.1 (a TLS conn each)", "h2": "HTTP/2 (streams sharing conns)"}[sys.argv[2]]
+if r.get("sample_ok") != r.get("sample_tried"):
+    sys.exit("%s: %s of %s sampled WebSockets echoed: %s" % (what, r.get("sample_ok"), r.get("sample_tried"), r.get("note", "")))
 print("| %s | %.1f | %.2f |" % (what, r["rss_kb_per_conn"], r["fds_per_conn"]))
 PY
   stop_wslb

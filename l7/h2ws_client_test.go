@@ -3,7 +3,6 @@ package l7
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/wslb/wslb/internal/wsraw"
 	"github.com/wslb/wslb/wsframe"
 )
 
@@ -268,19 +268,7 @@ func (c *rawH2Client) sendText(id uint32, msg string) {
 
 // maskedFrame is a client WebSocket frame of op with payload (< 64 KiB).
 func maskedFrame(op byte, payload []byte) []byte {
-	key := [4]byte{1, 2, 3, 4}
-	f := []byte{0x80 | op}
-	if len(payload) < 126 {
-		f = append(f, 0x80|byte(len(payload)))
-	} else {
-		f = append(f, 0x80|126)
-		f = binary.BigEndian.AppendUint16(f, uint16(len(payload)))
-	}
-	f = append(f, key[:]...)
-	for i, b := range payload {
-		f = append(f, b^key[i%4])
-	}
-	return f
+	return wsraw.Append(nil, wsraw.Frame{Fin: true, Op: op, Masked: true, Key: [4]byte{1, 2, 3, 4}, Payload: payload})
 }
 
 // wsMessage is one unmasked frame a server sent.
@@ -299,23 +287,8 @@ func (s *rawH2Stream) readFrame(t *testing.T) (wsMessage, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		var h [2]byte
-		if _, err := io.ReadFull(s.body, h[:]); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		n := int(h[1] & 0x7f)
-		if n == 126 {
-			var l [2]byte
-			if _, err := io.ReadFull(s.body, l[:]); err != nil {
-				ch <- result{err: err}
-				return
-			}
-			n = int(binary.BigEndian.Uint16(l[:]))
-		}
-		p := make([]byte, n)
-		_, err := io.ReadFull(s.body, p)
-		ch <- result{m: wsMessage{op: wsframe.Opcode(h[0] & 0x0f), payload: p}, err: err}
+		f, err := wsraw.Read(s.body, 1<<16)
+		ch <- result{m: wsMessage{op: wsframe.Opcode(f.Op), payload: f.Payload}, err: err}
 	}()
 	select {
 	case r := <-ch:

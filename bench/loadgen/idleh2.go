@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/wslb/wslb/internal/wsraw"
 	"golang.org/x/net/http2"
 )
 
@@ -28,11 +27,10 @@ func insecureTLS(protos ...string) *tls.Config {
 func wssDial(ctx context.Context, addr, path string) (idleConn, error) {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS("http/1.1"), DisableKeepAlives: true},
 		Timeout: 10 * time.Second}
-	c, _, err := websocket.Dial(ctx, "wss://"+addr+path, &websocket.DialOptions{HTTPClient: hc})
+	c, err := wsDialURL(ctx, hc, "wss://"+addr+path)
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadLimit(1 << 20)
 	return wsIdle{c}, nil
 }
 
@@ -91,44 +89,22 @@ type h2Idle struct {
 }
 
 func (h *h2Idle) echo(ctx context.Context, p []byte) error {
-	if len(p) > 125 {
-		return fmt.Errorf("echo of %d bytes: 125 at most", len(p))
-	}
 	done := make(chan error, 1)
 	go func() {
-		key := [4]byte{7, 1, 8, 2}
-		f := append([]byte{0x82, 0x80 | byte(len(p))}, key[:]...)
-		for i, b := range p {
-			f = append(f, b^key[i%4])
-		}
-		if _, err := h.w.Write(f); err != nil {
+		f := wsraw.Frame{Fin: true, Op: wsraw.OpBinary, Masked: true, Key: [4]byte{7, 1, 8, 2}, Payload: p}
+		if _, err := h.w.Write(wsraw.Append(nil, f)); err != nil {
 			done <- err
 			return
 		}
-		var hd [2]byte
-		if _, err := io.ReadFull(h.body, hd[:]); err != nil {
+		back, err := wsraw.Read(h.body, 1<<16)
+		switch {
+		case err != nil:
 			done <- err
-			return
-		}
-		n := int(hd[1] & 0x7f)
-		if n == 126 {
-			var l [2]byte
-			if _, err := io.ReadFull(h.body, l[:]); err != nil {
-				done <- err
-				return
-			}
-			n = int(binary.BigEndian.Uint16(l[:]))
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(h.body, b); err != nil {
-			done <- err
-			return
-		}
-		if !bytes.Equal(b, p) {
+		case !bytes.Equal(back.Payload, p):
 			done <- fmt.Errorf("echo mismatch")
-			return
+		default:
+			done <- nil
 		}
-		done <- nil
 	}()
 	select {
 	case err := <-done:

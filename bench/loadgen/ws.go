@@ -34,7 +34,12 @@ func wsClient() *http.Client {
 }
 
 func wsDial(ctx context.Context, hc *http.Client, addr, path string) (*websocket.Conn, error) {
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+path, &websocket.DialOptions{HTTPClient: hc})
+	return wsDialURL(ctx, hc, "ws://"+addr+path)
+}
+
+// wsDialURL opens a WebSocket to url (ws:// or wss://) through hc.
+func wsDialURL(ctx context.Context, hc *http.Client, url string) (*websocket.Conn, error) {
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
 		return nil, err
 	}
