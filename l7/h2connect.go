@@ -193,26 +193,20 @@ func (w *worker) h2Answer(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 }
 
 // backendHandshake sends out, an upgrade without a body, on bc and reads the
-// backend's final answer within timeout. Interim (1xx) answers are dropped:
-// an extended CONNECT is answered by its final status.
+// backend's final answer within timeout. Interim (1xx) answers are dropped,
+// as many as HTTP/1.1 relays: an extended CONNECT is answered by its final
+// status.
 func backendHandshake(bc *backendConn, out *http.Request, timeout time.Duration) (*http.Response, error) {
 	_ = bc.conn.SetDeadline(time.Now().Add(timeout))
 	if err := sendHead(bc.conn, out); err != nil {
 		return nil, err
 	}
-	for n := 1; ; n++ {
-		resp, err := http.ReadResponse(bc.br, out)
-		if err != nil {
-			return nil, err
+	return finalAnswer(bc, out, func(_ *http.Response, n int) error {
+		if n > maxInterim {
+			return errTooManyInterim
 		}
-		if !interim(resp) {
-			_ = bc.conn.SetDeadline(time.Time{})
-			return resp, nil
-		}
-		if n == maxInterim {
-			return nil, errTooManyInterim
-		}
-	}
+		return nil
+	})
 }
 
 // relayRefusal relays a backend's answer other than 101 (403, 426, a

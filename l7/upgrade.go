@@ -165,8 +165,16 @@ func (cc *clientConn) handshake(req *http.Request, bc *backendConn, u *upgradeRe
 			return nil, err
 		}
 	}
+	return finalAnswer(bc, u.out, func(resp *http.Response, n int) error { return cc.relayInterim(req, resp, n) })
+}
+
+// finalAnswer reads the backend's answers to the upgrade out on bc, within
+// the deadline set on it, until its final one, which it returns with the
+// deadline lifted. Each interim answer goes to relay (the n-th, from 1),
+// which may end the exchange.
+func finalAnswer(bc *backendConn, out *http.Request, relay func(resp *http.Response, n int) error) (*http.Response, error) {
 	for n := 1; ; n++ {
-		resp, err := http.ReadResponse(bc.br, u.out)
+		resp, err := http.ReadResponse(bc.br, out)
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +182,7 @@ func (cc *clientConn) handshake(req *http.Request, bc *backendConn, u *upgradeRe
 			_ = bc.conn.SetDeadline(time.Time{})
 			return resp, nil
 		}
-		if err := cc.relayInterim(req, resp, n); err != nil {
+		if err := relay(resp, n); err != nil {
 			return nil, err
 		}
 	}
