@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,14 +30,18 @@ import (
 // h2Connect serves an extended CONNECT (RFC 8441) that came over HTTP/2. It
 // returns when the stream is answered, or, for a tunnel, when it ended.
 func (w *worker) h2Connect(h *h2Handler, rw http.ResponseWriter, r *http.Request) {
-	s := h.streamBase()
-	s.answered = true // the conn's first answer was counted (wslb_handshake_seconds)
+	s := h.stream(rw)
 	s.e.Method, s.e.Path, s.e.Proto = r.Method, r.URL.Path, r.Proto
-	if sc := w.h2Switch(h, s, rw, r); sc != nil {
+	sc := w.h2Switch(h, s, rw, r)
+	s.endStream() // a tunnel holds no buffer of the stream's
+	if sc != nil {
 		sc.pull() // the stream lives as long as this handler
 		return
 	}
 	w.logRequest(s, s.begin)
+	if s.stream.broken {
+		panic(http.ErrAbortHandler) // Go's server resets the stream, quietly
+	}
 }
 
 // h2Switch checks an extended CONNECT, asks the backend to switch, and
@@ -58,7 +60,7 @@ func (w *worker) h2Switch(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 		default:
 			st.errs.BadHandshake.Inc()
 		}
-		s.h2Respond(rw, r, "", status, hdr, reason)
+		s.respond(r, "", status, hdr, errorBody(status, reason), true)
 		return nil
 	}
 	res := st.routes.Match(r.URL)
@@ -66,13 +68,13 @@ func (w *worker) h2Switch(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 	switch res.Kind {
 	case route.BadPath:
 		st.errs.BadRequest.Inc()
-		s.h2Respond(rw, r, "", http.StatusBadRequest, nil, "invalid path")
+		s.respondPool(r, "", http.StatusBadRequest, "invalid path")
 		return nil
 	case route.NotFound, route.Static:
-		s.h2Respond(rw, r, "", http.StatusNotFound, nil, "no WebSocket route for this path")
+		s.respondPool(r, "", http.StatusNotFound, "no WebSocket route for this path")
 		return nil
 	case route.Redirect:
-		s.h2Respond(rw, r, "", http.StatusPermanentRedirect, http.Header{"Location": {res.Location}}, res.Location)
+		s.redirect(r, http.StatusPermanentRedirect, res.Location)
 		return nil
 	}
 	out, key := s.connectOutgoing(r, res)
@@ -81,7 +83,7 @@ func (w *worker) h2Switch(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 	if err != nil {
 		reason, status, text := connectFailure(err)
 		s.e.Reason = reason
-		s.h2Respond(rw, r, res.Pool, status, nil, text)
+		s.respondPool(r, res.Pool, status, text)
 		return nil
 	}
 	if !st.l.HTTP.PreserveHost {
@@ -169,15 +171,15 @@ func (w *worker) h2Answer(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 		bc.close()
 		st.errs.Timeout.Inc()
 		s.e.Reason = "idle"
-		s.h2Respond(rw, r, poolName, http.StatusGatewayTimeout, nil, "backend did not answer in time")
+		s.respondPool(r, poolName, http.StatusGatewayTimeout, "backend did not answer in time")
 		return nil
 	case err != nil:
 		bc.close()
 		s.e.Reason = "backend"
-		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "invalid or no answer from backend")
+		s.respondPool(r, poolName, http.StatusBadGateway, "invalid or no answer from backend")
 		return nil
 	case resp.StatusCode != http.StatusSwitchingProtocols:
-		w.relayRefusal(s, rw, r, poolName, bc, resp)
+		w.relayRefusal(s, r, poolName, bc, resp)
 		return nil
 	}
 	if err := header.CheckSwitch(resp.Header, "websocket", key); err != nil {
@@ -186,7 +188,7 @@ func (w *worker) h2Answer(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 		s.e.Reason = "bad_upgrade_response"
 		w.px.Log.Warn("backend sent an invalid 101; no tunnel opened", "listener", st.l.Name,
 			"pool", poolName, "backend", bc.b.String(), "err", err)
-		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "invalid upgrade response from backend")
+		s.respondPool(r, poolName, http.StatusBadGateway, "invalid upgrade response from backend")
 		return nil
 	}
 	return w.h2Tunnel(h, s, rw, r, poolName, bc, resp)
@@ -213,28 +215,16 @@ func backendHandshake(bc *backendConn, out *http.Request, timeout time.Duration)
 // redirect) to the stream, body and all, as HTTP/1.1 relays it. A 2xx is
 // the one exception: on h2 it would tell the client its WebSocket is open,
 // so it becomes a 502.
-func (w *worker) relayRefusal(s *clientConn, rw http.ResponseWriter, r *http.Request, poolName string, bc *backendConn, resp *http.Response) {
+func (w *worker) relayRefusal(s *clientConn, r *http.Request, poolName string, bc *backendConn, resp *http.Response) {
 	if resp.StatusCode < 300 {
 		bc.close()
 		s.e.Reason = "bad_upgrade_response"
 		s.st.errs.BadUpgradeResponse.Inc()
-		s.h2Respond(rw, r, poolName, http.StatusBadGateway, nil, "backend did not switch protocols")
+		s.respondPool(r, poolName, http.StatusBadGateway, "backend did not switch protocols")
 		return
 	}
-	header.RemoveHopByHop(resp.Header)
-	header.SetResponseHeaders(resp.Header, s.st.l.HTTP.ResponseHeaders)
-	for k, v := range resp.Header {
-		rw.Header()[k] = v
-	}
-	s.count(r, poolName, resp.StatusCode)
-	rw.WriteHeader(resp.StatusCode)
-	_ = bc.conn.SetReadDeadline(time.Now().Add(s.st.l.Timeouts.Idle))
-	n, err := io.Copy(rw, resp.Body)
-	s.e.Tx = n
-	if err != nil {
-		s.e.Reason = "backend"
-	}
-	w.putBack(s, bc, err == nil && !resp.Close)
+	_, reusable, err := s.relayResponse(r, resp, poolName, bc, s.st.l.Timeouts.Idle)
+	w.putBack(s, bc, err == nil && reusable)
 }
 
 // h2Tunnel answers the stream 200 with the backend's 101's end-to-end
@@ -251,6 +241,7 @@ func (w *worker) h2Tunnel(h *h2Handler, s *clientConn, rw http.ResponseWriter, r
 	// The access line says 200, what the client was answered and what its
 	// browser shows; kind tunnel and upgrade say it switched.
 	s.count(r, poolName, http.StatusOK)
+	s.firstByte()
 	s.e.Kind, s.e.Upgrade = access.KindTunnel, true
 	rw.WriteHeader(http.StatusOK)
 	sc := newStreamConn(rw, r, h.cc.conn)
@@ -288,23 +279,5 @@ func tunnelContext(drain context.Context) (context.Context, func()) {
 	return ctx, func() {
 		stop()
 		cancel(nil)
-	}
-}
-
-// h2Respond answers the stream with an answer wslb makes: status and a
-// one-line reason, as respond answers on HTTP/1.1.
-func (s *clientConn) h2Respond(rw http.ResponseWriter, r *http.Request, poolName string, status int, hdr http.Header, reason string) {
-	h := rw.Header()
-	for k, v := range hdr {
-		h[k] = v
-	}
-	body := errorBody(status, reason)
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	header.SetResponseHeaders(h, s.st.l.HTTP.ResponseHeaders)
-	s.count(r, poolName, status)
-	rw.WriteHeader(status)
-	if _, err := io.WriteString(rw, body); err != nil {
-		s.e.Status, s.e.Reason = statusClientClosed, "client"
 	}
 }
