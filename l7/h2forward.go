@@ -63,25 +63,19 @@ func (w *worker) h2Request(h *h2Handler, rw http.ResponseWriter, r *http.Request
 	}
 }
 
-// stream makes the clientConn of one stream of h's conn, a plain request.
+// stream makes the clientConn of one stream of h's conn: the conn's
+// addresses and settings, with an access line, series and writer of its
+// own, since streams are served at once, each on a goroutine of its own. It
+// has no net.Conn: nothing of a stream may close or linger on the shared
+// conn.
 func (h *h2Handler) stream(rw http.ResponseWriter) *clientConn {
-	cc := h.streamBase()
-	s := &h2Stream{rw: rw, h: h, out: h2Writer{rw: rw, rc: http.NewResponseController(rw), send: cc.st.l.Timeouts.Send}}
-	cc.stream = s
-	cc.bw = getWriter(&s.out)
-	return cc
-}
-
-// streamBase is a clientConn for one stream of h's conn: the conn's
-// addresses and settings, with an access line and series of its own, since
-// streams are served at once, each on a goroutine of its own. It has no
-// net.Conn: nothing of a stream may close or linger on the shared conn.
-func (h *h2Handler) streamBase() *clientConn {
 	p := h.cc
+	s := &h2Stream{rw: rw, h: h, out: h2Writer{rw: rw, rc: http.NewResponseController(rw), send: p.st.l.Timeouts.Send}}
 	return &clientConn{
 		st: p.st, peer: p.peer, local: p.local, dest: p.dest, tls: p.tls,
 		accepted: p.accepted, rateGrace: p.rateGrace, begin: time.Now(),
-		e: access.Entry{Kind: access.KindRequest, Listener: p.st.l.Name, Client: p.peer},
+		e:      access.Entry{Kind: access.KindRequest, Listener: p.st.l.Name, Client: p.peer},
+		stream: s, bw: getWriter(&s.out),
 	}
 }
 
