@@ -53,7 +53,11 @@ func (cc *clientConn) respond(req *http.Request, poolName string, status int, hd
 		cc.e.Tx += int64(len(body)) // the access line's response body bytes
 	}
 	if cc.stream != nil {
-		cc.stream.answer(cc, status, resp.Header, body)
+		// A stream whose context ended (the client reset it, or a drain's
+		// grace ran out and the conn is closing) has nobody to answer.
+		if req == nil || req.Context().Err() == nil {
+			cc.stream.answer(cc, status, resp.Header, body)
+		}
 		return false
 	}
 	err := resp.Write(cc.bw)
